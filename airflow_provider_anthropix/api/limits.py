@@ -1,0 +1,20 @@
+"""Limits and constants of the Message Batches API, in one place for clients, validation and the emulator."""
+
+from __future__ import annotations
+
+import re
+
+#: Most requests one batch may hold.
+MAX_REQUESTS = 100_000
+#: Largest JSON body a create may send (the edge answers 413 above it).
+MAX_BODY_BYTES = 256 * 1024 * 1024
+#: custom_id: 1-64 characters of letters, digits, underscore and hyphen.
+CUSTOM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: API versions the service accepts; the first one is the current one.
+API_VERSIONS = ("2026-10-21", "2023-06-01")
+DEFAULT_API_VERSION = "2026-10-21"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+#: Page size bounds of the list endpoint.
+MIN_LIST_LIMIT = 1
+MAX_LIST_LIMIT = 1000
+DEFAULT_LIST_LIMIT = 20
