@@ -1,0 +1,241 @@
+"""Non-blocking client on ``httpx.AsyncClient``: for triggers, which share one event loop.
+
+A triggerer runs thousands of triggers on one loop, so nothing here blocks: no threads,
+no ``time.sleep``. Triggers of the same connection on the same loop share one client (and
+its connection pool) through :func:`shared_async_client`, instead of one client each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from airflow_provider_anthropix.api import calls
+from airflow_provider_anthropix.api.config import ClientConfig
+from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError, AnthropixTimeoutError
+from airflow_provider_anthropix.api.lines import LineSplitter, parse_result_line
+from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, EncodedBody, MessageBatch
+from airflow_provider_anthropix.api.resume import ResumeState
+
+log = logging.getLogger(__name__)
+
+#: Connections one shared client keeps open; polls are tiny, so a modest pool serves thousands of triggers.
+POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=30.0)
+
+
+def _translate(exc: httpx.HTTPError, call_name: str) -> AnthropixConnectionError:
+    """Map an httpx failure to our tree, noting whether the request may have reached the server."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return AnthropixTimeoutError(f"{call_name}: timed out connecting to the API", maybe_sent=False)
+    if isinstance(exc, httpx.TimeoutException):
+        return AnthropixTimeoutError(f"{call_name}: timed out waiting for the API's answer")
+    if isinstance(exc, httpx.ConnectError):
+        return AnthropixConnectionError(
+            f"{call_name}: could not connect to the API ({type(exc).__name__})", maybe_sent=False
+        )
+    return AnthropixConnectionError(f"{call_name}: the connection broke ({type(exc).__name__})")
+
+
+async def _aiter_body(body: EncodedBody) -> AsyncIterator[bytes]:
+    for chunk in body.chunks():
+        yield chunk
+
+
+class AsyncClient:
+    """The Message Batches API over ``httpx.AsyncClient``; same methods as :class:`SyncClient`, awaited."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._policy = config.retry_policy()
+        self._sleep = sleep
+        self._http = http or httpx.AsyncClient(
+            headers=config.headers(),
+            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
+            limits=POOL_LIMITS,
+            mounts=_proxy_mounts(config.proxies),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(base_url={self.config.base_url!r}, version={self.config.anthropic_version!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._http.is_closed
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def _attempt(self, call: calls.Call, *, stream: bool, headers: Mapping[str, str] | None) -> httpx.Response:
+        request_headers = dict(headers or {})
+        content: Any = None
+        if call.json_body is not None:
+            content = call.json_body
+            request_headers["content-type"] = "application/json"
+        elif call.encoded_body is not None:
+            content = _aiter_body(call.encoded_body)
+            request_headers["content-type"] = "application/json"
+            request_headers["content-length"] = str(call.encoded_body.size)
+        request = self._http.build_request(
+            call.method, call.url, params=call.params, content=content, headers=request_headers
+        )
+        try:
+            response = await self._http.send(request, stream=stream)
+            if response.status_code >= 300:
+                body = await response.aread()
+                await response.aclose()
+                calls.raise_for_response(response.status_code, response.headers, body)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, call.name) from None
+        return response
+
+    async def _send(
+        self, call: calls.Call, *, stream: bool = False, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        attempt = 0
+        waited = 0.0
+        while True:
+            try:
+                return await self._attempt(call, stream=stream, headers=headers)
+            except AnthropixError as exc:
+                delay = self._policy.next_delay(exc, attempt=attempt, waited=waited, idempotent=call.idempotent)
+                if delay is None:
+                    raise
+                log.warning(
+                    "%s failed (%s); retry %d of %d in %.1f s",
+                    call.name,
+                    exc,
+                    attempt + 1,
+                    self._policy.max_retries,
+                    delay,
+                )
+                await self._sleep(delay)
+                waited += delay
+                attempt += 1
+
+    async def _json(self, call: calls.Call) -> Any:
+        response = await self._send(call)
+        try:
+            return calls.parse_json(response.content)
+        except ValueError as exc:
+            raise AnthropixConnectionError(f"{call.name}: the API's answer is not valid JSON ({exc})") from None
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def create_batch(self, requests: Sequence[Mapping[str, Any]] | EncodedBody) -> MessageBatch:
+        """Submit a batch. Not retried once it may have reached the server (see the retry policy)."""
+        return MessageBatch.from_dict(await self._json(calls.create_call(self.config, requests)))
+
+    async def get_batch(self, batch_id: str) -> MessageBatch:
+        return MessageBatch.from_dict(await self._json(calls.get_call(self.config, batch_id)))
+
+    async def list_batches(
+        self, limit: int = 20, before_id: str | None = None, after_id: str | None = None
+    ) -> BatchPage:
+        return BatchPage.from_dict(await self._json(calls.list_call(self.config, limit, before_id, after_id)))
+
+    async def iter_batches(self, page_size: int = 100) -> AsyncIterator[MessageBatch]:
+        """Every batch, newest first, fetching pages as the caller goes."""
+        after_id: str | None = None
+        while True:
+            page = await self.list_batches(limit=page_size, after_id=after_id)
+            for batch in page.data:
+                yield batch
+            if not page.has_more or not page.last_id:
+                return
+            after_id = page.last_id
+
+    async def cancel_batch(self, batch_id: str) -> MessageBatch:
+        return MessageBatch.from_dict(await self._json(calls.cancel_call(self.config, batch_id)))
+
+    async def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
+        return DeletedMessageBatch.from_dict(await self._json(calls.delete_call(self.config, batch_id)))
+
+    # -- results -----------------------------------------------------------------------------
+
+    async def iter_result_bytes(self, batch: MessageBatch | str, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """The results JSONL as raw chunks, resumed transparently after a break (see ``api.resume``)."""
+        url = calls.results_url_for(self.config, batch)
+        state = ResumeState(self._policy)
+        while True:
+            try:
+                response = await self._send(
+                    calls.Call("results", "GET", url), stream=True, headers=state.range_headers()
+                )
+                try:
+                    skipper = state.start(response.status_code, response.headers.get("content-range"))
+                    async for chunk in response.aiter_bytes(chunk_size):
+                        chunk = skipper.trim(chunk)
+                        if chunk:
+                            state.received += len(chunk)
+                            yield chunk
+                finally:
+                    await response.aclose()
+                return
+            except httpx.HTTPError as exc:
+                error: AnthropixError = _translate(exc, "results")
+            except AnthropixConnectionError as exc:
+                error = exc
+            await self._sleep(state.next_delay(error))
+
+    async def iter_results(self, batch: MessageBatch | str) -> AsyncIterator[dict[str, Any]]:
+        """One parsed dict per results line."""
+        splitter = LineSplitter()
+        async for chunk in self.iter_result_bytes(batch):
+            for line in splitter.feed(chunk):
+                yield parse_result_line(line)
+        for line in splitter.finish():
+            yield parse_result_line(line)
+
+    async def get_results(self, batch: MessageBatch | str) -> list[dict[str, Any]]:
+        """All results as a list: for small batches only."""
+        return [result async for result in self.iter_results(batch)]
+
+
+def _proxy_mounts(proxies: Mapping[str, str] | None) -> dict[str, httpx.AsyncBaseTransport] | None:
+    if not proxies:
+        return None
+    return {f"{scheme}://": httpx.AsyncHTTPTransport(proxy=url, limits=POOL_LIMITS) for scheme, url in proxies.items()}
+
+
+# One client per (event loop, connection settings). Keyed weakly by loop so a closed loop's
+# clients go away with it; the triggerer's loop lives as long as the process.
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_async_client(config: ClientConfig) -> AsyncClient:
+    """The client every trigger with these settings on the running loop should use.
+
+    Sharing one pool is what lets a single triggerer poll thousands of batches: one client
+    per trigger costs a pool, TLS sessions and tens of KB each.
+    """
+    loop = asyncio.get_running_loop()
+    clients = _shared.setdefault(loop, {})
+    key = config.cache_key()
+    client = clients.get(key)
+    if client is None or client.is_closed:
+        client = AsyncClient(config)
+        clients[key] = client
+    return client

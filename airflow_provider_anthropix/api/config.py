@@ -1,0 +1,99 @@
+"""Client settings shared by the sync and async clients, and the pieces of a call built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from airflow_provider_anthropix.api.retry import RetryPolicy
+
+USER_AGENT = "airflow-provider-anthropix"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a client needs to talk to the API.
+
+    The key is sent as ``x-api-key`` (accepted by every API version and by the emulator;
+    it is also what proxies and curl examples expect). It is excluded from ``repr`` so the
+    config can be logged.
+
+    :param api_key: the Anthropic API key.
+    :param base_url: scheme and host (and port) of the API; paths start with ``/v1``.
+    :param anthropic_version: the ``anthropic-version`` header; requests are validated by its rules.
+    :param anthropic_beta: values joined into the ``anthropic-beta`` header.
+    :param workspace_id: sent as ``anthropic-workspace-id`` for keys that span workspaces.
+    :param connect_timeout: seconds to wait for a TCP/TLS connection.
+    :param read_timeout: seconds to wait between bytes of a response.
+    :param max_retries: retries after the first attempt of one call.
+    :param proxies: ``{"http": url, "https": url}``.
+    """
+
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    anthropic_version: str = DEFAULT_API_VERSION
+    anthropic_beta: tuple[str, ...] = ()
+    workspace_id: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_retries: int = 2
+    max_total_retry_wait: float = 60.0
+    proxies: dict[str, str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise ValueError("an API key is required")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must look like https://host[:port], got {self.base_url!r}")
+        if self.anthropic_version not in API_VERSIONS:
+            raise ValueError(f"anthropic_version {self.anthropic_version!r} is not one of {', '.join(API_VERSIONS)}")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "anthropic_beta", tuple(b for b in self.anthropic_beta if b))
+
+    def headers(self) -> dict[str, str]:
+        """Headers for every call. Contains the key: never log the result."""
+        headers = {
+            "x-api-key": self.api_key,
+            "anthropic-version": self.anthropic_version,
+            "accept": "application/json",
+            "user-agent": USER_AGENT,
+        }
+        if self.anthropic_beta:
+            headers["anthropic-beta"] = ",".join(self.anthropic_beta)
+        if self.workspace_id:
+            headers["anthropic-workspace-id"] = self.workspace_id
+        return headers
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_retries=self.max_retries, max_total_wait=self.max_total_retry_wait)
+
+    def cache_key(self) -> tuple[Any, ...]:
+        """A hashable identity of these settings, for sharing one client between identical configs."""
+        proxies = tuple(sorted(self.proxies.items())) if self.proxies else ()
+        return (
+            self.api_key,
+            self.base_url,
+            self.anthropic_version,
+            self.anthropic_beta,
+            self.workspace_id,
+            self.connect_timeout,
+            self.read_timeout,
+            self.max_retries,
+            self.max_total_retry_wait,
+            proxies,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The settings without the key, for logs and connection tests."""
+        return {
+            "base_url": self.base_url,
+            "anthropic_version": self.anthropic_version,
+            "anthropic_beta": list(self.anthropic_beta),
+            "workspace_id": self.workspace_id,
+            "timeouts": [self.connect_timeout, self.read_timeout],
+            "max_retries": self.max_retries,
+            "proxies": sorted(self.proxies) if self.proxies else None,
+        }

@@ -1,0 +1,251 @@
+"""One exception tree for every way a call to the Message Batches API can fail.
+
+Both clients raise these and nothing else, so callers (the hook, operators, the trigger)
+decide on retries and messages in one place. No exception text ever carries the API key:
+messages are built from the server's error envelope and the status, never from headers
+we sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class AnthropixError(Exception):
+    """Base of every error this provider raises about the API."""
+
+
+_KEPT_HEADERS = frozenset({"x-should-retry", "retry-after", "retry-after-ms", "request-id"})
+
+
+class AnthropixAPIError(AnthropixError):
+    """The server answered with an error status.
+
+    :param status: HTTP status code.
+    :param error_type: the envelope's ``error.type`` (``invalid_request_error``, ...).
+    :param message: the envelope's ``error.message`` or a short description.
+    :param request_id: the ``request-id`` header, quoted to support when asking for help.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str = "api_error",
+        request_id: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        #: The server's hint in seconds (``retry-after-ms`` / ``retry-after``), when it gave one.
+        self.retry_after = retry_after
+        #: Response headers that steer retries (``x-should-retry``, ``retry-after``); never request headers.
+        self.headers = {k.lower(): v for k, v in (headers or {}).items() if k.lower() in _KEPT_HEADERS}
+        self.error_type = error_type
+        self.message = message
+        self.request_id = request_id
+        self.body = body
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        text = f"HTTP {self.status} {self.error_type}: {self.message}"
+        if self.request_id:
+            text += f" (request-id {self.request_id})"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the keyword-only arguments when the exception is pickled between processes.
+        return (_rebuild_api_error, (type(self), self.message, self.status, self.error_type, self.request_id))
+
+
+def _rebuild_api_error(
+    cls: type[AnthropixAPIError], message: str, status: int, error_type: str, request_id: str | None
+) -> AnthropixAPIError:
+    return cls(message, status=status, error_type=error_type, request_id=request_id)
+
+
+class BadRequestError(AnthropixAPIError):
+    """400: the request is wrong; sending it again will not help."""
+
+
+class AuthenticationError(AnthropixAPIError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(AnthropixAPIError):
+    """403: the key may not do this (workspace, organisation settings)."""
+
+
+class NotFoundError(AnthropixAPIError):
+    """404: no such batch for this key (or results not available yet)."""
+
+
+class ConflictError(AnthropixAPIError):
+    """409: a conflicting operation; the API marks it as retryable."""
+
+
+class RequestTooLargeError(AnthropixAPIError):
+    """413: the create body is over 256 MB."""
+
+
+class RateLimitError(AnthropixAPIError):
+    """429: slow down; ``retry_after`` holds the server's hint in seconds when it gave one."""
+
+
+class InternalServerError(AnthropixAPIError):
+    """5xx other than 529: a server-side failure, usually transient."""
+
+
+class OverloadedError(AnthropixAPIError):
+    """529: the API is overloaded; retry later."""
+
+
+class AnthropixConnectionError(AnthropixError):
+    """The server could not be reached or the connection broke before a full answer."""
+
+    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
+        #: False only when we know the request never left (e.g. connect refused, DNS failure).
+        self.maybe_sent = maybe_sent
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self),), {"maybe_sent": self.maybe_sent})
+
+
+class AnthropixTimeoutError(AnthropixConnectionError):
+    """A connect or read timeout."""
+
+
+class ResultsHostError(AnthropixError):
+    """A ``results_url`` points to a host other than the configured API host.
+
+    The API key is not sent there: a forged URL in a batch object must not be able to
+    collect the key.
+    """
+
+
+@dataclass(frozen=True)
+class ValidationProblem:
+    """One thing wrong with a batch request, and where it is."""
+
+    message: str
+    index: int | None = None
+    custom_id: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(f"{self.file}:{self.line}" if self.line is not None else self.file)
+        elif self.line is not None:
+            where.append(f"line {self.line}")
+        elif self.index is not None:
+            where.append(f"requests[{self.index}]")
+        if self.custom_id:
+            where.append(f"custom_id {self.custom_id}")
+        return f"{' '.join(where)}: {self.message}" if where else self.message
+
+
+class BatchValidationError(AnthropixError):
+    """The batch was rejected before anything was sent. ``problems`` lists the first few, ``count`` all."""
+
+    def __init__(self, problems: list[ValidationProblem], *, count: int | None = None, shown: int = 10) -> None:
+        self.problems = list(problems)
+        self.count = count if count is not None else len(self.problems)
+        lines = [str(problem) for problem in self.problems[:shown]]
+        more = self.count - len(lines)
+        head = f"{self.count} problem{'s' if self.count != 1 else ''} in the batch requests, nothing was sent:"
+        text = "\n  ".join([head, *lines])
+        if more > 0:
+            text += f"\n  ... and {more} more"
+        super().__init__(text)
+
+
+_STATUS_CLASSES: dict[int, type[AnthropixAPIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RequestTooLargeError,
+    429: RateLimitError,
+    529: OverloadedError,
+}
+
+_DEFAULT_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def error_class_for(status: int) -> type[AnthropixAPIError]:
+    """The exception class the API's status maps to."""
+    if status in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status]
+    if status >= 500:
+        return InternalServerError
+    return BadRequestError
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    retry_after: float | None = None,
+) -> AnthropixAPIError:
+    """Build the right exception from an error response (status, headers, raw body).
+
+    The body is usually the JSON envelope ``{"type": "error", "error": {"type", "message"}}``;
+    edges (413, gateways) may send HTML or nothing, in which case a short excerpt is kept.
+    """
+    error_type = _DEFAULT_TYPES.get(status, "api_error")
+    message = ""
+    parsed: Any = None
+    request_id = headers.get("request-id") or headers.get("x-request-id")
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        err = parsed.get("error")
+        if isinstance(err, dict):
+            error_type = str(err.get("type") or error_type)
+            message = str(err.get("message") or "")
+        request_id = request_id or parsed.get("request_id")
+    if not message:
+        excerpt = body[:200].decode("utf-8", "replace").strip() if body else ""
+        message = excerpt or _reason(status)
+    return error_class_for(status)(
+        message,
+        status=status,
+        error_type=error_type,
+        request_id=request_id,
+        body=parsed,
+        retry_after=retry_after,
+        headers=headers,
+    )
+
+
+def _reason(status: int) -> str:
+    reasons = {
+        408: "request timeout",
+        413: "request body too large (the API accepts at most 256 MB per batch)",
+        502: "bad gateway",
+        503: "service unavailable",
+        504: "gateway timeout",
+        529: "overloaded",
+    }
+    return reasons.get(status, "no error message in the response")
