@@ -1,0 +1,146 @@
+"""AnthropixHook: the Airflow connection turned into ready Message Batches clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_anthropix.api import (
+    AnthropixAPIError,
+    AnthropixConnectionError,
+    AnthropixError,
+    AsyncClient,
+    AuthenticationError,
+    BadRequestError,
+    BatchPage,
+    ClientConfig,
+    DeletedMessageBatch,
+    EncodedBody,
+    MessageBatch,
+    PermissionDeniedError,
+    SyncClient,
+    shared_async_client,
+)
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError, config_from_connection
+
+
+class AnthropixHook(BaseHook):
+    """Talks to the Anthropic Message Batches API with the key and settings of an Airflow connection.
+
+    Connection fields: **password** = API key, **host** = base URL (default
+    ``https://api.anthropic.com``), **extra** = ``anthropic_version``, ``anthropic_beta`` (list),
+    ``workspace_id``, ``timeout`` (seconds, or ``[connect, read]``), ``max_retries``, ``proxies``.
+
+    The sync client is built on first use and cached; DAG parsing never opens a connection.
+    The async client (for triggers) is shared per event loop: see :meth:`aget_async_client`.
+
+    :param anthropix_conn_id: the Airflow connection id.
+    """
+
+    conn_name_attr = "anthropix_conn_id"
+    default_conn_name = "anthropix_default"
+    conn_type = "anthropix"
+    hook_name = "Anthropix"
+
+    def __init__(self, anthropix_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.anthropix_conn_id = anthropix_conn_id
+
+    def __repr__(self) -> str:
+        return f"AnthropixHook(anthropix_conn_id={self.anthropix_conn_id!r})"
+
+    # -- clients -----------------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> ClientConfig:
+        """Client settings from the connection; raises :class:`ConnectionSettingsError` naming the bad field."""
+        return config_from_connection(self.anthropix_conn_id, self.get_connection(self.anthropix_conn_id))
+
+    @cached_property
+    def client(self) -> SyncClient:
+        return SyncClient(self.config)
+
+    def get_conn(self) -> SyncClient:
+        return self.client
+
+    @classmethod
+    async def aget_config(cls, anthropix_conn_id: str = default_conn_name) -> ClientConfig:
+        """Client settings read without blocking the event loop (for triggers)."""
+        connection = await cls.aget_connection(anthropix_conn_id)
+        return config_from_connection(anthropix_conn_id, connection)
+
+    @classmethod
+    async def aget_async_client(cls, anthropix_conn_id: str = default_conn_name) -> AsyncClient:
+        """The async client shared by every trigger of this connection on the running loop."""
+        return shared_async_client(await cls.aget_config(anthropix_conn_id))
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]
+
+    # -- the API, through the sync client ----------------------------------------------------
+
+    def create_batch(self, requests: Sequence[Mapping[str, Any]] | EncodedBody) -> MessageBatch:
+        return self.client.create_batch(requests)
+
+    def get_batch(self, batch_id: str) -> MessageBatch:
+        return self.client.get_batch(batch_id)
+
+    def list_batches(self, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> BatchPage:
+        return self.client.list_batches(limit=limit, before_id=before_id, after_id=after_id)
+
+    def iter_batches(self, page_size: int = 100) -> Iterator[MessageBatch]:
+        return self.client.iter_batches(page_size=page_size)
+
+    def cancel_batch(self, batch_id: str) -> MessageBatch:
+        return self.client.cancel_batch(batch_id)
+
+    def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
+        return self.client.delete_batch(batch_id)
+
+    def iter_result_bytes(self, batch: MessageBatch | str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        return self.client.iter_result_bytes(batch, chunk_size=chunk_size)
+
+    def iter_results(self, batch: MessageBatch | str) -> Iterator[dict[str, Any]]:
+        return self.client.iter_results(batch)
+
+    def get_results(self, batch: MessageBatch | str) -> list[dict[str, Any]]:
+        return self.client.get_results(batch)
+
+    # -- UI ----------------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Called by the UI's Test button: one cheap list call, and a message that says what failed."""
+        try:
+            config = self.config
+            page = self.client.list_batches(limit=1)
+        except ConnectionSettingsError as exc:
+            return False, str(exc)
+        except AuthenticationError as exc:
+            return False, f"The API key was rejected (HTTP 401, request-id {exc.request_id}): check the password field."
+        except PermissionDeniedError as exc:
+            return False, f"The API key may not list batches (HTTP 403): {exc.message}"
+        except BadRequestError as exc:
+            hint = " Check extra.anthropic_version." if "version" in exc.message.lower() else ""
+            return False, f"The API rejected the request (HTTP 400): {exc.message}.{hint}"
+        except AnthropixConnectionError as exc:
+            return False, f"Could not reach {self.config.base_url}: {exc}. Check the host field and the network."
+        except AnthropixAPIError as exc:
+            return False, f"The API answered with an error: {exc}"
+        except AnthropixError as exc:
+            return False, str(exc)
+        newest = page.data[0].id if page.data else "none yet"
+        return True, (
+            f"Connected to {config.base_url} with API version {config.anthropic_version}; newest batch: {newest}."
+        )
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """For Airflow versions that read the form from the hook rather than from provider info."""
+        from airflow_provider_anthropix.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return UI_FIELD_BEHAVIOUR

@@ -1,0 +1,127 @@
+"""Turning an Airflow connection into :class:`ClientConfig`, with errors that name the field to fix.
+
+Kept free of Airflow imports (it reads any object with ``host``, ``password``, ``port`` and
+``extra_dejson``), so the rules are testable without a metadata database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from airflow_provider_anthropix.api.config import ClientConfig
+from airflow_provider_anthropix.api.errors import AnthropixError
+from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+
+
+class ConnectionLike(Protocol):
+    host: str | None
+    password: str | None
+    port: int | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+class ConnectionSettingsError(AnthropixError):
+    """The Airflow connection cannot be turned into working client settings; says which field to fix."""
+
+
+def _fail(conn_id: str, field: str, problem: str) -> ConnectionSettingsError:
+    return ConnectionSettingsError(f"connection {conn_id!r}: {field}: {problem}")
+
+
+def base_url_from(conn_id: str, host: str | None, port: int | None) -> str:
+    """``https://api.anthropic.com`` by default; a bare host gets https; the port field is honoured."""
+    host = (host or "").strip()
+    if not host:
+        return DEFAULT_BASE_URL
+    candidate = host if "://" in host else f"https://{host}"
+    try:
+        parts = urlsplit(candidate)
+        parsed_port = parts.port
+    except ValueError as exc:
+        raise _fail(conn_id, "host (Base URL)", f"{host!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in host:
+        raise _fail(conn_id, "host (Base URL)", f"{host!r} is not a valid URL; expected e.g. https://api.anthropic.com")
+    if parts.path.strip("/") or parts.query:
+        raise _fail(
+            conn_id,
+            "host (Base URL)",
+            f"{host!r} has a path; give only scheme, host and port (paths start with /v1 by themselves)",
+        )
+    netloc = parts.netloc
+    if port and parsed_port is None:
+        netloc = f"{netloc}:{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+def _number(conn_id: str, field: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _fail(conn_id, f"extra.{field}", f"expected a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise _fail(conn_id, f"extra.{field}", f"must be positive, got {value!r}")
+    return number
+
+
+def _timeouts(conn_id: str, value: Any) -> tuple[float, float]:
+    """``timeout`` is one number (read), ``[connect, read]`` or ``{"connect": .., "read": ..}``."""
+    if value is None or value == "":
+        return 10.0, 60.0
+    if isinstance(value, Mapping):
+        return (
+            _number(conn_id, "timeout.connect", value.get("connect", 10.0)),
+            _number(conn_id, "timeout.read", value.get("read", 60.0)),
+        )
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise _fail(conn_id, "extra.timeout", f"expected [connect, read], got {value!r}")
+        return _number(conn_id, "timeout", value[0]), _number(conn_id, "timeout", value[1])
+    read = _number(conn_id, "timeout", value)
+    return min(10.0, read), read
+
+
+def _beta(conn_id: str, value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return tuple(item.strip() for item in value if item.strip())
+    raise _fail(conn_id, "extra.anthropic_beta", f"expected a list of strings, got {value!r}")
+
+
+def config_from_connection(conn_id: str, conn: ConnectionLike) -> ClientConfig:
+    """Build client settings from a connection: password = key, host = base URL, extras = the rest."""
+    key = (conn.password or "").strip()
+    if not key:
+        raise _fail(conn_id, "password (API Key)", "is empty; put the Anthropic API key in the connection's password")
+    extra = conn.extra_dejson or {}
+    version = str(extra.get("anthropic_version") or DEFAULT_API_VERSION)
+    if version not in API_VERSIONS:
+        raise _fail(conn_id, "extra.anthropic_version", f"{version!r} is not one of {', '.join(API_VERSIONS)}")
+    max_retries_raw = extra.get("max_retries", 2)
+    try:
+        max_retries = int(max_retries_raw)
+    except (TypeError, ValueError):
+        raise _fail(conn_id, "extra.max_retries", f"expected an integer, got {max_retries_raw!r}") from None
+    if max_retries < 0:
+        raise _fail(conn_id, "extra.max_retries", f"must be 0 or more, got {max_retries}")
+    proxies = extra.get("proxies") or None
+    if proxies is not None and not (isinstance(proxies, Mapping) and all(isinstance(v, str) for v in proxies.values())):
+        raise _fail(conn_id, "extra.proxies", 'expected {"http": "http://proxy:3128", "https": "..."}')
+    connect_timeout, read_timeout = _timeouts(conn_id, extra.get("timeout"))
+    return ClientConfig(
+        api_key=key,
+        base_url=base_url_from(conn_id, conn.host, conn.port),
+        anthropic_version=version,
+        anthropic_beta=_beta(conn_id, extra.get("anthropic_beta")),
+        workspace_id=(str(extra["workspace_id"]) if extra.get("workspace_id") else None),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_retries=max_retries,
+        proxies=dict(proxies) if proxies else None,
+    )
