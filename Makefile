@@ -1,0 +1,60 @@
+# The two commands a new user runs: `make demo` and `make test`. Both build their own
+# virtualenvs from the checked-in lock files (pinned versions, packages only from PyPI).
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+VENV32 := .venv-airflow-3.2
+LOCK := requirements/lock-airflow-3.3.txt
+LOCK32 := requirements/lock-airflow-3.2.txt
+PYTEST_ARGS ?=
+
+.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo bench lock clean
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -r $(LOCK) -e .
+	touch $@
+
+$(VENV32)/.installed: pyproject.toml $(LOCK32)
+	$(PYTHON) -m venv $(VENV32)
+	$(VENV32)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV32)/bin/uv pip install -q --python $(VENV32)/bin/python -r $(LOCK32) -e .
+	touch $@
+
+venv: $(VENV)/.installed
+venv32: $(VENV32)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check airflow_provider_anthropix tests example_dags benchmarks
+	$(VENV)/bin/ruff format --check airflow_provider_anthropix tests example_dags benchmarks
+	$(VENV)/bin/mypy airflow_provider_anthropix
+
+# Full suite on the newest supported Airflow, then the smoke suite on the lowest (3.2.x).
+test: lint test-main test-smoke-3.2
+
+test-main: venv
+	$(VENV)/bin/python -m pytest -q --durations=15 $(PYTEST_ARGS) tests
+
+test-smoke-3.2: venv32
+	$(VENV32)/bin/python -m pytest -q -m smoke $(PYTEST_ARGS) tests
+
+demo: venv
+	bash scripts/demo.sh
+
+bench: venv
+	$(VENV)/bin/python benchmarks/bench_emulator.py
+	$(VENV)/bin/python benchmarks/bench_export.py
+	$(VENV)/bin/python benchmarks/bench_create.py
+	$(VENV)/bin/python benchmarks/bench_trigger_fanin.py
+
+# Regenerate the lock files (needs the package index; not part of test or demo).
+lock:
+	uv pip compile pyproject.toml --extra test --extra parquet -c requirements/airflow-3.3.in \
+		-o $(LOCK) --python-version 3.11
+	uv pip compile pyproject.toml --extra test --extra parquet -c requirements/airflow-3.2.in \
+		-o $(LOCK32) --python-version 3.11
+
+clean:
+	rm -rf $(VENV) $(VENV32) out .demo .pytest_cache .mypy_cache .ruff_cache
