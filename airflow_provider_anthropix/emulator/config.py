@@ -1,0 +1,53 @@
+"""Settings of one emulator instance, shared by the CLI, the context manager and the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.emulator.faults import Fault
+
+DAY = 86_400.0
+
+
+@dataclass
+class EmulatorConfig:
+    """How the emulated API behaves.
+
+    :param api_key: the only key accepted; ``None`` accepts any non-empty key (a missing key is still 401).
+    :param processing_seconds: how long every batch takes to end; ``request_counts`` move over that time.
+    :param seed: drives outcomes (with ``error_rate``), result order and message ids, so runs repeat.
+    :param error_rate: share of requests (0-1) whose result is ``errored`` (``api_error``).
+    :param cancel_seconds: how long a canceled batch stays ``canceling`` before it ends.
+    :param expiry_seconds: a batch that has not ended this long after creation expires (API: 24 h).
+    :param archive_seconds: results are archived (download fails) this long after creation (API: 29 days).
+    :param result_bytes: approximate size of one succeeded result line; 1024 makes 100,000 results ~100 MB.
+    :param max_requests: most requests a batch may hold (lower it to test the limit cheaply).
+    :param max_body_bytes: largest create body accepted; above it the answer is 413.
+    :param admin: serve the ``/_emulator/*`` admin endpoints (faults, stats, reset, clock).
+    :param faults: faults armed from the start (e.g. from ``--fault`` flags).
+    :param chunk_bytes: size of the pieces the results stream is sent in.
+    """
+
+    api_key: str | None = None
+    processing_seconds: float = 2.0
+    seed: int = 0
+    error_rate: float = 0.0
+    cancel_seconds: float = 0.5
+    expiry_seconds: float = DAY
+    archive_seconds: float = 29 * DAY
+    result_bytes: int = 1024
+    max_requests: int = MAX_REQUESTS
+    max_body_bytes: int = MAX_BODY_BYTES
+    admin: bool = False
+    faults: list[Fault] = field(default_factory=list)
+    chunk_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"error_rate must be between 0 and 1; got {self.error_rate}")
+        for name in ("processing_seconds", "cancel_seconds", "expiry_seconds", "archive_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if self.chunk_bytes < 1:
+            raise ValueError("chunk_bytes must be >= 1")

@@ -1,0 +1,319 @@
+"""Batches in memory and the clock that moves them: the emulator's whole model.
+
+Progress is computed from the clock when a batch is looked at, not by a background
+loop ticking every batch: a retrieve costs the same with 5 or 5,000 batches alive. The
+only background work is rendering a batch's results once, when it ends, in a worker
+thread, so the results endpoint then streams bytes already in memory.
+
+Every method may be called from the server's event loop thread and from the test's
+thread (through the context manager's handle), so the store is guarded by one lock held
+only for short, non-blocking sections.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import random
+import threading
+from array import array
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from airflow_provider_anthropix.emulator.clock import Clock, rfc3339
+from airflow_provider_anthropix.emulator.config import EmulatorConfig
+from airflow_provider_anthropix.emulator.ids import IdMaker
+from airflow_provider_anthropix.emulator.outcomes import (
+    CANCELED,
+    ERRORED,
+    EXPIRED,
+    SUCCEEDED,
+    Entry,
+    LineRenderer,
+)
+
+IN_PROGRESS = "in_progress"
+CANCELING = "canceling"
+ENDED = "ended"
+
+# When two ends fall on the same instant, a batch that finished its work ended normally.
+_REASON_RANK = {"done": 0, "canceled": 1, "expired": 2}
+
+
+class EmulatorError(Exception):
+    """A call the API would refuse; the app turns it into the error envelope."""
+
+    def __init__(self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.headers = headers
+
+
+class Batch:
+    """One batch: its requests in processing order and the times that decide its state."""
+
+    def __init__(
+        self,
+        batch_id: str,
+        entries: list[Entry],
+        *,
+        created: float,
+        config: EmulatorConfig,
+    ) -> None:
+        self.id = batch_id
+        self.total = len(entries)
+        # Requests forced to canceled/expired never "finish": they go last and wait for the end.
+        normal = [e for e in entries if e.outcome in (SUCCEEDED, ERRORED)]
+        forced = [e for e in entries if e.outcome not in (SUCCEEDED, ERRORED)]
+        # Results come in no particular order, like the API's, but the same order for the same seed.
+        random.Random(f"{config.seed}:{batch_id}").shuffle(normal)
+        self.entries: list[Entry] | None = normal + forced
+        self.n_normal = len(normal)
+        self.forced_canceled = sum(1 for e in forced if e.outcome == CANCELED)
+        self.forced_expired = len(forced) - self.forced_canceled
+        # succeeded_before[k]: how many of the first k finished requests succeeded (O(1) counts).
+        prefix = array("I", [0])
+        running = 0
+        for e in normal:
+            running += e.outcome == SUCCEEDED
+            prefix.append(running)
+        self.succeeded_before = prefix
+        self.created = created
+        self.processing_seconds = config.processing_seconds
+        self.cancel_seconds = config.cancel_seconds
+        self.expires = created + config.expiry_seconds
+        self.archive_at = created + config.archive_seconds
+        self.cancel_at: float | None = None
+        self.created_at = rfc3339(created)
+        self.expires_at = rfc3339(self.expires)
+        self.results: bytearray | None = None
+        self.render_future: Future[bytearray] | None = None
+        self.renderer = LineRenderer(batch_id=batch_id, seed=config.seed, result_bytes=config.result_bytes)
+        self._end = self._compute_end()
+
+    def _compute_end(self) -> tuple[float, str]:
+        ends = [(self.created + self.processing_seconds, "done"), (self.expires, "expired")]
+        if self.cancel_at is not None:
+            ends.append((self.cancel_at + self.cancel_seconds, "canceled"))
+        return min(ends, key=lambda end: (end[0], _REASON_RANK[end[1]]))
+
+    @property
+    def end_time(self) -> float:
+        """When the batch ends (moves earlier if it is canceled)."""
+        return self._end[0]
+
+    def is_ended(self, now: float) -> bool:
+        """True once processing_status is ``ended``."""
+        return now >= self._end[0]
+
+    def _finished(self, t: float) -> int:
+        """How many normal requests have finished by time ``t``."""
+        end, reason = self._end
+        if t >= end and reason == "done":
+            return self.n_normal
+        t = min(t, end)
+        if self.processing_seconds <= 0:
+            return self.n_normal
+        share = (t - self.created) / self.processing_seconds
+        return max(0, min(self.n_normal, int(self.n_normal * share)))
+
+    def counts(self, now: float) -> dict[str, int]:
+        """``request_counts`` at ``now``; they always add up to the number of requests."""
+        finished = self._finished(now)
+        succeeded = self.succeeded_before[finished]
+        counts = {"processing": 0, "succeeded": succeeded, "errored": finished - succeeded, "canceled": 0, "expired": 0}
+        unfinished = self.n_normal - finished
+        if self.is_ended(now):
+            left_as = "expired" if self._end[1] == "expired" else "canceled"
+            counts[left_as] += unfinished
+            counts["canceled"] += self.forced_canceled
+            counts["expired"] += self.forced_expired
+        else:
+            counts["processing"] = unfinished + self.forced_canceled + self.forced_expired
+        return counts
+
+    def status(self, now: float) -> str:
+        """``processing_status`` at ``now``."""
+        if self.is_ended(now):
+            return ENDED
+        return CANCELING if self.cancel_at is not None else IN_PROGRESS
+
+    def to_dict(self, now: float, base_url: str, *, fresh: bool = False) -> dict[str, Any]:
+        """The MessageBatch object; ``fresh`` renders it as create answers (nothing processed yet)."""
+        ended = not fresh and self.is_ended(now)
+        if fresh:
+            counts = {"processing": self.total, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+            status = IN_PROGRESS
+        else:
+            counts = self.counts(now)
+            status = self.status(now)
+        return {
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": counts,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "ended_at": rfc3339(self._end[0]) if ended else None,
+            "cancel_initiated_at": rfc3339(self.cancel_at) if self.cancel_at is not None else None,
+            "archived_at": rfc3339(self.archive_at) if now >= self.archive_at else None,
+            "results_url": f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None,
+        }
+
+    def render(self) -> bytearray:
+        """Build the results JSONL once the batch has ended (run in a worker thread)."""
+        entries = self.entries
+        if entries is None:  # rendered already; the results were kept
+            return self.results or bytearray()
+        finished = self._finished(self._end[0])
+        left_as = EXPIRED if self._end[1] == "expired" else CANCELED
+        line = self.renderer.line
+        out = bytearray()
+        for i, entry in enumerate(entries):
+            if i < finished or i >= self.n_normal:
+                out += line(entry, entry.outcome)
+            else:
+                out += line(entry, left_as)
+        self.results = out
+        self.entries = None  # the prompts' digest is no longer needed
+        return out
+
+
+class BatchStore:
+    """All batches of one emulator, newest last, plus the call statistics."""
+
+    def __init__(self, config: EmulatorConfig, clock: Clock, ids: IdMaker) -> None:
+        self.config = config
+        self.clock = clock
+        self.ids = ids
+        self._lock = threading.Lock()
+        self._batches: dict[str, Batch] = {}
+        self._order: list[str] = []  # ids sort in creation order (counter-based), oldest first
+        self._due: list[tuple[float, str]] = []  # heap of (end time, id) for proactive rendering
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anthropix-emulator-render")
+        self.calls: Counter[str] = Counter()
+        self.batches_created = 0
+
+    # -- batches -------------------------------------------------------------------------
+    def create(self, entries: list[Entry]) -> Batch:
+        """Store a new batch; processing starts now."""
+        batch_id = self.ids.batch_id()
+        batch = Batch(batch_id, entries, created=self.clock.now(), config=self.config)
+        with self._lock:
+            self._batches[batch_id] = batch
+            bisect.insort(self._order, batch_id)
+            heapq.heappush(self._due, (batch.end_time, batch_id))
+            self.batches_created += 1
+        return batch
+
+    def get(self, batch_id: str) -> Batch:
+        """The batch, or a 404 the API would give."""
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise EmulatorError(404, "not_found_error", f"message batch {batch_id!r} not found")
+        return batch
+
+    def page(self, limit: int, before_id: str | None, after_id: str | None) -> tuple[list[Batch], bool]:
+        """One page of the list endpoint, newest first, and whether more lie beyond it."""
+        with self._lock:
+            order = self._order
+            if before_id is not None:
+                # Newer than before_id: the `limit` closest to it, shown newest first.
+                newer = order[bisect.bisect_right(order, before_id) :]
+                chosen, has_more = newer[:limit], len(newer) > limit
+            else:
+                end = bisect.bisect_left(order, after_id) if after_id is not None else len(order)
+                start = max(0, end - limit)
+                chosen, has_more = order[start:end], start > 0
+            return [self._batches[i] for i in reversed(chosen)], has_more
+
+    def cancel(self, batch_id: str) -> Batch:
+        """Start canceling; safe to repeat while the batch is canceling."""
+        now = self.clock.now()
+        with self._lock:
+            batch = self.get(batch_id)
+            if batch.is_ended(now):
+                raise EmulatorError(
+                    400, "invalid_request_error", f"message batch {batch_id} has already ended and cannot be canceled"
+                )
+            if batch.cancel_at is None:
+                batch.cancel_at = now
+                batch._end = batch._compute_end()
+                heapq.heappush(self._due, (batch.end_time, batch_id))
+        return batch
+
+    def delete(self, batch_id: str) -> None:
+        """Forget an ended batch and its results."""
+        now = self.clock.now()
+        with self._lock:
+            batch = self.get(batch_id)
+            if not batch.is_ended(now):
+                raise EmulatorError(
+                    400,
+                    "invalid_request_error",
+                    f"message batch {batch_id} is {batch.status(now)}; only ended batches can be deleted "
+                    "(cancel it and wait until it has ended)",
+                )
+            del self._batches[batch_id]
+            self._order.pop(bisect.bisect_left(self._order, batch_id))
+
+    # -- results -------------------------------------------------------------------------
+    def results(self, batch_id: str) -> Future[bytearray]:
+        """A future of the batch's rendered results, or the error the API gives instead."""
+        now = self.clock.now()
+        with self._lock:
+            batch = self.get(batch_id)
+            if not batch.is_ended(now):
+                raise EmulatorError(
+                    400,
+                    "invalid_request_error",
+                    f"message batch {batch_id} is {batch.status(now)}; results are available once it has ended",
+                )
+            if now >= batch.archive_at:
+                batch.results = None
+                raise EmulatorError(
+                    404,
+                    "not_found_error",
+                    f"results of message batch {batch_id} were archived at {rfc3339(batch.archive_at)} "
+                    "(29 days after creation) and can no longer be downloaded",
+                )
+            return self._start_render(batch)
+
+    def _start_render(self, batch: Batch) -> Future[bytearray]:
+        if batch.render_future is None:
+            batch.render_future = self._executor.submit(batch.render)
+        return batch.render_future
+
+    def render_due(self) -> int:
+        """Start rendering every batch that has ended since the last call; returns how many."""
+        now = self.clock.now()
+        started = 0
+        with self._lock:
+            while self._due and self._due[0][0] <= now:
+                _, batch_id = heapq.heappop(self._due)
+                batch = self._batches.get(batch_id)
+                if batch is not None and batch.is_ended(now) and batch.render_future is None:
+                    self._start_render(batch)
+                    started += 1
+        return started
+
+    # -- admin -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Calls per endpoint and batches created since the start (or the last reset)."""
+        return {"calls": dict(self.calls), "batches_created": self.batches_created, "batches": len(self._batches)}
+
+    def reset(self) -> None:
+        """Forget every batch and statistic."""
+        with self._lock:
+            self._batches.clear()
+            self._order.clear()
+            self._due.clear()
+            self.calls.clear()
+            self.batches_created = 0
+
+    def close(self) -> None:
+        """Stop the render worker (pending renders are dropped)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
