@@ -38,7 +38,7 @@ def test_hook_round_trip_and_test_connection(monkeypatch: pytest.MonkeyPatch, em
         [{"custom_id": "a", "params": {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}]
     )
     assert hook.get_batch(batch.id).id == batch.id
-    assert [b.id for b in hook.iter_batches()][0] == batch.id
+    assert next(b.id for b in hook.iter_batches()) == batch.id
     assert KEY not in repr(hook)
     assert KEY not in repr(hook.config)
     assert KEY not in repr(hook.client)
