@@ -26,9 +26,11 @@ $(VENV32)/.installed: pyproject.toml $(LOCK32)
 venv: $(VENV)/.installed
 venv32: $(VENV32)/.installed
 
+LINT_PATHS := $(wildcard airflow_provider_anthropix tests example_dags benchmarks)
+
 lint: venv
-	$(VENV)/bin/ruff check airflow_provider_anthropix tests example_dags benchmarks
-	$(VENV)/bin/ruff format --check airflow_provider_anthropix tests example_dags benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy airflow_provider_anthropix
 
 # Full suite on the newest supported Airflow, then the smoke suite on the lowest (3.2.x).
