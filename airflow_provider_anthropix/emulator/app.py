@@ -86,10 +86,10 @@ class EmulatorApp:
         ]
         if self.config.admin:
             routes += [
-                Route("/_emulator/faults", self._admin_faults, methods=["GET", "POST", "DELETE"]),
-                Route("/_emulator/stats", self._admin_stats, methods=["GET"]),
-                Route("/_emulator/reset", self._admin_reset, methods=["POST"]),
-                Route("/_emulator/clock", self._admin_clock, methods=["POST"]),
+                Route("/_emulator/faults", self._admin(self._admin_faults), methods=["GET", "POST", "DELETE"]),
+                Route("/_emulator/stats", self._admin(self._admin_stats), methods=["GET"]),
+                Route("/_emulator/reset", self._admin(self._admin_reset), methods=["POST"]),
+                Route("/_emulator/clock", self._admin(self._admin_clock), methods=["POST"]),
             ]
         self.starlette = Starlette(
             routes=routes,
@@ -123,7 +123,10 @@ class EmulatorApp:
         message = f"{request.method} {request.url.path} is not an endpoint of this API"
         if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, error_type_for(exc.status_code), message, self.ids.request_id())
+        request_id = self.ids.request_id()
+        response = error_response(exc.status_code, error_type_for(exc.status_code), message, request_id)
+        response.headers["request-id"] = request_id
+        return response
 
     def _check_headers(self, request: Request) -> str:
         """Authenticate and return the API version, or raise the API's 401/400."""
@@ -310,8 +313,20 @@ class EmulatorApp:
         )
 
     # -- admin endpoints ---------------------------------------------------------------------
+    def _admin(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Admin calls are not API calls: no faults, no key, not counted; but they get a request-id too."""
+
+        async def endpoint(request: Request) -> Response:
+            response = await handler(request)
+            if "request-id" not in response.headers:
+                response.headers["request-id"] = self.ids.request_id()
+            return response
+
+        return endpoint
+
     def _admin_error(self, message: str) -> Response:
-        return error_response(400, "invalid_request_error", message, self.ids.request_id())
+        request_id = self.ids.request_id()
+        return error_response(400, "invalid_request_error", message, request_id, {"request-id": request_id})
 
     async def _admin_faults(self, request: Request) -> Response:
         if request.method == "DELETE":
