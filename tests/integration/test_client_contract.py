@@ -18,6 +18,7 @@ import requests
 
 from airflow_provider_anthropix.api import (
     AnthropixConnectionError,
+    AnthropixTimeoutError,
     AsyncClient,
     AuthenticationError,
     BadRequestError,
@@ -300,3 +301,11 @@ def test_cancel_then_ended_with_canceled_counts(client: Any, emulator: EmulatorH
         assert ended.request_counts.canceled > 0
     finally:
         emulator.config.processing_seconds = 0.3
+
+
+def test_read_timeout_on_a_read_is_retried(client_factory: Callable[..., Any], emulator: EmulatorHandle) -> None:
+    client = client_factory(read_timeout=0.3)
+    batch = client.create_batch(make_requests(1))
+    emulator.add_fault("latency", endpoint="retrieve", seconds=1.0, count=1)
+    assert client.get_batch(batch.id).id == batch.id
+    assert emulator.stats()["calls"]["retrieve"] == 2
