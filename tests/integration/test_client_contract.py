@@ -18,7 +18,6 @@ import requests
 
 from airflow_provider_anthropix.api import (
     AnthropixConnectionError,
-    AnthropixTimeoutError,
     AsyncClient,
     AuthenticationError,
     BadRequestError,
