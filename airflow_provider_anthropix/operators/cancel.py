@@ -1,0 +1,144 @@
+"""CancelBatchOperator: stop a batch; optionally wait (deferred) until it has ended."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+from airflow.sdk import BaseOperator, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_anthropix.api import (
+    AnthropixError,
+    BadRequestError,
+    ConflictError,
+    MessageBatch,
+    NotFoundError,
+)
+from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+from airflow_provider_anthropix.sensors.batch import batch_summary, validate_event
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class CancelBatchOperator(BaseOperator):
+    """Cancel a Message Batch by id; returns a summary of the batch (counts, status, ``results_url``).
+
+    Cancelling a batch that has already ended is not an error: it is logged and the summary
+    returned. Requests already in flight may still finish; the rest come back ``canceled``
+    once the batch has ended, which takes a little while: ``wait_for_end`` waits for that
+    (in the triggerer when deferrable), so a downstream task can fetch the partial results.
+
+    :param batch_id: the batch to cancel (templated).
+    :param anthropix_conn_id: the Airflow connection.
+    :param wait_for_end: wait until the batch has ended after the cancel.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param poll_interval: seconds between polls while waiting.
+    :param wait_timeout: seconds to wait for the end before failing.
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "anthropix_conn_id")
+    ui_color = "#e8c4c4"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        wait_for_end: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 10.0,
+        wait_timeout: float = 3600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.anthropix_conn_id = anthropix_conn_id
+        self.wait_for_end = wait_for_end
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
+
+    @cached_property
+    def hook(self) -> AnthropixHook:
+        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        batch = self._cancel()
+        if batch.is_ended or not self.wait_for_end:
+            return batch_summary(batch)
+        if self.deferrable:
+            deadline = pendulum.now("UTC") + timedelta(seconds=self.wait_timeout)
+            self.defer(
+                trigger=BatchEndedTrigger(
+                    batch_id=batch.id,
+                    anthropix_conn_id=self.anthropix_conn_id,
+                    poll_interval=self.poll_interval,
+                    deadline=deadline.to_iso8601_string(),
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.wait_timeout + max(60.0, 2 * self.poll_interval)),
+            )
+        return batch_summary(self._wait(batch))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        status, batch, message = validate_event(event)
+        if status == "success" and batch is not None:
+            self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_progress(batch, None))
+            return batch_summary(batch)
+        raise AirflowException(message or f"waiting for canceled batch {self.batch_id} to end failed")
+
+    def _cancel(self) -> MessageBatch:
+        try:
+            batch = self.hook.cancel_batch(self.batch_id)
+        except ConnectionSettingsError as exc:
+            raise AirflowFailException(str(exc)) from None
+        except (BadRequestError, ConflictError) as exc:
+            # The API refuses to cancel a batch that has ended; find out whether that is why.
+            current = self._get(self.batch_id)
+            if current.is_ended:
+                self.log.info(
+                    "Batch %s had already ended (at %s); nothing to cancel: %s",
+                    current.id,
+                    current.ended_at,
+                    describe_progress(current, None),
+                )
+                return current
+            raise AirflowFailException(f"Canceling batch {self.batch_id} failed: {exc}") from None
+        except NotFoundError as exc:
+            raise AirflowFailException(f"Batch {self.batch_id} does not exist for this key: {exc}") from None
+        except AnthropixError as exc:
+            raise AirflowException(f"Canceling batch {self.batch_id} failed: {exc}") from None
+        self.log.info(
+            "Cancel requested for batch %s (cancel initiated at %s); now %s",
+            batch.id,
+            batch.cancel_initiated_at,
+            describe_progress(batch, None),
+        )
+        return batch
+
+    def _get(self, batch_id: str) -> MessageBatch:
+        try:
+            return self.hook.get_batch(batch_id)
+        except AnthropixError as exc:
+            raise AirflowException(f"Checking batch {batch_id} failed: {exc}") from None
+
+    def _wait(self, batch: MessageBatch) -> MessageBatch:
+        deadline = time.monotonic() + self.wait_timeout
+        while not batch.is_ended:
+            if time.monotonic() > deadline:
+                raise AirflowException(
+                    f"Batch {batch.id} had not ended {self.wait_timeout:.0f} s after the cancel: "
+                    f"{describe_progress(batch, None)}"
+                )
+            time.sleep(self.poll_interval)
+            batch = self._get(batch.id)
+        self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_progress(batch, None))
+        return batch

@@ -1,0 +1,629 @@
+"""CreateBatchOperator: validate a batch locally, stream it to the API, never create it twice.
+
+The operator is thin; the work lives in plain functions that need no Airflow to test:
+
+- :func:`iter_jsonl` reads a request file (``ObjectStoragePath``, optionally ``.gz``) one
+  line at a time;
+- :func:`spool_batch` merges ``default_params``, validates every request with the rules of
+  the connection's API version (:mod:`airflow_provider_anthropix.api.validation`) and writes
+  the encoded create body to a local temporary file, so the body is encoded once, its exact
+  size is known before sending, and neither the requests nor the body sit in memory;
+- :func:`find_created_batch` is the lost-response recovery: which batch, if any, did a
+  create whose answer never arrived actually make?
+
+Crash safety (Airflow 3.3+): the task state store survives retries of a task instance, so
+the operator records an "attempt" (start time, request count) before it sends and the batch
+id right after the API answers. A retry that finds a batch id reuses it; one that finds
+only an attempt (the worker died mid-create) looks the batch up instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+import pendulum
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_anthropix.api import (
+    AnthropixAPIError,
+    AnthropixConnectionError,
+    AnthropixError,
+    BatchValidationError,
+    EncodedBody,
+    MessageBatch,
+    NotFoundError,
+    OverloadedError,
+    RateLimitError,
+    ValidationProblem,
+)
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.api.validation import BatchChecker, check_body_size
+from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from pendulum import DateTime
+
+#: Task state store keys (renaming them breaks retries of tasks in flight during an upgrade).
+STATE_BATCH_ID = "anthropix_batch_id"
+STATE_ATTEMPT = "anthropix_create_attempt"
+
+_BODY_HEAD = b'{"requests":['
+_BODY_TAIL = b"]}"
+_FLUSH_BYTES = 1 << 20
+_READ_CHUNK = 1 << 20
+_PROGRESS_SECONDS = 10.0
+
+_warned_no_state_store = False
+
+
+# -- reading requests ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A line of the request file that is not JSON; kept as a value so validation can count it."""
+
+    reason: str
+
+
+def _open_lines(path: ObjectStoragePath, stack: contextlib.ExitStack) -> Iterable[bytes]:
+    raw: IO[bytes] = stack.enter_context(path.open("rb"))
+    if str(path).endswith(".gz"):
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    return raw
+
+
+def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, decoded_object)`` for each non-blank line of a JSONL file, ``.gz`` or not.
+
+    Lines that are not JSON come back as :class:`Undecodable` so the caller can report them with
+    their line number and keep counting. The file is read as a stream: one line in memory at a time.
+    """
+    decoder = msgspec.json.Decoder()
+    with contextlib.ExitStack() as stack:
+        lines = _open_lines(path, stack)
+        for number, line in enumerate(lines, start=1):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if not line.strip():
+                continue
+            try:
+                yield number, decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                yield number, Undecodable(f"the line is not valid JSON ({exc})")
+
+
+def merge_defaults(request: Any, default_params: Mapping[str, Any] | None) -> Any:
+    """``default_params`` merged under the request's own ``params`` (the request's keys win).
+
+    Shallow on purpose: a request that sets ``messages`` or ``metadata`` replaces the default
+    as a whole, which is what a Messages API body means. Anything that is not a well-formed
+    entry is returned unchanged for validation to describe.
+    """
+    if not default_params or not isinstance(request, Mapping):
+        return request
+    params = request.get("params")
+    if not isinstance(params, Mapping):
+        return request
+    return {**request, "params": {**default_params, **params}}
+
+
+# -- building the body --------------------------------------------------------------------------
+
+
+@dataclass
+class SpooledBatch:
+    """A validated create body written to a local temporary file; stream it with :meth:`body`."""
+
+    path: str
+    request_count: int
+    size: int
+    source: str
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's bytes, read from disk in 1 MB pieces (called once per send attempt)."""
+        with open(self.path, "rb") as fh:
+            while chunk := fh.read(_READ_CHUNK):
+                yield chunk
+
+    def body(self) -> EncodedBody:
+        return EncodedBody(chunks=self.chunks, size=self.size, request_count=self.request_count)
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@dataclass
+class _ProblemLog:
+    """Keeps the first few problems and counts the rest, so a file of 100,000 bad lines stays cheap."""
+
+    keep: int
+    shown: list[ValidationProblem] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, problems: Iterable[ValidationProblem]) -> None:
+        for problem in problems:
+            self.count += 1
+            if len(self.shown) < self.keep:
+                self.shown.append(problem)
+
+
+def spool_batch(
+    items: Iterable[tuple[int | None, Any]],
+    *,
+    api_version: str,
+    default_params: Mapping[str, Any] | None = None,
+    source: str = "requests",
+    file: str | None = None,
+    spool_dir: str | None = None,
+    max_requests: int = MAX_REQUESTS,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_problems_shown: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> SpooledBatch:
+    """Validate every request and write the encoded create body to a temporary file.
+
+    Nothing is sent anywhere: this runs before any HTTP call, so a bad batch costs nothing.
+    Every request is checked (custom_id pattern and uniqueness, required params, roles,
+    ``stream``, types, the rules of ``api_version``), then the request count and the size of
+    the encoded body. Encoding stops at the first problem, validation does not, so the error
+    gives the total count of problems and the first ``max_problems_shown`` of them.
+
+    :param items: ``(line_number_or_None, request)`` pairs, e.g. from :func:`iter_jsonl`.
+    :param api_version: the ``anthropic-version`` the batch will be sent with.
+    :param default_params: merged under each request's ``params``.
+    :param source: what to call the input in logs.
+    :param file: the input's name for problem messages (``file:line``); None for in-memory lists.
+    :param spool_dir: where the temporary body goes (default: the system temp dir).
+    :param max_requests: most requests a batch may hold.
+    :param max_body_bytes: largest encoded body the API accepts.
+    :param max_problems_shown: how many problems the error lists before "... and N more".
+    :param progress: called as ``progress(requests_seen, body_bytes)`` every 10,000 requests.
+    :raises BatchValidationError: anything is wrong; the temporary file is removed.
+    """
+    checker = BatchChecker(api_version=api_version, max_requests=max_requests)
+    problems = _ProblemLog(keep=max_problems_shown)
+    encoder = msgspec.json.Encoder()
+    fd, spool_path = tempfile.mkstemp(prefix="anthropix-batch-", suffix=".json", dir=spool_dir)
+    size = 0
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            buffer = bytearray(_BODY_HEAD)
+            for index, (line, request) in enumerate(items):
+                if isinstance(request, Undecodable):
+                    problems.add([ValidationProblem(request.reason, index=index, file=file, line=line)])
+                else:
+                    request = merge_defaults(request, default_params)
+                    problems.add(checker.check(request, file=file, line=line))
+                    # The checker keeps every problem it finds; we keep our own bounded copy.
+                    checker.problems.clear()
+                    if not problems.count:
+                        if written:
+                            buffer += b","
+                        buffer += encoder.encode(request)
+                        written += 1
+                        if len(buffer) >= _FLUSH_BYTES:
+                            size += len(buffer)
+                            out.write(buffer)
+                            buffer.clear()
+                if progress is not None and (index + 1) % 10_000 == 0:
+                    progress(index + 1, size + len(buffer))
+            buffer += _BODY_TAIL
+            size += len(buffer)
+            out.write(buffer)
+        problems.add(checker.finish())
+        if not problems.count:
+            too_big = check_body_size(size, max_body_bytes=max_body_bytes)
+            if too_big is not None:
+                problems.add([too_big])
+        if problems.count:
+            raise BatchValidationError(problems.shown, count=problems.count, shown=max_problems_shown)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spool_path)
+        raise
+    return SpooledBatch(path=spool_path, request_count=written, size=size, source=source)
+
+
+# -- lost-response recovery ---------------------------------------------------------------------
+
+
+def find_created_batch(
+    batches: Iterable[MessageBatch],
+    *,
+    request_count: int,
+    window_start: DateTime,
+    window_end: DateTime,
+) -> list[MessageBatch]:
+    """The batches that could be the one a create with a lost answer made.
+
+    ``batches`` is the list endpoint's order (newest first), so the scan stops at the first
+    batch older than the window: it reads a page or two, not the account's history. A batch
+    matches when it was created inside ``[window_start, window_end]`` with exactly
+    ``request_count`` requests. The API has no idempotency key, so this is the strongest
+    evidence available; callers adopt only a single, unambiguous match.
+    """
+    matches = []
+    for batch in batches:
+        created = batch.created_at
+        if created is None or created > window_end:
+            continue
+        if created < window_start:
+            break
+        if batch.request_counts.total == request_count:
+            matches.append(batch)
+    return matches
+
+
+class _StateStore:
+    """The task state store when Airflow has one (3.3+), else a no-op; failures never fail a created batch."""
+
+    def __init__(self, store: Any, log: Any) -> None:
+        self._store = store
+        self._log = log
+
+    @property
+    def available(self) -> bool:
+        return self._store is not None
+
+    def get(self, key: str) -> Any:
+        return self._store.get(key) if self._store is not None else None
+
+    def set(self, key: str, value: Any) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.set(key, value)
+        except Exception as exc:
+            # After a create, failing the task would make a retry create a second batch: log instead.
+            self._log.warning("Could not record %s in the task state store (%s): a retry will not find it", key, exc)
+
+    def delete(self, key: str) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.delete(key)
+        except Exception as exc:
+            self._log.warning("Could not delete %s from the task state store (%s)", key, exc)
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+# -- the operator -------------------------------------------------------------------------------
+
+
+class CreateBatchOperator(BaseOperator):
+    """Submit one Message Batch from a list of requests or a JSONL file; returns the batch id.
+
+    Everything the API would reject is caught before anything is sent: the task then fails
+    without retries, naming file, line and ``custom_id`` of the first problems. The body is
+    encoded once into a temporary file and streamed from there, so a 100,000-request batch
+    needs a few MB of memory, not the GBs a list of dicts would.
+
+    On Airflow 3.3+ the create is crash-safe: the batch id is recorded in the task state
+    store as soon as the API returns it, and a retry of the task reuses that batch instead of
+    creating (and paying for) a second one. A create whose answer was lost is not sent again
+    blindly: the operator lists the batches created during the attempt and adopts the one
+    with the same request count, if exactly one exists.
+
+    :param requests: a list of ``{"custom_id", "params"}`` dicts (or an XCom of one, or its JSON text).
+    :param requests_path: a JSONL file of such dicts, one per line, as ``ObjectStoragePath`` or URI
+        (``file://``, ``s3://``, ... or a local path); ``.gz`` files are decompressed on the fly.
+    :param default_params: merged under each request's ``params`` (``model``, ``max_tokens``, ``system``, ...).
+    :param anthropix_conn_id: the Airflow connection (its ``anthropic_version`` sets the validation rules).
+    :param requests_path_conn_id: connection for the object store holding ``requests_path``.
+    :param cancel_on_kill: cancel the batch when the task is killed after creating it.
+    :param max_problems_shown: how many validation problems the error lists before counting the rest.
+    :param lost_response_checks: how many times to look for the batch of a create whose answer was lost.
+    :param lost_response_check_interval: seconds between those looks.
+    :param clock_skew: seconds of tolerance between this worker's clock and the API's ``created_at``.
+    """
+
+    template_fields: Sequence[str] = ("requests", "requests_path", "default_params", "anthropix_conn_id")
+    template_fields_renderers = {"requests": "json", "default_params": "json"}
+    ui_color = "#e8d5c4"
+
+    def __init__(
+        self,
+        *,
+        requests: Any = None,
+        requests_path: str | ObjectStoragePath | None = None,
+        default_params: dict[str, Any] | None = None,
+        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        requests_path_conn_id: str | None = None,
+        cancel_on_kill: bool = False,
+        max_problems_shown: int = 10,
+        lost_response_checks: int = 3,
+        lost_response_check_interval: float = 5.0,
+        clock_skew: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (requests is None) == (requests_path is None):
+            raise ValueError("give exactly one of requests and requests_path")
+        self.requests = requests
+        self.requests_path = requests_path
+        self.default_params = default_params
+        self.anthropix_conn_id = anthropix_conn_id
+        self.requests_path_conn_id = requests_path_conn_id
+        self.cancel_on_kill = cancel_on_kill
+        self.max_problems_shown = max_problems_shown
+        self.lost_response_checks = max(1, lost_response_checks)
+        self.lost_response_check_interval = lost_response_check_interval
+        self.clock_skew = clock_skew
+        self.batch_id: str | None = None
+
+    @cached_property
+    def hook(self) -> AnthropixHook:
+        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
+
+    # -- execute ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> str:
+        store = _StateStore(context.get("task_state_store"), self.log)
+        if not store.available:
+            _warn_no_state_store(self.log)
+        reused = self._reuse_recorded_batch(store)
+        if reused is not None:
+            return reused
+        pending = store.get(STATE_ATTEMPT)
+        if isinstance(pending, Mapping) and pending.get("request_count"):
+            self.log.warning(
+                "An earlier try started a create at %s and stopped before recording its answer; "
+                "looking for that batch instead of sending the requests again",
+                pending.get("started_at"),
+            )
+            return self._recover(store, pending, "an earlier try stopped during the create")
+
+        spooled = self._spool()
+        try:
+            return self._create(store, spooled)
+        finally:
+            spooled.discard()
+
+    def _reuse_recorded_batch(self, store: _StateStore) -> str | None:
+        recorded = store.get(STATE_BATCH_ID)
+        if not recorded:
+            return None
+        batch_id = str(recorded)
+        try:
+            batch = self.hook.get_batch(batch_id)
+        except NotFoundError:
+            self.log.warning("Batch %s recorded by an earlier try no longer exists; creating a new one", batch_id)
+            store.delete(STATE_BATCH_ID)
+            return None
+        except AnthropixError as exc:
+            raise _airflow_error(exc, f"checking batch {batch_id} recorded by an earlier try") from None
+        if batch.cancel_initiated_at is not None:
+            self.log.warning("Batch %s recorded by an earlier try was canceled; creating a new one", batch_id)
+            store.delete(STATE_BATCH_ID)
+            return None
+        self.log.info(
+            "Reusing batch %s (%s, %s requests) created by an earlier try of this task; not creating a second "
+            "one. To submit a new batch in this DAG run, clear the task's state store first.",
+            batch.id,
+            batch.processing_status,
+            f"{batch.request_counts.total:,}",
+        )
+        self.batch_id = batch.id
+        return batch.id
+
+    def _spool(self) -> SpooledBatch:
+        try:
+            api_version = self.hook.config.anthropic_version
+        except ConnectionSettingsError as exc:
+            raise AirflowFailException(str(exc)) from None
+        started = time.monotonic()
+
+        def progress(seen: int, body_bytes: int) -> None:
+            self.log.info("Validated %s requests (%s encoded so far)", f"{seen:,}", _human_bytes(body_bytes))
+
+        if self.requests_path is not None:
+            path = self._requests_path()
+            items: Iterable[tuple[int | None, Any]] = iter_jsonl(path)
+            file: str | None = str(path)
+            source = str(path)
+        else:
+            items = ((None, request) for request in self._requests_list())
+            file = None
+            source = "the requests argument"
+        try:
+            spooled = spool_batch(
+                items,
+                api_version=api_version,
+                default_params=self.default_params,
+                source=source,
+                file=file,
+                max_problems_shown=self.max_problems_shown,
+                progress=progress,
+            )
+        except BatchValidationError as exc:
+            raise AirflowFailException(
+                f"{exc}\n(validated with the rules of API version {api_version}, the connection "
+                f"{self.anthropix_conn_id!r}'s anthropic_version)"
+            ) from None
+        except FileNotFoundError as exc:
+            raise AirflowFailException(f"requests_path {source} does not exist ({exc})") from None
+        self.log.info(
+            "Validated %s requests from %s for API version %s: %s body, in %.1f s",
+            f"{spooled.request_count:,}",
+            source,
+            api_version,
+            _human_bytes(spooled.size),
+            time.monotonic() - started,
+        )
+        return spooled
+
+    def _requests_path(self) -> ObjectStoragePath:
+        value = self.requests_path
+        if isinstance(value, ObjectStoragePath):
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise AirflowFailException(f"requests_path must be a path or URI, got {value!r}")
+        if self.requests_path_conn_id:
+            return ObjectStoragePath(value.strip(), conn_id=self.requests_path_conn_id)
+        return ObjectStoragePath(value.strip())
+
+    def _requests_list(self) -> list[Any]:
+        value = self.requests
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise AirflowFailException(f"requests is a string that is not JSON ({exc})") from None
+        if isinstance(value, Mapping) or not isinstance(value, Iterable):
+            raise AirflowFailException(
+                f"requests must be a list of {{custom_id, params}} objects, got {type(value).__name__}"
+            )
+        return list(value)
+
+    def _create(self, store: _StateStore, spooled: SpooledBatch) -> str:
+        attempt = {
+            "started_at": pendulum.now("UTC").to_iso8601_string(),
+            "request_count": spooled.request_count,
+            "body_bytes": spooled.size,
+        }
+        store.set(STATE_ATTEMPT, attempt)
+        started = time.monotonic()
+        try:
+            batch = self.hook.create_batch(spooled.body())
+        except AnthropixConnectionError as exc:
+            if not exc.maybe_sent:
+                store.delete(STATE_ATTEMPT)
+                raise AirflowException(f"The batch was not sent: {exc}") from None
+            self.log.warning("The create's answer was lost (%s); the batch may exist. Looking for it.", exc)
+            return self._recover(store, attempt, str(exc))
+        except (RateLimitError, OverloadedError) as exc:
+            # The API says it did not act on the request: nothing exists, a retry may send it again.
+            store.delete(STATE_ATTEMPT)
+            raise AirflowException(f"The API declined the create for now: {exc}") from None
+        except AnthropixAPIError as exc:
+            if exc.status >= 500 or exc.status in (408, 409):
+                # The server failed while handling it: it may or may not have made the batch.
+                self.log.warning("The create failed with %s; the batch may still exist. Looking for it.", exc)
+                return self._recover(store, attempt, str(exc))
+            store.delete(STATE_ATTEMPT)
+            raise _airflow_error(exc, "creating the batch") from None
+        self._record(store, batch)
+        self.log.info(
+            "Created batch %s with %s requests (%s body) in %.1f s; status %s, expires at %s",
+            batch.id,
+            f"{spooled.request_count:,}",
+            _human_bytes(spooled.size),
+            time.monotonic() - started,
+            batch.processing_status,
+            batch.expires_at,
+        )
+        return batch.id
+
+    def _record(self, store: _StateStore, batch: MessageBatch) -> None:
+        """Remember the batch before anything else can fail: this is what a retry reuses."""
+        self.batch_id = batch.id
+        store.set(STATE_BATCH_ID, batch.id)
+        store.delete(STATE_ATTEMPT)
+
+    def _recover(self, store: _StateStore, attempt: Mapping[str, Any], reason: str) -> str:
+        request_count = int(attempt["request_count"])
+        started_at = pendulum.parse(str(attempt["started_at"]))
+        if not isinstance(started_at, pendulum.DateTime):
+            raise AirflowFailException(f"the recorded create attempt has no usable start time: {attempt!r}")
+        skew = timedelta(seconds=self.clock_skew)
+        window_start = started_at - skew
+        for check in range(1, self.lost_response_checks + 1):
+            window_end = pendulum.now("UTC") + skew
+            try:
+                matches = find_created_batch(
+                    self.hook.iter_batches(page_size=100),
+                    request_count=request_count,
+                    window_start=window_start,
+                    window_end=window_end,
+                )
+            except AnthropixError as exc:
+                raise AirflowException(
+                    f"The create's answer was lost ({reason}) and listing batches to find it failed: {exc}. "
+                    "The next try looks again before sending anything."
+                ) from None
+            if len(matches) == 1:
+                batch = matches[0]
+                self.log.warning(
+                    "Adopting batch %s: the only batch with %s requests created between %s and %s "
+                    "(the create's answer was lost: %s)",
+                    batch.id,
+                    f"{request_count:,}",
+                    window_start,
+                    window_end,
+                    reason,
+                )
+                self._record(store, batch)
+                return batch.id
+            if len(matches) > 1:
+                ids = ", ".join(b.id for b in matches)
+                raise AirflowFailException(
+                    f"The create's answer was lost ({reason}) and {len(matches)} batches with "
+                    f"{request_count:,} requests were created between {window_start} and {window_end}: {ids}. "
+                    "This task cannot tell which one is its own. Check them in the console (or list batches), "
+                    "cancel the ones that are not wanted, then clear this task: it adopts the one that is left."
+                )
+            if check < self.lost_response_checks:
+                time.sleep(self.lost_response_check_interval)
+        store.delete(STATE_ATTEMPT)
+        raise AirflowException(
+            f"The create's answer was lost ({reason}) and no batch with {request_count:,} requests was created "
+            f"between {window_start} and {window_end} ({self.lost_response_checks} looks): the request most "
+            "likely never reached the API. The next try sends it again."
+        )
+
+    def on_kill(self) -> None:
+        if not self.cancel_on_kill or not self.batch_id:
+            return
+        try:
+            batch = self.hook.cancel_batch(self.batch_id)
+            self.log.info("Task killed: canceled batch %s (now %s)", batch.id, batch.processing_status)
+        except AnthropixError as exc:
+            self.log.warning("Task killed: could not cancel batch %s: %s", self.batch_id, exc)
+
+
+def _warn_no_state_store(log: Any) -> None:
+    global _warned_no_state_store
+    if _warned_no_state_store:
+        return
+    _warned_no_state_store = True
+    log.warning(
+        "This Airflow has no task state store (Airflow 3.3+): a retry after a crash during the create "
+        "cannot find the batch the earlier try made, and may create a second one."
+    )
+
+
+def _airflow_error(exc: AnthropixError, doing: str) -> AirflowException:
+    """An API error as the Airflow exception that says whether a retry can help."""
+    if isinstance(exc, AnthropixAPIError) and exc.status < 500 and exc.status not in (408, 409, 429):
+        hint = ""
+        if exc.status == 401:
+            hint = " Check the API key (password) of the connection."
+        elif exc.status == 403:
+            hint = " The key may not use the Message Batches API in this workspace."
+        return AirflowFailException(f"{doing} failed: {exc}.{hint}")
+    return AirflowException(f"{doing} failed: {exc}")

@@ -1,0 +1,265 @@
+"""BatchEndedSensor: wait until a batch has ended, then decide whether its outcome is good enough.
+
+Three ways to wait, one outcome policy:
+
+- deferrable (the default when ``[operators] default_deferrable`` is on): the wait happens in
+  the triggerer through :class:`~airflow_provider_anthropix.triggers.batch.BatchEndedTrigger`,
+  holding no worker slot;
+- ``mode="poke"``: a worker polls with the sync client;
+- ``mode="reschedule"``: a worker polls once per run and gives its slot back in between.
+
+Once the batch has ended, :func:`evaluate_outcome` applies ``max_errored_ratio``,
+``fail_on_canceled`` and ``fail_on_expired`` and logs the decision with the counts. The XCom
+is a small summary (:func:`batch_summary`): counts, ``ended_at``, ``results_url``; never results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+
+from airflow_provider_anthropix.api import AnthropixError, AuthenticationError, MessageBatch
+from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, is_transient
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: A batch cannot run longer than 24 h (it expires); an hour on top covers queueing and polling.
+DEFAULT_TIMEOUT = timedelta(hours=25)
+ON_TIMEOUT_CHOICES = ("fail", "cancel")
+
+
+def batch_summary(batch: MessageBatch) -> dict[str, Any]:
+    """What downstream tasks need to know about an ended batch, small enough for XCom."""
+    counts = batch.request_counts
+    return {
+        "batch_id": batch.id,
+        "processing_status": batch.processing_status,
+        "request_counts": counts.to_dict(),
+        "total": counts.total,
+        "created_at": _iso(batch.created_at),
+        "ended_at": _iso(batch.ended_at),
+        "expires_at": _iso(batch.expires_at),
+        "results_url": batch.results_url,
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return value.to_iso8601_string() if value is not None else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The policy's verdict on an ended batch, and the sentence that explains it."""
+
+    ok: bool
+    message: str
+
+
+def evaluate_outcome(
+    batch: MessageBatch,
+    *,
+    max_errored_ratio: float = 1.0,
+    fail_on_canceled: bool = False,
+    fail_on_expired: bool = False,
+) -> Outcome:
+    """Judge an ended batch by its request counts.
+
+    :param max_errored_ratio: fail when errored / total is above this (1.0 never fails on errors).
+    :param fail_on_canceled: fail when any request was canceled.
+    :param fail_on_expired: fail when any request expired (the batch hit its 24 h limit).
+    """
+    counts = batch.request_counts
+    total = counts.total
+    ratio = counts.errored / total if total else 0.0
+    facts = (
+        f"batch {batch.id}: {counts.succeeded:,} succeeded, {counts.errored:,} errored, "
+        f"{counts.canceled:,} canceled, {counts.expired:,} expired of {total:,}"
+    )
+    reasons = []
+    if ratio > max_errored_ratio:
+        reasons.append(f"errored ratio {ratio:.1%} is above max_errored_ratio {max_errored_ratio:.1%}")
+    if fail_on_canceled and counts.canceled:
+        reasons.append(f"{counts.canceled:,} requests were canceled and fail_on_canceled is set")
+    if fail_on_expired and counts.expired:
+        reasons.append(f"{counts.expired:,} requests expired and fail_on_expired is set")
+    if reasons:
+        return Outcome(False, f"{facts}; failing: {'; '.join(reasons)}")
+    return Outcome(True, f"{facts}; accepted (errored {ratio:.1%} <= max_errored_ratio {max_errored_ratio:.1%})")
+
+
+def validate_event(event: Any) -> tuple[str, MessageBatch | None, str]:
+    """Check a trigger event's shape; return ``(status, batch or None, message)``."""
+    if not isinstance(event, Mapping):
+        raise AirflowException(f"unexpected trigger event {event!r}: expected a dict")
+    status = event.get("status")
+    if status not in ("success", "error", "timeout"):
+        raise AirflowException(f"unexpected trigger event status {status!r}")
+    raw = event.get("batch")
+    batch = None
+    if isinstance(raw, Mapping) and raw.get("processing_status"):
+        batch = MessageBatch.from_dict(raw)
+    message = str(event.get("message") or "")
+    if status == "success" and (batch is None or not batch.is_ended):
+        raise AirflowException(f"trigger reported success without an ended batch: {event!r}")
+    return str(status), batch, message
+
+
+class BatchEndedSensor(BaseSensorOperator):
+    """Wait for a Message Batch to end, then apply an outcome policy; returns a small summary.
+
+    :param batch_id: the batch to wait for (templated; usually ``create.output``).
+    :param anthropix_conn_id: the Airflow connection.
+    :param poll_interval: seconds between polls (in every mode).
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param timeout: seconds to wait before giving up (default 25 h: batches expire after 24 h).
+    :param on_timeout: ``"fail"`` or ``"cancel"`` (cancel the batch, then fail).
+    :param max_errored_ratio: fail when more than this share of requests errored (1.0 = never).
+    :param fail_on_canceled: fail when any request was canceled.
+    :param fail_on_expired: fail when any request expired.
+    :param max_poll_failures: consecutive transient poll failures tolerated (deferrable mode; the sync modes
+        tolerate them until the timeout).
+    :param progress_log_interval: seconds between progress lines in the triggerer log.
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "anthropix_conn_id")
+    ui_color = "#f0e4d7"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        poll_interval: float = 60.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        timeout: timedelta | float = DEFAULT_TIMEOUT,
+        on_timeout: str = "fail",
+        max_errored_ratio: float = 1.0,
+        fail_on_canceled: bool = False,
+        fail_on_expired: bool = False,
+        max_poll_failures: int = 10,
+        progress_log_interval: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        if on_timeout not in ON_TIMEOUT_CHOICES:
+            raise ValueError(f"on_timeout must be one of {ON_TIMEOUT_CHOICES}, got {on_timeout!r}")
+        if not 0.0 <= max_errored_ratio <= 1.0:
+            raise ValueError(f"max_errored_ratio must be between 0 and 1, got {max_errored_ratio!r}")
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(timeout=timeout, **kwargs)
+        self.batch_id = batch_id
+        self.anthropix_conn_id = anthropix_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deferrable = deferrable
+        self.on_timeout = on_timeout
+        self.max_errored_ratio = max_errored_ratio
+        self.fail_on_canceled = fail_on_canceled
+        self.fail_on_expired = fail_on_expired
+        self.max_poll_failures = max_poll_failures
+        self.progress_log_interval = progress_log_interval
+
+    @cached_property
+    def hook(self) -> AnthropixHook:
+        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout:
+                self._handle_timeout(None)
+                raise
+        batch = self._get_batch()
+        if batch is not None and batch.is_ended:
+            return self._finish(batch)
+        if batch is not None:
+            self.log.info("%s; deferring to the triggerer", describe_progress(batch, None))
+        deadline = pendulum.now("UTC") + timedelta(seconds=self.timeout)
+        self.defer(
+            trigger=BatchEndedTrigger(
+                batch_id=self.batch_id,
+                anthropix_conn_id=self.anthropix_conn_id,
+                poll_interval=self.poll_interval,
+                deadline=deadline.to_iso8601_string(),
+                max_poll_failures=self.max_poll_failures,
+                progress_log_interval=self.progress_log_interval,
+            ),
+            method_name="execute_complete",
+            # A margin past the trigger's own deadline, so the trigger's timeout event (which
+            # can cancel the batch) arrives before Airflow's deferral timeout does.
+            timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poll_interval)),
+        )
+        return None  # not reached: defer() raises
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        batch = self._get_batch()
+        if batch is None:
+            return False
+        if not batch.is_ended:
+            self.log.info("%s", describe_progress(batch, None))
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(batch))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        status, batch, message = validate_event(event)
+        if status == "success" and batch is not None:
+            return self._finish(batch)
+        if status == "timeout":
+            self._handle_timeout(batch)
+            raise AirflowSensorTimeout(message or f"batch {self.batch_id} did not end in time")
+        raise AirflowException(message or f"waiting for batch {self.batch_id} failed")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _get_batch(self) -> MessageBatch | None:
+        """The batch, or None after a transient failure (the next poll tries again)."""
+        try:
+            return self.hook.get_batch(self.batch_id)
+        except ConnectionSettingsError as exc:
+            raise AirflowFailException(str(exc)) from None
+        except AnthropixError as exc:
+            if is_transient(exc):
+                self.log.warning("Polling batch %s failed (%s); trying again at the next poll", self.batch_id, exc)
+                return None
+            hint = " Check the API key (password) of the connection." if isinstance(exc, AuthenticationError) else ""
+            raise AirflowFailException(f"Cannot wait for batch {self.batch_id}: {exc}.{hint}") from None
+
+    def _finish(self, batch: MessageBatch) -> dict[str, Any]:
+        outcome = evaluate_outcome(
+            batch,
+            max_errored_ratio=self.max_errored_ratio,
+            fail_on_canceled=self.fail_on_canceled,
+            fail_on_expired=self.fail_on_expired,
+        )
+        if not outcome.ok:
+            self.log.error("%s", outcome.message)
+            raise AirflowFailException(outcome.message)
+        self.log.info("%s", outcome.message)
+        return batch_summary(batch)
+
+    def _handle_timeout(self, batch: MessageBatch | None) -> None:
+        if self.on_timeout != "cancel":
+            return
+        if batch is not None and batch.is_ended:
+            return
+        try:
+            canceled = self.hook.cancel_batch(self.batch_id)
+            self.log.warning(
+                "Timed out waiting for batch %s: canceled it (now %s); requests not yet processed will be "
+                "reported as canceled",
+                canceled.id,
+                canceled.processing_status,
+            )
+        except AnthropixError as exc:
+            self.log.error("Timed out waiting for batch %s and could not cancel it: %s", self.batch_id, exc)
