@@ -229,7 +229,8 @@ def shared_async_client(config: ClientConfig) -> AsyncClient:
     """The client every trigger with these settings on the running loop should use.
 
     Sharing one pool is what lets a single triggerer poll thousands of batches: one client
-    per trigger costs a pool, TLS sessions and tens of KB each.
+    per trigger costs a pool, TLS sessions and tens of KB each. Callers must not close the
+    shared client (others are using it); it lives as long as its event loop.
     """
     loop = asyncio.get_running_loop()
     clients = _shared.setdefault(loop, {})
