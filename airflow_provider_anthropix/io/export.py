@@ -1,0 +1,262 @@
+"""Stream results JSONL from an iterable of byte chunks into published objects plus a manifest.
+
+This is the whole export, without HTTP and without Airflow's task machinery: the operator
+passes the hook's byte stream, a benchmark or a test passes whatever it likes. Memory
+holds one network chunk, one partial line, the writers' buffers (a few MB; one Parquet
+row group) and the set of custom_ids, however large the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pendulum
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_anthropix.api.models import RESULT_TYPES, RequestCounts
+from airflow_provider_anthropix.io.blocks import BlockSplitter
+from airflow_provider_anthropix.io.checks import ResultsMismatchError, check_on_mismatch, completeness_problems
+from airflow_provider_anthropix.io.jsonl import DEFAULT_GZIP_LEVEL, FileInfo, JsonlWriter
+from airflow_provider_anthropix.io.manifest import build_manifest, xcom_summary
+from airflow_provider_anthropix.io.parquet import DEFAULT_ROW_GROUP_ROWS, PARQUET_CODECS
+from airflow_provider_anthropix.io.pricing import PriceTable, estimate_cost, validate_price_table
+from airflow_provider_anthropix.io.progress import Progress
+from airflow_provider_anthropix.io.publish import AtomicPublisher
+from airflow_provider_anthropix.io.split import split_by_result_type
+from airflow_provider_anthropix.io.summary import Summariser
+
+FORMATS = ("jsonl", "parquet")
+JSONL_COMPRESSIONS = (None, "gzip")
+_SAFE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+log = logging.getLogger(__name__)
+
+
+class ExportInterrupted(Exception):
+    """The export was asked to stop (the task was killed); nothing was published."""
+
+
+class _Writer(Protocol):
+    name: str
+    lines: int
+
+    def write(self, block: bytes, lines: int) -> None: ...
+    def close(self) -> FileInfo: ...
+    def discard(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to store the results.
+
+    :param output_format: ``jsonl`` (default) or ``parquet`` (needs the ``parquet`` extra).
+    :param compression: for ``jsonl``: ``None`` or ``"gzip"``; for ``parquet``: its codec
+        (``zstd`` by default, or ``snappy``, ``gzip``, ``lz4``, ``brotli``, ``none``).
+    :param split_by_result_type: one object per outcome (``succeeded.jsonl``, ``errored.jsonl``,
+        ``canceled.jsonl``, ``expired.jsonl``) instead of one ``results.*``.
+    :param price_table: USD per million tokens at standard price per model prefix (see
+        :mod:`airflow_provider_anthropix.io.pricing`); ``None`` uses the default table.
+    :param on_mismatch: ``fail`` (default): nothing is published when the results do not
+        match the batch's request_counts or repeat a custom_id; ``warn``: publish, log, and
+        mark the manifest ``"complete": false``.
+    """
+
+    output_format: str = "jsonl"
+    compression: str | None = None
+    split_by_result_type: bool = False
+    price_table: PriceTable | None = None
+    on_mismatch: str = "fail"
+    progress_interval: float = 5.0
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
+
+    def __post_init__(self) -> None:
+        if self.output_format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {self.output_format!r}")
+        if self.output_format == "jsonl" and self.compression not in JSONL_COMPRESSIONS:
+            raise ValueError(f"compression for jsonl must be None or 'gzip'; got {self.compression!r}")
+        if self.output_format == "parquet" and self.compression is not None and self.compression not in PARQUET_CODECS:
+            raise ValueError(
+                f"compression for parquet is its codec, one of {', '.join(PARQUET_CODECS)}; got {self.compression!r}"
+            )
+        check_on_mismatch(self.on_mismatch)
+        if self.price_table is not None:
+            object.__setattr__(self, "price_table", validate_price_table(self.price_table))
+
+    def file_name(self, stem: str) -> str:
+        if self.output_format == "parquet":
+            return f"{stem}.parquet"
+        return f"{stem}.jsonl.gz" if self.compression == "gzip" else f"{stem}.jsonl"
+
+
+@dataclass
+class ExportResult:
+    manifest: dict[str, Any]
+    manifest_uri: str
+    files: list[FileInfo] = field(default_factory=list)
+
+    def xcom(self) -> dict[str, Any]:
+        return xcom_summary(self.manifest, self.manifest_uri)
+
+
+class _Outputs:
+    """The open writers of one export, one per object."""
+
+    def __init__(self, publisher: AtomicPublisher, options: ExportOptions) -> None:
+        self.publisher = publisher
+        self.options = options
+        self.writers: dict[str | None, _Writer] = {}
+        if options.split_by_result_type:
+            for kind in RESULT_TYPES:
+                self._open(kind, kind)
+        else:
+            self._open(None, "results")
+
+    def _open(self, result_type: str | None, stem: str) -> _Writer:
+        name = self.options.file_name(stem)
+        sink = self.publisher.open(name)
+        writer: _Writer
+        if self.options.output_format == "parquet":
+            from airflow_provider_anthropix.io.parquet import DEFAULT_PARQUET_CODEC, ParquetWriter
+
+            writer = ParquetWriter(
+                name,
+                sink,
+                codec=self.options.compression or DEFAULT_PARQUET_CODEC,
+                row_group_rows=self.options.row_group_rows,
+                result_type=result_type,
+            )
+        else:
+            writer = JsonlWriter(
+                name,
+                sink,
+                gzip=self.options.compression == "gzip",
+                gzip_level=self.options.gzip_level,
+                result_type=result_type,
+            )
+        self.writers[result_type] = writer
+        return writer
+
+    def for_type(self, result_type: str) -> _Writer:
+        writer = self.writers.get(result_type)
+        if writer is None:
+            # A result type this version does not know: keep it, in its own object.
+            stem = result_type if _SAFE_TYPE.match(result_type) else "other"
+            writer = self.writers.get(stem) or self._open(stem, stem)
+            self.writers[result_type] = writer
+        return writer
+
+    def close(self) -> list[FileInfo]:
+        seen: set[int] = set()
+        infos: list[FileInfo] = []
+        for writer in self.writers.values():
+            if id(writer) not in seen:
+                seen.add(id(writer))
+                infos.append(writer.close())
+        return infos
+
+    def discard(self) -> None:
+        for writer in self.writers.values():
+            writer.discard()
+
+
+def export_results(
+    chunks: Iterable[bytes],
+    destination: ObjectStoragePath,
+    *,
+    batch_id: str,
+    expected: RequestCounts | None,
+    options: ExportOptions | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    logger: logging.Logger | None = None,
+    publisher: AtomicPublisher | None = None,
+) -> ExportResult:
+    """Write the results stream ``chunks`` under ``destination`` and publish it with its manifest.
+
+    The destination is checked (and the staging folder created) before the first chunk
+    is pulled, so a bad destination fails before anything is downloaded. On any error,
+    or when ``should_stop()`` turns true, staged objects are removed and the error raised:
+    nothing is published. With ``expected`` (the batch's request_counts) the counts are
+    checked; see :class:`ExportOptions` for ``on_mismatch``.
+    """
+    options = options or ExportOptions()
+    logger = logger or log
+    publisher = publisher or AtomicPublisher(destination)
+    started_at = pendulum.now("UTC")
+    publisher.prepare({"batch_id": batch_id, "started_at": started_at.to_iso8601_string()})
+    logger.info("Exporting results of %s to %s (staging in %s)", batch_id, publisher.uri, publisher.staging)
+    summary = Summariser()
+    progress = Progress(
+        expected_lines=expected.total if expected else None, interval=options.progress_interval, logger=logger
+    )
+    outputs: _Outputs | None = None
+    try:
+        outputs = _Outputs(publisher, options)
+        splitter = BlockSplitter()
+        downloaded = 0
+        split = options.split_by_result_type
+        single = None if split else outputs.writers[None]
+
+        def handle(block: bytes) -> int:
+            decoded = summary.feed_block(block)
+            if single is not None:
+                single.write(block, len(decoded))
+            else:
+                for kind, (data, count) in split_by_result_type(block, decoded).items():
+                    outputs.for_type(kind).write(data, count)  # type: ignore[union-attr]
+            return len(decoded)
+
+        for chunk in chunks:
+            if should_stop is not None and should_stop():
+                raise ExportInterrupted(f"export of {batch_id} stopped before the end; nothing was published")
+            downloaded += len(chunk)
+            block = splitter.feed(chunk)
+            progress.update(handle(block) if block else 0, len(chunk))
+        tail = splitter.finish()
+        if tail:
+            progress.update(handle(tail), 0)
+        files = outputs.close()
+        problems = completeness_problems(summary, expected)
+        if problems:
+            if options.on_mismatch == "fail":
+                raise ResultsMismatchError(problems)
+            logger.warning("Publishing results that do not match the batch: %s", "; ".join(problems))
+        cost = estimate_cost(summary.tokens_by_model, options.price_table)
+        if cost.unpriced_models:
+            logger.warning(
+                "No price for model(s) %s: the estimated cost leaves them out (pass price_table= to add them)",
+                ", ".join(cost.unpriced_models),
+            )
+        manifest = build_manifest(
+            batch_id=batch_id,
+            destination=publisher.uri,
+            output_format=options.output_format,
+            compression=options.compression,
+            split_by_result_type=split,
+            files=files,
+            summary=summary,
+            expected=expected,
+            cost=cost,
+            problems=problems,
+            started_at=started_at,
+            ended_at=pendulum.now("UTC"),
+            bytes_downloaded=downloaded,
+        )
+        manifest_uri = publisher.commit([info.name for info in files], manifest)
+    except BaseException:
+        if outputs is not None:
+            outputs.discard()
+        publisher.abort()
+        raise
+    progress.done()
+    logger.info(
+        "Published %d object(s) and %s: %s",
+        len(files),
+        manifest_uri,
+        ", ".join(f"{n:,} {kind}" for kind, n in summary.counts.items()),
+    )
+    return ExportResult(manifest=manifest, manifest_uri=manifest_uri, files=files)

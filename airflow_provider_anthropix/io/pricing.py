@@ -1,0 +1,116 @@
+"""Estimated cost of a batch from its token totals.
+
+Prices change, so the table is data the caller can replace (``price_table=`` on the
+operator). Prices are the *standard* per-million-token prices in US dollars; batch
+requests are billed at half of them (``BATCH_DISCOUNT``). A model id matches the longest
+table key it starts with, so ``claude-sonnet-4-5-20250929`` uses ``claude-sonnet-4-5``.
+
+The default table (USD per million tokens, standard price; check the current price list
+before relying on the estimate):
+
+=========================  =====  ======  ===========  ==========
+model prefix               input  output  cache_write  cache_read
+=========================  =====  ======  ===========  ==========
+claude-opus-4-5            5.00   25.00   6.25         0.50
+claude-opus-4-1            15.00  75.00   18.75        1.50
+claude-opus-4              15.00  75.00   18.75        1.50
+claude-sonnet-4-5          3.00   15.00   3.75         0.30
+claude-sonnet-4            3.00   15.00   3.75         0.30
+claude-3-7-sonnet          3.00   15.00   3.75         0.30
+claude-haiku-4-5           1.00   5.00    1.25         0.10
+claude-3-5-haiku           0.80   4.00    1.00         0.08
+claude-3-haiku             0.25   1.25    0.30         0.03
+=========================  =====  ======  ===========  ==========
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_anthropix.io.summary import TokenTotals
+
+#: Share of the standard price that batch requests cost.
+BATCH_DISCOUNT = 0.5
+
+PriceTable = Mapping[str, Mapping[str, float]]
+
+DEFAULT_PRICE_TABLE: dict[str, dict[str, float]] = {
+    "claude-opus-4-5": {"input": 5.00, "output": 25.00, "cache_write": 6.25, "cache_read": 0.50},
+    "claude-opus-4-1": {"input": 15.00, "output": 75.00, "cache_write": 18.75, "cache_read": 1.50},
+    "claude-opus-4": {"input": 15.00, "output": 75.00, "cache_write": 18.75, "cache_read": 1.50},
+    "claude-sonnet-4-5": {"input": 3.00, "output": 15.00, "cache_write": 3.75, "cache_read": 0.30},
+    "claude-sonnet-4": {"input": 3.00, "output": 15.00, "cache_write": 3.75, "cache_read": 0.30},
+    "claude-3-7-sonnet": {"input": 3.00, "output": 15.00, "cache_write": 3.75, "cache_read": 0.30},
+    "claude-haiku-4-5": {"input": 1.00, "output": 5.00, "cache_write": 1.25, "cache_read": 0.10},
+    "claude-3-5-haiku": {"input": 0.80, "output": 4.00, "cache_write": 1.00, "cache_read": 0.08},
+    "claude-3-haiku": {"input": 0.25, "output": 1.25, "cache_write": 0.30, "cache_read": 0.03},
+}
+
+_PRICE_KEYS = ("input", "output", "cache_write", "cache_read")
+
+
+def validate_price_table(table: PriceTable) -> dict[str, dict[str, float]]:
+    """Check a user's table early (at DAG parse time) and fill missing cache prices with zero."""
+    checked: dict[str, dict[str, float]] = {}
+    for model, prices in table.items():
+        if not isinstance(prices, Mapping):
+            raise ValueError(f"price_table[{model!r}] must be a mapping of {', '.join(_PRICE_KEYS)}")
+        unknown = sorted(set(prices) - set(_PRICE_KEYS))
+        if unknown:
+            raise ValueError(f"price_table[{model!r}] has unknown key(s) {unknown}; known: {', '.join(_PRICE_KEYS)}")
+        if "input" not in prices or "output" not in prices:
+            raise ValueError(f"price_table[{model!r}] needs at least 'input' and 'output' (USD per million tokens)")
+        row = {key: float(prices.get(key, 0.0)) for key in _PRICE_KEYS}
+        if any(value < 0 for value in row.values()):
+            raise ValueError(f"price_table[{model!r}] has a negative price")
+        checked[str(model)] = row
+    return checked
+
+
+def price_for(model: str, table: PriceTable) -> Mapping[str, float] | None:
+    """The row of the longest key that ``model`` starts with (or equals), else None."""
+    best: str | None = None
+    for key in table:
+        if model.startswith(key) and (best is None or len(key) > len(best)):
+            best = key
+    return table[best] if best is not None else None
+
+
+@dataclass
+class CostEstimate:
+    usd: float = 0.0
+    unpriced_models: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimated_cost_usd": self.usd,
+            "batch_discount": BATCH_DISCOUNT,
+            "unpriced_models": list(self.unpriced_models),
+        }
+
+
+def estimate_cost(
+    tokens_by_model: Mapping[str, TokenTotals],
+    table: PriceTable | None = None,
+    *,
+    discount: float = BATCH_DISCOUNT,
+) -> CostEstimate:
+    """USD at batch price for the given token totals; models missing from the table are listed, not guessed."""
+    table = DEFAULT_PRICE_TABLE if table is None else table
+    estimate = CostEstimate()
+    for model, totals in sorted(tokens_by_model.items()):
+        prices = price_for(model, table)
+        if prices is None:
+            estimate.unpriced_models.append(model)
+            continue
+        standard = (
+            totals.input * prices.get("input", 0.0)
+            + totals.output * prices.get("output", 0.0)
+            + totals.cache_creation_input * prices.get("cache_write", 0.0)
+            + totals.cache_read_input * prices.get("cache_read", 0.0)
+        ) / 1_000_000
+        estimate.usd += standard * discount
+    estimate.usd = round(estimate.usd, 6)
+    return estimate
