@@ -206,5 +206,5 @@ class BatchEndedTrigger(BaseTrigger):
             return jittered(self.poll_interval, self.jitter)
         if retry_hint is not None and retry_hint >= 0:
             return retry_hint
-        backoff = min(MAX_BACKOFF, max(self.poll_interval, 1.0) * 2.0 ** (failures - 1))
+        backoff = min(MAX_BACKOFF, self.poll_interval * 2.0 ** (failures - 1))
         return jittered(backoff, max(self.jitter, 0.25))

@@ -1,0 +1,167 @@
+"""The pure parts of CreateBatchOperator: reading JSONL, merging defaults, validating, spooling, recovery matching."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_anthropix.api import BatchValidationError, MessageBatch
+from airflow_provider_anthropix.operators.create import (
+    Undecodable,
+    find_created_batch,
+    iter_jsonl,
+    merge_defaults,
+    spool_batch,
+)
+
+V_NEW = "2026-10-21"
+V_OLD = "2023-06-01"
+
+
+def request(custom_id: str, **params: Any) -> dict[str, Any]:
+    body = {"model": "claude-test", "max_tokens": 16, "messages": [{"role": "user", "content": f"q {custom_id}"}]}
+    body.update(params)
+    return {"custom_id": custom_id, "params": body}
+
+
+def items(requests: list[Any]) -> list[tuple[int | None, Any]]:
+    return [(None, r) for r in requests]
+
+
+@pytest.mark.smoke
+def test_spooled_body_is_the_exact_create_json(tmp_path: Path) -> None:
+    requests = [request(f"r-{i}") for i in range(5)]
+    spooled = spool_batch(items(requests), api_version=V_NEW, spool_dir=str(tmp_path))
+    try:
+        body = b"".join(spooled.chunks())
+        assert json.loads(body) == {"requests": requests}
+        assert len(body) == spooled.size == spooled.body().size
+        assert spooled.request_count == 5
+        # re-iterable: a second send attempt streams the same bytes
+        assert b"".join(spooled.body().chunks()) == body
+    finally:
+        spooled.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_params_are_merged_under_each_request() -> None:
+    merged = merge_defaults(
+        {"custom_id": "a", "params": {"max_tokens": 5, "messages": []}},
+        {"model": "m", "max_tokens": 100, "system": "be brief"},
+    )
+    assert merged == {"custom_id": "a", "params": {"model": "m", "max_tokens": 5, "system": "be brief", "messages": []}}
+    assert merge_defaults("not a request", {"model": "m"}) == "not a request"
+
+
+def test_defaults_fill_in_what_validation_requires(tmp_path: Path) -> None:
+    bare = [{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "hi"}]}}]
+    with pytest.raises(BatchValidationError, match="model is missing"):
+        spool_batch(items(bare), api_version=V_NEW, spool_dir=str(tmp_path))
+    spooled = spool_batch(
+        items(bare), api_version=V_NEW, default_params={"model": "m", "max_tokens": 9}, spool_dir=str(tmp_path)
+    )
+    spooled.discard()
+    assert spooled.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (request("has space"), "custom_id 'has space' is invalid"),
+        (request("x" * 65), "is invalid"),
+        ({"params": request("a")["params"]}, "custom_id is missing"),
+        ({"custom_id": "a"}, "params is missing"),
+        (request("a", max_tokens="16"), "max_tokens must be an integer"),
+        (request("a", max_tokens=0), "max_tokens must be an integer >= 1"),
+        (request("a", stream=True), "stream is not allowed"),
+        (request("a", messages=[{"role": "assistant", "content": "hi"}]), "first turn comes from the user"),
+        (request("a", messages=[]), "messages must be a non-empty list"),
+        (request("a", temperature=0.5), "temperature is not accepted by API version 2026-10-21"),
+    ],
+)
+def test_each_rule_names_the_request(tmp_path: Path, bad: Any, expected: str) -> None:
+    with pytest.raises(BatchValidationError, match=expected) as info:
+        spool_batch(items([request("ok-1"), bad]), api_version=V_NEW, spool_dir=str(tmp_path))
+    assert "requests[1]" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_rules_follow_the_connection_version(tmp_path: Path) -> None:
+    spooled = spool_batch(items([request("a", temperature=0.5)]), api_version=V_OLD, spool_dir=str(tmp_path))
+    spooled.discard()
+    with pytest.raises(BatchValidationError, match="temperature must be a number between 0 and 1"):
+        spool_batch(items([request("a", temperature=1.5)]), api_version=V_OLD, spool_dir=str(tmp_path))
+
+
+def test_duplicates_count_and_size_limits(tmp_path: Path) -> None:
+    with pytest.raises(BatchValidationError, match="used more than once"):
+        spool_batch(items([request("a"), request("a")]), api_version=V_NEW, spool_dir=str(tmp_path))
+    with pytest.raises(BatchValidationError, match="more than 2 requests"):
+        spool_batch(items([request(f"r{i}") for i in range(3)]), api_version=V_NEW, max_requests=2)
+    with pytest.raises(BatchValidationError, match="over the API's limit of 300 bytes"):
+        spool_batch(items([request(f"r{i}") for i in range(3)]), api_version=V_NEW, max_body_bytes=300)
+    with pytest.raises(BatchValidationError, match="no requests"):
+        spool_batch([], api_version=V_NEW)
+
+
+@pytest.mark.smoke
+def test_jsonl_gz_errors_name_file_line_and_custom_id_and_count_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl.gz"
+    lines = [json.dumps(request("good-1")), "", "{not json"]
+    lines += [json.dumps(request(f"bad-{i}", stream=True)) for i in range(30)]
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    opath = ObjectStoragePath(f"file://{path}")
+    decoded = list(iter_jsonl(opath))
+    assert decoded[0][0] == 1
+    assert isinstance(decoded[1][1], Undecodable)
+    assert decoded[1][0] == 3  # blank line 2 skipped, numbering kept
+    with pytest.raises(BatchValidationError) as info:
+        spool_batch(decoded, api_version=V_NEW, file=str(opath), max_problems_shown=5, spool_dir=str(tmp_path))
+    text = str(info.value)
+    assert info.value.count == 31
+    assert f"{opath}:3: the line is not valid JSON" in text
+    assert f"{opath}:4 custom_id bad-0: params.stream is not allowed" in text
+    assert "... and 26 more" in text
+    assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl.gz"]
+
+
+def batch(batch_id: str, created: str, total: int) -> MessageBatch:
+    return MessageBatch.from_dict(
+        {
+            "id": batch_id,
+            "processing_status": "in_progress",
+            "request_counts": {"processing": total},
+            "created_at": created,
+        }
+    )
+
+
+def test_recovery_matches_count_inside_the_window_and_stops_at_older_batches() -> None:
+    listing = [
+        batch("too-new", "2026-11-25T10:10:00Z", 3),
+        batch("other-count", "2026-11-25T10:04:00Z", 4),
+        batch("ours", "2026-11-25T10:03:00Z", 3),
+        batch("too-old", "2026-11-25T09:00:00Z", 3),
+    ]
+    seen: list[str] = []
+
+    def newest_first() -> Any:
+        for b in listing:
+            seen.append(b.id)
+            yield b
+
+    found = find_created_batch(
+        newest_first(),
+        request_count=3,
+        window_start=pendulum.parse("2026-11-25T10:00:00Z"),  # type: ignore[arg-type]
+        window_end=pendulum.parse("2026-11-25T10:05:00Z"),  # type: ignore[arg-type]
+    )
+    assert [b.id for b in found] == ["ours"]
+    assert seen == ["too-new", "other-count", "ours", "too-old"]

@@ -1,0 +1,69 @@
+"""BatchEndedTrigger's serialization and its small pure helpers."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from airflow_provider_anthropix.api import (
+    AnthropixConnectionError,
+    AuthenticationError,
+    MessageBatch,
+    NotFoundError,
+    OverloadedError,
+    RateLimitError,
+)
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, is_transient, jittered
+
+
+@pytest.mark.smoke
+def test_serialize_round_trip_with_plain_values_only() -> None:
+    trigger = BatchEndedTrigger(
+        batch_id="msgbatch_1", anthropix_conn_id="c", poll_interval=5, deadline="2026-11-26T10:00:00Z", jitter=0.2
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_anthropix.triggers.batch.BatchEndedTrigger"
+    assert json.loads(json.dumps(kwargs)) == kwargs  # plain JSON values, nothing else
+    again = BatchEndedTrigger(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert set(kwargs) == {
+        "batch_id",
+        "anthropix_conn_id",
+        "poll_interval",
+        "deadline",
+        "jitter",
+        "max_poll_failures",
+        "progress_log_interval",
+    }
+
+
+def test_jitter_stays_in_its_band() -> None:
+    rng = random.Random(1)
+    draws = [jittered(10.0, 0.1, rng) for _ in range(500)]
+    assert min(draws) >= 9.0
+    assert max(draws) <= 11.0
+    assert max(draws) - min(draws) > 1.0  # actually spread
+    assert jittered(10.0, 0.0) == 10.0
+
+
+def test_transient_errors_are_waited_out_and_the_rest_are_not() -> None:
+    assert is_transient(OverloadedError("o", status=529))
+    assert is_transient(RateLimitError("r", status=429))
+    assert is_transient(AnthropixConnectionError("reset"))
+    assert not is_transient(AuthenticationError("k", status=401))
+    assert not is_transient(NotFoundError("n", status=404))
+
+
+def test_progress_line_reads_like_a_sentence() -> None:
+    batch = MessageBatch.from_dict(
+        {
+            "id": "msgbatch_x",
+            "processing_status": "in_progress",
+            "request_counts": {"processing": 58_800, "succeeded": 40_888, "errored": 312},
+        }
+    )
+    assert describe_progress(batch, rate=70.0) == (
+        "batch msgbatch_x in_progress: 41,200/100,000 done (41%), 312 errored, eta ~14 min"
+    )
