@@ -136,6 +136,7 @@ class ParquetWriter:
         self._writer = pa.parquet.ParquetWriter(sink, self._schema, compression=codec)
         self._row_group_rows = max(1, row_group_rows)
         self._columns: list[list[Any]] = [[] for _ in COLUMNS]
+        self._tables: list[pyarrow.Table] = []
         self._pending = 0
         self.lines = 0
 
@@ -180,25 +181,35 @@ class ParquetWriter:
             c_emsg.append(detail.message if detail is not None else None)
         self._pending += len(rows)
         self.lines += len(rows)
+        self._tables.append(self._take_columns())
         if self._pending >= self._row_group_rows:
-            self._flush()
+            self._flush(final=False)
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
+    def _take_columns(self) -> pyarrow.Table:
         pa = self._pa
         arrays = [pa.array(values, type=self._schema.field(i).type) for i, values in enumerate(self._columns)]
-        table = pa.Table.from_arrays(arrays, schema=self._schema)
-        self._writer.write_table(table, row_group_size=max(self._pending, 1))
         self._columns = [[] for _ in COLUMNS]
-        self._pending = 0
+        return pa.Table.from_arrays(arrays, schema=self._schema)
+
+    def _flush(self, *, final: bool) -> None:
+        """Write whole row groups of ``row_group_rows`` rows; the rest waits (unless ``final``)."""
+        if not self._pending:
+            return
+        size = self._row_group_rows
+        table = self._pa.concat_tables(self._tables)
+        whole = self._pending if final else (self._pending // size) * size
+        self._writer.write_table(table.slice(0, whole), row_group_size=size)
+        rest = table.slice(whole)
+        self._tables = [rest] if rest.num_rows else []
+        self._pending = rest.num_rows
 
     def close(self) -> FileInfo:
-        self._flush()
+        self._flush(final=True)
         self._writer.close()
         self._sink.close()
         return FileInfo(self.name, self._sink.size, self.lines, self._sink.sha256, self.result_type)
 
     def discard(self) -> None:
         self._columns = [[] for _ in COLUMNS]
+        self._tables = []
         self._sink.discard()

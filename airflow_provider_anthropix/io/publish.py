@@ -95,6 +95,7 @@ class AtomicPublisher:
     """Stages objects under a destination folder and publishes them all at once (see module docstring)."""
 
     def __init__(self, destination: ObjectStoragePath, *, token: str | None = None) -> None:
+        check_protocol(destination)
         self.destination = destination
         self.fs = destination.fs
         self.protocol = _protocol(destination)
@@ -115,7 +116,6 @@ class AtomicPublisher:
 
     def prepare(self, marker: dict[str, Any] | None = None) -> None:
         """Create the staging folder and prove we may write there, before any byte is downloaded."""
-        check_protocol(self.destination)
         try:
             if self.protocol not in OBJECT_STORE_PROTOCOLS:
                 self.fs.makedirs(self.staging, exist_ok=True)

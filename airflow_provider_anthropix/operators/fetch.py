@@ -1,0 +1,232 @@
+"""FetchBatchResultsOperator: stream a batch's results into object storage, all or nothing.
+
+The operator is thin: it checks the batch and the destination, hands the hook's byte
+stream to :func:`airflow_provider_anthropix.io.export_results`, and returns the manifest's
+summary. Results never pass through XCom or memory as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_anthropix.api import MessageBatch, NotFoundError
+from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.io.checks import ResultsMismatchError
+from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions, export_results
+from airflow_provider_anthropix.io.pricing import PriceTable
+from airflow_provider_anthropix.io.publish import AtomicPublisher, DestinationError, check_protocol, destination_uri
+from airflow_provider_anthropix.io.summary import ResultsFormatError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Bytes asked of the network per read: large reads keep per-chunk Python work negligible.
+RESULTS_CHUNK_BYTES = 1 << 20
+
+
+def static_asset_uri(destination: str | ObjectStoragePath) -> str | None:
+    """The Asset URI of a destination known at DAG parse time, or None if it is a template.
+
+    Computed from the text alone (no filesystem or connection is touched while parsing);
+    a ``conn_id@`` in the URI is left out, as it names credentials, not the data.
+    """
+    if isinstance(destination, ObjectStoragePath):
+        return destination_uri(destination).rstrip("/")
+    text = str(destination)
+    if "{{" in text or "{%" in text:
+        return None
+    parts = urlsplit(text)
+    if not parts.scheme:
+        return "file://" + text.rstrip("/")
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.scheme in ("file", "local"):
+        return "file://" + parts.path.rstrip("/")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+class FetchBatchResultsOperator(BaseOperator):
+    """Download the results of an ended batch into a folder of object storage.
+
+    The folder gets ``results.jsonl`` (or ``results.jsonl.gz`` / ``results.parquet``, or one
+    object per outcome with ``split_by_result_type``) and, last, ``_manifest.json``: a folder
+    without a manifest is incomplete. Lines are stored exactly as the API sent them.
+
+    :param batch_id: the batch (templated), e.g. ``"{{ ti.xcom_pull('create') }}"``.
+    :param destination: folder URI or ``ObjectStoragePath`` (templated): ``file:///data/run``,
+        ``s3://bucket/prefix``, ``gs://...``; any scheme with an Airflow filesystem.
+    :param format: ``jsonl`` (default) or ``parquet`` (extra ``airflow-provider-anthropix[parquet]``).
+    :param compression: ``None`` or ``"gzip"`` for jsonl; the Parquet codec for parquet (default zstd).
+    :param split_by_result_type: one object per outcome: succeeded, errored, canceled, expired.
+    :param anthropix_conn_id: the Anthropix connection.
+    :param price_table: USD per million tokens (standard price) per model prefix, replacing
+        the default table of :mod:`airflow_provider_anthropix.io.pricing`; the estimate
+        applies the 50% batch discount.
+    :param on_mismatch: ``fail`` (default) or ``warn`` when the results do not match the
+        batch's request_counts or repeat a custom_id.
+    :param destination_conn_id: Airflow connection for the store (e.g. an ``aws`` one for s3://).
+    :param progress_interval: seconds between progress lines in the log.
+
+    Outlets: an Asset for a destination known at parse time is added automatically, so
+    downstream DAGs can be scheduled on it. For a templated destination, pass
+    ``outlets=[AssetAlias("...")]``: the rendered destination is attached to the alias.
+
+    Returns (XCom): ``{"batch_id", "destination", "manifest", "files", "lines", "counts",
+    "complete", "tokens", "estimated_cost_usd"}``.
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id")
+    ui_color = "#e8d5c4"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        destination: str | ObjectStoragePath,
+        format: str = "jsonl",
+        compression: str | None = None,
+        split_by_result_type: bool = False,
+        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        price_table: PriceTable | None = None,
+        on_mismatch: str = "fail",
+        destination_conn_id: str | None = None,
+        progress_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        # Bad options fail when the DAG is parsed, not hours later.
+        self.export_options = ExportOptions(
+            output_format=format,
+            compression=compression,
+            split_by_result_type=split_by_result_type,
+            price_table=price_table,
+            on_mismatch=on_mismatch,
+            progress_interval=progress_interval,
+        )
+        if "outlets" not in kwargs:
+            uri = static_asset_uri(destination)
+            if uri is not None:
+                kwargs["outlets"] = [Asset(uri=uri)]
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.destination = destination
+        self.format = format
+        self.compression = compression
+        self.split_by_result_type = split_by_result_type
+        self.anthropix_conn_id = anthropix_conn_id
+        self.price_table = price_table
+        self.on_mismatch = on_mismatch
+        self.destination_conn_id = destination_conn_id
+        self.progress_interval = progress_interval
+        self._kill_requested = False
+
+    @cached_property
+    def hook(self) -> AnthropixHook:
+        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
+
+    # -- checks before any download ----------------------------------------------------------
+
+    def _ended_batch(self) -> MessageBatch:
+        batch_id = str(self.batch_id or "").strip()
+        if not batch_id:
+            raise AirflowFailException("batch_id is empty; pass the id returned by CreateBatchOperator")
+        try:
+            batch = self.hook.get_batch(batch_id)
+        except NotFoundError:
+            raise AirflowFailException(
+                f"batch {batch_id} was not found with connection {self.anthropix_conn_id!r} "
+                "(wrong id, or another workspace)"
+            ) from None
+        if not batch.is_ended:
+            counts = batch.request_counts
+            raise AirflowFailException(
+                f"batch {batch.id} has not ended (processing_status={batch.processing_status}, "
+                f"{counts.done:,}/{counts.total:,} requests done); wait for it with BatchEndedSensor first"
+            )
+        if batch.is_archived:
+            raise AirflowFailException(
+                f"the results of batch {batch.id} were archived at {batch.archived_at} (results are kept "
+                "29 days) and can no longer be downloaded"
+            )
+        return batch
+
+    def _destination_path(self) -> ObjectStoragePath:
+        destination = self.destination
+        try:
+            if isinstance(destination, ObjectStoragePath):
+                path = (
+                    ObjectStoragePath(destination, conn_id=self.destination_conn_id)
+                    if self.destination_conn_id
+                    else destination
+                )
+            else:
+                text = str(destination).strip()
+                if not text:
+                    raise ValueError("destination is empty")
+                path = ObjectStoragePath(text, conn_id=self.destination_conn_id)
+            check_protocol(path)
+        except (ValueError, DestinationError) as exc:
+            raise AirflowFailException(f"unusable destination {destination!s}: {exc}") from None
+        return path
+
+    # -- the task --------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        self._kill_requested = False
+        batch = self._ended_batch()
+        destination = self._destination_path()
+        publisher = AtomicPublisher(destination)
+        counts = batch.request_counts
+        self.log.info(
+            "Batch %s ended: %s; results go to %s",
+            batch.id,
+            ", ".join(f"{n:,} {kind}" for kind, n in counts.to_dict().items() if n),
+            publisher.uri,
+        )
+        try:
+            result = export_results(
+                self.hook.iter_result_bytes(batch, chunk_size=RESULTS_CHUNK_BYTES),
+                destination,
+                batch_id=batch.id,
+                expected=counts,
+                options=self.export_options,
+                should_stop=lambda: self._kill_requested,
+                logger=self.log,
+                publisher=publisher,
+            )
+        except DestinationError as exc:
+            raise AirflowFailException(str(exc)) from None
+        except ResultsMismatchError as exc:
+            raise AirflowFailException(str(exc)) from None
+        except ResultsFormatError as exc:
+            raise AirflowException(f"batch {batch.id}: {exc}") from None
+        except ExportInterrupted as exc:
+            raise AirflowException(str(exc)) from None
+        summary = result.xcom()
+        self._record_asset_events(context, publisher.uri.rstrip("/"), summary)
+        return summary
+
+    def _record_asset_events(self, context: Context, uri: str, summary: Mapping[str, Any]) -> None:
+        """Attach the manifest to the outlet event; resolve an AssetAlias to the rendered destination."""
+        extra = {
+            "batch_id": summary["batch_id"],
+            "manifest": summary["manifest"],
+            "lines": summary["lines"],
+            "complete": summary["complete"],
+        }
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets or []:
+            if isinstance(outlet, AssetAlias):
+                events[outlet].add(Asset(uri=uri), extra=extra)
+            elif isinstance(outlet, Asset) and outlet.uri.rstrip("/") == uri:
+                events[outlet].extra.update(extra)
+
+    def on_kill(self) -> None:
+        """Stop at the next chunk; the export then removes what it staged and publishes nothing."""
+        self._kill_requested = True

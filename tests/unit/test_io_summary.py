@@ -1,0 +1,126 @@
+"""The line summariser, block splitting, routing by result type, completeness checks and pricing."""
+
+from __future__ import annotations
+
+import pytest
+from test_io_support import chunked, counts_of, mixed_results, result_line
+
+from airflow_provider_anthropix.api.models import RequestCounts
+from airflow_provider_anthropix.io.blocks import BlockSplitter
+from airflow_provider_anthropix.io.checks import ResultsMismatchError, check_on_mismatch, completeness_problems
+from airflow_provider_anthropix.io.pricing import (
+    DEFAULT_PRICE_TABLE,
+    estimate_cost,
+    price_for,
+    validate_price_table,
+)
+from airflow_provider_anthropix.io.split import split_by_result_type
+from airflow_provider_anthropix.io.summary import ResultsFormatError, Summariser, TokenTotals
+
+
+def summarise(data: bytes, chunk: int = 97) -> Summariser:
+    summary = Summariser()
+    splitter = BlockSplitter()
+    for piece in chunked(data, chunk):
+        block = splitter.feed(piece)
+        if block:
+            summary.feed_block(block)
+    tail = splitter.finish()
+    if tail:
+        summary.feed_block(tail)
+    return summary
+
+
+@pytest.mark.smoke
+def test_summary_counts_types_and_tokens_per_model() -> None:
+    data = (
+        result_line("a", input_tokens=100, output_tokens=10, cache_write=7, cache_read=3)
+        + result_line("b", model="claude-haiku-4-5", input_tokens=1, output_tokens=2)
+        + result_line("c", "errored")
+        + result_line("d", "canceled")
+        + result_line("e", "expired")
+    )
+    summary = summarise(data, chunk=13)
+    assert summary.lines == 5
+    assert summary.counts == {"succeeded": 2, "errored": 1, "canceled": 1, "expired": 1}
+    assert summary.tokens_by_model["claude-sonnet-4-5-20250929"] == TokenTotals(100, 10, 7, 3)
+    assert summary.tokens.to_dict() == {"input": 101, "output": 12, "cache_creation_input": 7, "cache_read_input": 3}
+    assert summary.duplicate_count == 0
+
+
+def test_blocks_reassemble_the_stream_exactly_whatever_the_chunking() -> None:
+    data = mixed_results(50) + b'{"custom_id":"last","result":{"type":"expired"}}'  # no final newline
+    for size in (1, 7, 100, 10_000):
+        splitter = BlockSplitter()
+        blocks = [splitter.feed(piece) for piece in chunked(data, size)]
+        assert all(block.endswith(b"\n") for block in blocks if block)
+        assert b"".join(blocks) + splitter.finish() == data
+    assert summarise(data).lines == 51
+
+
+def test_duplicates_are_found_within_and_across_blocks() -> None:
+    data = result_line("x") + result_line("y") + result_line("x") + result_line("z") * 3 + result_line("y")
+    summary = summarise(data, chunk=len(result_line("x")) + 5)
+    assert summary.lines == 7
+    assert summary.duplicate_count == 4  # x once, z twice, y once
+    assert set(summary.duplicate_examples) == {"x", "y", "z"}
+
+
+def test_a_line_that_is_not_a_result_is_named_with_its_number() -> None:
+    data = result_line("a") + result_line("b") + b'{"custom_id": "c", "result": {"nope": 1}}\n'
+    with pytest.raises(ResultsFormatError, match="results line 3"):
+        summarise(data, chunk=10_000)
+    with pytest.raises(ResultsFormatError, match="line 2"):
+        summarise(result_line("a") + b"not json\n", chunk=10_000)
+
+
+def test_split_by_result_type_keeps_every_line_byte_exact() -> None:
+    data = mixed_results(200)
+    summary = Summariser()
+    decoded = summary.feed_block(data)
+    groups = split_by_result_type(data, decoded)
+    assert {kind: count for kind, (_, count) in groups.items()} == counts_of(data)
+    rejoined = sorted(line for block, _ in groups.values() for line in block.splitlines())
+    assert rejoined == sorted(data.splitlines())
+    # A last line without its newline still ends with one in its group.
+    tail = result_line("t", "errored").rstrip(b"\n")
+    group = split_by_result_type(tail, Summariser().feed_block(tail))
+    assert group == {"errored": (tail + b"\n", 1)}
+
+
+def test_completeness_problems_name_what_differs() -> None:
+    data = mixed_results(100)
+    summary = summarise(data)
+    exact = RequestCounts(**counts_of(data))
+    assert completeness_problems(summary, exact) == []
+    wrong = RequestCounts(
+        succeeded=exact.succeeded + 1, errored=exact.errored, canceled=exact.canceled, expired=exact.expired
+    )
+    problems = completeness_problems(summary, wrong)
+    assert any("100 result lines, but the batch holds 101 requests" in p for p in problems)
+    assert any("succeeded" in p for p in problems)
+    error = ResultsMismatchError(problems)
+    assert "on_mismatch='warn'" in str(error)
+    assert check_on_mismatch("warn") == "warn"
+    with pytest.raises(ValueError, match="on_mismatch"):
+        check_on_mismatch("ignore")
+
+
+def test_cost_uses_the_longest_prefix_and_the_batch_discount() -> None:
+    assert price_for("claude-opus-4-5-20251101", DEFAULT_PRICE_TABLE) is DEFAULT_PRICE_TABLE["claude-opus-4-5"]
+    assert price_for("claude-opus-4-20250514", DEFAULT_PRICE_TABLE) is DEFAULT_PRICE_TABLE["claude-opus-4"]
+    tokens = {
+        "claude-sonnet-4-5-20250929": TokenTotals(
+            input=1_000_000, output=1_000_000, cache_creation_input=1_000_000, cache_read_input=1_000_000
+        ),
+        "mystery-model": TokenTotals(input=5),
+    }
+    estimate = estimate_cost(tokens)
+    assert estimate.usd == pytest.approx((3.00 + 15.00 + 3.75 + 0.30) / 2)
+    assert estimate.unpriced_models == ["mystery-model"]
+    custom = validate_price_table({"mystery": {"input": 2, "output": 4}})
+    assert estimate_cost(tokens, custom).usd == pytest.approx(5 * 2 / 1e6 / 2)
+    with pytest.raises(ValueError, match="unknown key"):
+        validate_price_table({"m": {"input": 1, "output": 1, "cachewrite": 1}})
+    with pytest.raises(ValueError, match="needs at least"):
+        validate_price_table({"m": {"input": 1}})
