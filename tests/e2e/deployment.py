@@ -1,0 +1,506 @@
+"""A throw-away Airflow 3 deployment on loopback: emulator, proxy, and the four Airflow services.
+
+Everything lives under one run directory (``AIRFLOW_HOME``, DAGs folder, process logs,
+results) and every process is started in its own session, so stopping one means signalling
+its whole process group: the scheduler's LocalExecutor workers and task processes, the
+dag-processor's parsers and the api-server's uvicorn workers go with it. The pids are also
+written to ``<run_dir>/pids`` so that the shell entry point's ``trap`` can stop them if this
+Python process itself is killed.
+
+Database: SQLite. Airflow 3.3 has no executor/database compatibility check (the only
+SQLite check in ``airflow/configuration.py`` is the library version >= 3.15), its own
+``airflow standalone`` runs LocalExecutor on SQLite, and since Airflow 3 task processes no
+longer open the metadata database (they talk to the api-server's Execution API), the only
+writers are the four long-running services. See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from proxy import Proxy
+
+VENV_BIN = Path(sys.executable).parent
+AIRFLOW = str(VENV_BIN / "airflow")
+SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
+_LISTENING_RE = re.compile(r"Anthropix emulator listening on (http://\S+)")
+
+
+class E2EFailure(AssertionError):
+    """A check of the end-to-end run failed; the message says which and what was seen."""
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def say(message: str) -> None:
+    """Progress line on stderr with a timestamp relative to the start of the run."""
+    print(f"[e2e {time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+_T0 = time.monotonic()
+
+
+@dataclass
+class Service:
+    """One child process, started in its own session, logging to ``log_path``."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: Mapping[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+    expected_exit: bool = False
+    generation: int = 0
+
+    def start(self) -> None:
+        self.generation += 1
+        self.expected_exit = False
+        log = self.log_path.open("ab")
+        shown = " ".join(
+            "***" if prev == "--api-key" else arg for prev, arg in zip(["", *self.argv], self.argv, strict=False)
+        )
+        log.write(f"\n===== start #{self.generation}: {shown}\n".encode())
+        log.flush()
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(self.env),
+            start_new_session=True,
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
+        if self.popen is None:
+            return
+        self.expected_exit = True
+        if self.popen.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        # Children (task processes, parsers, uvicorn workers) may outlive the leader.
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as an OOM killer or a lost VM would."""
+        self.expected_exit = True
+        self.signal_group(signal.SIGKILL)
+        if self.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(10)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Deployment:
+    """Emulator + proxy + Airflow services under ``run_dir``.
+
+    :param run_dir: an empty directory owned by this run.
+    :param api_key: the fake API key the emulator accepts and the connection carries.
+    :param dag_files: files copied into the DAGs folder.
+    :param processing_seconds: how long each emulated batch takes to end.
+    :param extra_env: more environment for every Airflow process.
+    """
+
+    run_dir: Path
+    api_key: str
+    dag_files: list[Path]
+    processing_seconds: float = 4.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    proxy: Proxy | None = None
+    emulator_url: str = ""
+    api_url: str = ""
+    _token: str = ""
+
+    # -- layout ------------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return self.run_dir / "airflow-home"
+
+    @property
+    def dags_dir(self) -> Path:
+        return self.run_dir / "dags"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir / "out"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "process-logs"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "airflow.db"
+
+    @property
+    def conn_url(self) -> str:
+        """The base URL Airflow's connection points at (the proxy in front of the emulator)."""
+        assert self.proxy is not None
+        return self.proxy.url
+
+    def _write_pids(self) -> None:
+        lines = [f"{s.pid} {s.name}" for s in self.services.values() if s.pid is not None and s.alive()]
+        (self.run_dir / "pids").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+    # -- start -------------------------------------------------------------------------------
+    def airflow_env(self) -> dict[str, str]:
+        """Environment of every Airflow process: hermetic, loopback only, fast intervals."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
+        env.update(
+            {
+                "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "8",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__AUTH_MANAGER": (
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+                # No fernet key: trigger kwargs and connection fields are stored as plain text,
+                # so the secret scan of the database file sees them as they are.
+                "AIRFLOW__CORE__FERNET_KEY": "",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": self.api_url.rsplit(":", 1)[1],
+                "AIRFLOW__API__BASE_URL": self.api_url,
+                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                # A SIGKILLed triggerer's triggers move to a live one once its heartbeat is this old.
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW_CONN_ANTHROPIX_DEFAULT": json.dumps(
+                    {
+                        "conn_type": "anthropix",
+                        "password": self.api_key,
+                        "host": self.conn_url,
+                        "extra": {"max_retries": 4},
+                    }
+                ),
+                "ANTHROPIX_E2E_OUT": str(self.out_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        for d in (self.home, self.dags_dir, self.out_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for f in self.dag_files:
+            if f.is_dir():
+                shutil.copytree(f, self.dags_dir / f.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(f, self.dags_dir / f.name)
+        self._start_emulator()
+        upstream = self.emulator_url.removeprefix("http://")
+        host, port = upstream.rsplit(":", 1)
+        self.proxy = Proxy(host, int(port)).start()
+        say(f"emulator {self.emulator_url}, proxy {self.proxy.url}")
+        self.api_url = f"http://127.0.0.1:{free_port()}"
+        env = self.airflow_env()
+        t = time.monotonic()
+        migrate = subprocess.run(
+            [AIRFLOW, "db", "migrate"],
+            env=env,
+            stdout=(self.logs_dir / "db-migrate.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            timeout=240,
+            check=False,
+        )
+        if migrate.returncode != 0:
+            raise E2EFailure(
+                f"airflow db migrate failed ({migrate.returncode}):\n"
+                + (self.logs_dir / "db-migrate.log").read_text(errors="replace")[-4000:]
+            )
+        say(f"database migrated in {time.monotonic() - t:.1f}s (SQLite at {self.db_path})")
+        port = self.api_url.rsplit(":", 1)[1]
+        argv = {
+            "api-server": [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", port, "--workers", "1"],
+            "dag-processor": [AIRFLOW, "dag-processor"],
+            "scheduler": [AIRFLOW, "scheduler", "--skip-serve-logs"],
+            "triggerer": [AIRFLOW, "triggerer", "--skip-serve-logs"],
+        }
+        for name in SERVICES:
+            service = Service(name, argv[name], self.logs_dir / f"{name}.log", env)
+            self.services[name] = service
+            service.start()
+        self._write_pids()
+        self.wait_healthy()
+
+    def _start_emulator(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "airflow_provider_anthropix.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin",
+            "--api-key",
+            self.api_key,
+            "--processing-seconds",
+            str(self.processing_seconds),
+            "--seed",
+            "7",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+        service = Service("emulator", argv, self.logs_dir / "emulator.log", env)
+        self.services["emulator"] = service
+        service.start()
+        self._write_pids()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            match = _LISTENING_RE.search(service.log_path.read_text(errors="replace"))
+            if match:
+                self.emulator_url = match.group(1)
+                return
+            if not service.alive():
+                break
+            time.sleep(0.05)
+        raise E2EFailure(f"the emulator did not start:\n{service.tail()}")
+
+    # -- health and failure reporting ------------------------------------------------------
+    def check_processes(self) -> None:
+        """Fail at once, with its log, if a service died without being asked to."""
+        for service in self.services.values():
+            if service.popen is not None and not service.expected_exit and service.popen.poll() is not None:
+                raise E2EFailure(
+                    f"{service.name} exited unexpectedly with status {service.popen.returncode}:\n{service.tail(80)}"
+                )
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
+        """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            self.check_processes()
+            try:
+                value = check()
+                if value:
+                    return value
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                last_error = exc
+            if time.monotonic() > deadline:
+                detail = f" (last error: {last_error!r})" if last_error else ""
+                raise E2EFailure(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+            time.sleep(interval)
+
+    def health(self) -> dict[str, Any]:
+        response = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def healthy(self, *components: str) -> bool:
+        data = self.health()
+        names = components or ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((data.get(name) or {}).get("status") == "healthy" for name in names)
+
+    def wait_healthy(self, *components: str, timeout: float = 120) -> None:
+        t = time.monotonic()
+        self.wait_for("the api-server to answer", lambda: self.health() is not None, timeout)
+        self.wait_for(f"healthy {', '.join(components) or 'services'}", lambda: self.healthy(*components), timeout)
+        say(f"services healthy after {time.monotonic() - t:.1f}s")
+
+    def dump_failure(self, extra_tasks: list[tuple[str, str]] | None = None) -> str:
+        """Logs a person needs to see why a run failed: service tails and failed task logs."""
+        parts = []
+        for service in self.services.values():
+            parts.append(f"----- {service.name} (pid {service.pid}, alive={service.alive()}) -----\n{service.tail(40)}")
+        task_logs = sorted((self.home / "logs").rglob("*.log")) if (self.home / "logs").exists() else []
+        for path in task_logs[-8:]:
+            text = path.read_text(errors="replace").splitlines()
+            parts.append(f"----- task log {path.relative_to(self.home)} -----\n" + "\n".join(text[-40:]))
+        return "\n".join(parts)
+
+    # -- services ------------------------------------------------------------------------------
+    def kill_service(self, name: str) -> None:
+        say(f"SIGKILL {name} (process group {self.services[name].pid})")
+        self.services[name].kill()
+        self._write_pids()
+
+    def restart_service(self, name: str) -> None:
+        service = self.services[name]
+        if service.alive():
+            service.stop()
+        service.start()
+        self._write_pids()
+        say(f"started a new {name} (pid {service.pid})")
+
+    def stop(self) -> None:
+        """Stop every service (reverse start order) and the proxy; safe to call twice."""
+        for name in reversed(list(self.services)):
+            self.services[name].stop()
+        self._write_pids()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+    # -- REST API ------------------------------------------------------------------------------
+    def token(self) -> str:
+        """A JWT from the SimpleAuthManager's no-credentials endpoint (all-admins mode)."""
+        if not self._token:
+            response = requests.get(f"{self.api_url}/auth/token", timeout=10)
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        return requests.request(method, f"{self.api_url}/api/v2{path}", headers=headers, timeout=20, **kwargs)
+
+    def api_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.api(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise E2EFailure(f"{method} {path} -> HTTP {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
+        def parsed() -> bool:
+            response = self.api("GET", f"/dags/{dag_id}")
+            if response.status_code == 404:
+                return False
+            response.raise_for_status()
+            return True
+
+        self.wait_for(f"DAG {dag_id} to be parsed", parsed, timeout, interval=1.0)
+        self.api_json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        data = self.api_json("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        say(f"triggered {dag_id} run {data['dag_run_id']}")
+        return str(data["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        data = self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return list(data["task_instances"])
+
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        return data
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 240) -> str:
+        """Wait for a terminal state; on failure, raise with the logs a person needs."""
+        t = time.monotonic()
+        state = self.wait_for(
+            f"run {run_id} to finish",
+            lambda: s if (s := self.run_state(dag_id, run_id)) in ("success", "failed") else None,
+            timeout,
+            interval=1.0,
+        )
+        tis = {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+        say(f"run {run_id}: {state} in {time.monotonic() - t:.1f}s; tasks {tis}")
+        return str(state)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        data = self.api_json(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            params={"deserialize": "true", "stringify": "false"},
+        )
+        return data["value"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        response = self.api(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+        )
+        response.raise_for_status()
+        return response.text
+
+    # -- emulator admin ------------------------------------------------------------------------
+    def emu_stats(self) -> dict[str, Any]:
+        response = requests.get(f"{self.emulator_url}/_emulator/stats", timeout=10)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def emu_fault(self, **fault: Any) -> None:
+        response = requests.post(f"{self.emulator_url}/_emulator/faults", json=fault, timeout=10)
+        if response.status_code != 200:
+            raise E2EFailure(f"arming fault {fault} failed: {response.text}")
+
+    def emu_clear_faults(self) -> None:
+        requests.delete(f"{self.emulator_url}/_emulator/faults", timeout=10).raise_for_status()
+
+
+@contextlib.contextmanager
+def deployment(**kwargs: Any) -> Iterator[Deployment]:
+    """Start a :class:`Deployment`, always stop it; SIGTERM/SIGINT become a clean stop too."""
+    dep = Deployment(**kwargs)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        dep.start()
+        yield dep
+    finally:
+        dep.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
