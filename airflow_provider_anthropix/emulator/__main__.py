@@ -17,7 +17,7 @@ from types import FrameType
 from airflow_provider_anthropix.emulator.app import EmulatorApp
 from airflow_provider_anthropix.emulator.config import DAY, EmulatorConfig
 from airflow_provider_anthropix.emulator.faults import Fault, parse_fault_spec
-from airflow_provider_anthropix.emulator.server import bind_socket, make_server, serve_until_stopped, url_of
+from airflow_provider_anthropix.emulator.server import bind_socket, make_server, new_loop, serve_until_stopped, url_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     sock = bind_socket(args.host, args.port)
-    server = make_server(EmulatorApp(config), log_level=args.log_level)
+    app = EmulatorApp(config)
+    server = make_server(app, log_level=args.log_level)
 
     # uvicorn handles the signals while it serves and re-raises them when done; these
     # handlers make that re-raise a no-op (exit status 0) and cover a signal before start.
@@ -97,13 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     line = f"Anthropix emulator listening on {url_of(sock)}"
     try:
-        from airflow_provider_anthropix.emulator.server import new_loop
-
         loop = new_loop()
         asyncio.set_event_loop(loop)
         loop.run_until_complete(serve_until_stopped(server, sock, lambda: print(line, flush=True)))
         loop.close()
     finally:
+        app.store.close()
         sock.close()
     return 0
 

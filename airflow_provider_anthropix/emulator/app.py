@@ -163,7 +163,7 @@ class EmulatorApp:
     def _api(self, name: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             request_id = self.ids.request_id()
-            self.store.calls[name] += 1
+            self.store.record_call(name)
             latency, fault = self.faults.take(name)
             if latency:
                 await asyncio.sleep(latency)

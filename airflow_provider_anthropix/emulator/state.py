@@ -273,7 +273,8 @@ class BatchStore:
                     f"message batch {batch_id} is {batch.status(now)}; results are available once it has ended",
                 )
             if now >= batch.archive_at:
-                batch.results = None
+                batch.results = None  # archived results are gone for good: free the memory
+                batch.render_future = None
                 raise EmulatorError(
                     404,
                     "not_found_error",
@@ -301,9 +302,15 @@ class BatchStore:
         return started
 
     # -- admin -----------------------------------------------------------------------------
+    def record_call(self, endpoint: str) -> None:
+        """Count one API call (under the lock: stats may be read from another thread meanwhile)."""
+        with self._lock:
+            self.calls[endpoint] += 1
+
     def stats(self) -> dict[str, Any]:
         """Calls per endpoint and batches created since the start (or the last reset)."""
-        return {"calls": dict(self.calls), "batches_created": self.batches_created, "batches": len(self._batches)}
+        with self._lock:
+            return {"calls": dict(self.calls), "batches_created": self.batches_created, "batches": len(self._batches)}
 
     def reset(self) -> None:
         """Forget every batch and statistic."""
