@@ -9,6 +9,7 @@ row group at a time however large the batch.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -213,3 +214,6 @@ class ParquetWriter:
         self._columns = [[] for _ in COLUMNS]
         self._tables = []
         self._sink.discard()
+        # The footer goes nowhere (the sink is discarded); the export's own error is what matters.
+        with contextlib.suppress(Exception):
+            self._writer.close()

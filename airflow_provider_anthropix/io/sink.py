@@ -29,8 +29,11 @@ class HashingSink:
         self._buffer_bytes = buffer_bytes
         self.size = 0
         self.closed = False
+        self._discarded = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._discarded:
+            return len(data)  # late writes of an abandoned writer (e.g. a Parquet footer) go nowhere
         if self.closed:
             raise ValueError("write to a closed sink")
         length = len(data)
@@ -83,6 +86,7 @@ class HashingSink:
     def discard(self) -> None:
         """Close without caring about errors: used when the export is abandoned."""
         self.closed = True
+        self._discarded = True
         self._pending = []
         # An object store's file would upload what it holds on close(); discard() aborts that.
         for method in ("discard", "close"):

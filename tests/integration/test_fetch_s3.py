@@ -1,0 +1,140 @@
+"""s3:// end to end: the operator writes to a real S3 API (moto in server mode on loopback).
+
+The store is reached through an Airflow connection of type ``aws`` (from the environment)
+whose extras point ``endpoint_url`` at the local server, exactly as a user would point
+Airflow at MinIO or another S3-compatible store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from test_fetch_support import ended_batch, served_bytes
+
+from airflow_provider_anthropix.api import AnthropixConnectionError, MessageBatch
+from airflow_provider_anthropix.emulator import EmulatorHandle
+from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.io import read_manifest
+from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
+
+BUCKET = "anthropix-results"
+CONN_ID = "anthropix_fetch_test_s3"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_url() -> Iterator[str]:
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client for the test server, the bucket, and the Airflow connection in the environment."""
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_url, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    buckets = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+    if BUCKET not in buckets:
+        client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def keys(s3: Any, prefix: str) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(item["Key"][len(prefix) :] for item in listing.get("Contents", []))
+
+
+def body(s3: Any, key: str) -> bytes:
+    data: bytes = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return data
+
+
+@pytest.fixture
+def batch(emulator: EmulatorHandle, anthropix_conn_env: str) -> MessageBatch:
+    return ended_batch(AnthropixHook(anthropix_conn_env), emulator, 1_200)
+
+
+def fetch(batch_id: str, destination: str, **kwargs: Any) -> dict[str, Any]:
+    operator = FetchBatchResultsOperator(
+        task_id="fetch", batch_id=batch_id, destination=destination, destination_conn_id=CONN_ID, **kwargs
+    )
+    result: dict[str, Any] = operator.execute({})  # type: ignore[arg-type]
+    return result
+
+
+@pytest.mark.smoke
+def test_s3_export_is_byte_identical_and_replaces_a_previous_set(
+    s3: Any, batch: MessageBatch, emulator: EmulatorHandle, emulator_api_key: str
+) -> None:
+    stream = served_bytes(emulator, emulator_api_key, batch.id)
+    prefix = "exports/run-1/"
+    xcom = fetch(batch.id, f"s3://{BUCKET}/{prefix}")
+    assert keys(s3, prefix) == ["_manifest.json", "results.jsonl"]
+    assert body(s3, prefix + "results.jsonl") == stream
+    manifest = json.loads(body(s3, prefix + "_manifest.json"))
+    assert manifest["files"][0]["sha256"] == hashlib.sha256(stream).hexdigest()
+    assert manifest["files"][0]["size"] == len(stream)
+    assert xcom["manifest"] == f"s3://{BUCKET}/exports/run-1/_manifest.json"
+    assert xcom["files"] == [f"s3://{BUCKET}/exports/run-1/results.jsonl"]
+    assert read_manifest(f"s3://{BUCKET}/{prefix}", conn_id=CONN_ID) == manifest
+    # A rerun in another layout replaces the set; no staging objects remain.
+    fetch(batch.id, f"s3://{BUCKET}/{prefix}", split_by_result_type=True, compression="gzip")
+    assert keys(s3, prefix) == [
+        "_manifest.json",
+        "canceled.jsonl.gz",
+        "errored.jsonl.gz",
+        "expired.jsonl.gz",
+        "succeeded.jsonl.gz",
+    ]
+
+
+def test_s3_fetch_that_breaks_leaves_no_object(s3: Any, batch: MessageBatch, emulator: EmulatorHandle) -> None:
+    emulator.add_fault("cut", endpoint="results", after_bytes=300_000, count=None)
+    prefix = "exports/broken/"
+    with pytest.raises(AnthropixConnectionError):
+        fetch(batch.id, f"s3://{BUCKET}/{prefix}", format="parquet")
+    assert keys(s3, prefix) == []
+
+
+def test_s3_missing_bucket_fails_before_downloading(s3: Any, batch: MessageBatch, emulator: EmulatorHandle) -> None:
+    before = emulator.stats()["calls"].get("results", 0)
+    with pytest.raises(AirflowFailException, match="cannot write to s3://no-such-bucket/x"):
+        fetch(batch.id, "s3://no-such-bucket/x")
+    assert emulator.stats()["calls"].get("results", 0) == before
