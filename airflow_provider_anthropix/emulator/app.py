@@ -165,11 +165,10 @@ class EmulatorApp:
             request_id = self.ids.request_id()
             self.store.record_call(name)
             latency, fault = self.faults.take(name)
-            if latency:
-                await asyncio.sleep(latency)
             if fault is not None and fault.kind == "status":
                 response = self._fault_response(fault, request_id)
             elif fault is not None and fault.kind == "reset":
+                await _delay(latency)
                 return AbortResponse(self.registry, reset=True)
             else:
                 try:
@@ -178,7 +177,11 @@ class EmulatorApp:
                 except EmulatorError as exc:
                     response = error_response(exc.status, exc.error_type, exc.message, request_id, exc.headers)
                 if fault is not None and fault.kind == "drop":
+                    await _delay(latency)
                     return AbortResponse(self.registry, reset=False)
+            # Latency delays the answer, not the work: a slow create still creates its batch,
+            # which is exactly the case a client that timed out must not resend.
+            await _delay(latency)
             response.headers["request-id"] = request_id
             return response
 
@@ -368,6 +371,11 @@ class EmulatorApp:
         except (msgspec.DecodeError, AttributeError, TypeError, ValueError) as exc:
             return self._admin_error(f'bad clock change (expected {{"advance": seconds}}): {exc}')
         return json_response({"now": rfc3339(self.clock.now())})
+
+
+async def _delay(seconds: float) -> None:
+    if seconds:
+        await asyncio.sleep(seconds)
 
 
 def create_app(config: EmulatorConfig | None = None) -> EmulatorApp:

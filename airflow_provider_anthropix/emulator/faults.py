@@ -5,7 +5,8 @@ next ``count`` matching calls (``None``: every call). Kinds:
 
 - ``status``: answer HTTP ``status`` with the API's error envelope (``retry_after`` sets
   ``retry-after``, ``should_retry`` sets ``x-should-retry``), without doing the call;
-- ``latency``: wait ``seconds`` before handling the call (stacks with the others);
+- ``latency``: answer ``seconds`` late; the call itself is carried out first, so a slow
+  create still creates its batch (stacks with the others);
 - ``reset``: abort the connection with a TCP RST before answering;
 - ``drop``: do the call (a create really creates the batch), then close the connection
   without an answer, like a response lost on the way back;

@@ -18,6 +18,7 @@ import requests
 
 from airflow_provider_anthropix.api import (
     AnthropixConnectionError,
+    AnthropixTimeoutError,
     AsyncClient,
     AuthenticationError,
     BadRequestError,
@@ -308,3 +309,13 @@ def test_read_timeout_on_a_read_is_retried(client_factory: Callable[..., Any], e
     emulator.add_fault("latency", endpoint="retrieve", seconds=1.0, count=1)
     assert client.get_batch(batch.id).id == batch.id
     assert emulator.stats()["calls"]["retrieve"] == 2
+
+
+def test_create_that_timed_out_is_not_resent(client_factory: Callable[..., Any], emulator: EmulatorHandle) -> None:
+    client = client_factory(read_timeout=0.3)
+    emulator.add_fault("latency", endpoint="create", seconds=1.0, count=1)
+    with pytest.raises(AnthropixTimeoutError):
+        client.create_batch(make_requests(2))
+    time.sleep(1.0)  # let the slow create finish on the server
+    assert emulator.stats()["calls"]["create"] == 1
+    assert emulator.stats()["batches_created"] == 1
