@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,10 @@ from airflow_provider_anthropix.api import (
     AnthropixAPIError,
     AnthropixConnectionError,
     AnthropixError,
+    AsyncClient,
+    ClientConfig,
     MessageBatch,
+    shared_async_client,
 )
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
@@ -30,6 +34,60 @@ from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 #: Longest wait between polls after failures (seconds).
 MAX_BACKOFF = 600.0
+#: Polls in flight at once per event loop: the shared client's pool size. More gain nothing
+#: (they would queue in the pool), and httpcore's pool scans its whole queue for every request,
+#: so thousands of queued polls cost quadratic CPU on the loop. Waiting here is O(1).
+MAX_POLLS_IN_FLIGHT = 64
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+#: How long triggers on one loop reuse a connection's settings before reading it again (seconds).
+CONFIG_TTL = 60.0
+
+_configs: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[ClientConfig]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def client_for(conn_id: str) -> AsyncClient:
+    """The shared async client of ``conn_id`` on the running loop, reading the connection once per minute.
+
+    Thousands of triggers start together when a triggerer (re)starts; each reading the
+    connection means thousands of Execution API calls and secret-masker updates on the loop.
+    Concurrent readers of the same connection wait for one read instead; a failed read is
+    not cached.
+    """
+    loop = asyncio.get_running_loop()
+    cache = _configs.setdefault(loop, {})
+    entry = cache.get(conn_id)
+    now = time.monotonic()
+    if entry is None or now - entry[0] > CONFIG_TTL or entry[1].cancelled():
+        future: asyncio.Future[ClientConfig] = loop.create_future()
+        cache[conn_id] = (now, future)
+        try:
+            config = await AnthropixHook.aget_config(conn_id)
+        except asyncio.CancelledError:
+            cache.pop(conn_id, None)
+            future.cancel()
+            raise
+        except Exception as exc:
+            cache.pop(conn_id, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs a warning
+            raise
+        future.set_result(config)
+        return shared_async_client(config)
+    return shared_async_client(await asyncio.shield(entry[1]))
+
+
+def poll_gate() -> asyncio.Semaphore:
+    """The running loop's admission gate for polls (one per loop, shared by every trigger on it)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(MAX_POLLS_IN_FLIGHT)
+    return gate
 
 
 def jittered(interval: float, jitter: float, rng: random.Random | None = None) -> float:
@@ -136,7 +194,7 @@ class BatchEndedTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             deadline = self._deadline_epoch()
-            client = await AnthropixHook.aget_async_client(self.anthropix_conn_id)
+            client = await client_for(self.anthropix_conn_id)
         except Exception as exc:  # settings errors, missing connection: retrying cannot fix them
             yield self._event("error", None, f"cannot wait for batch {self.batch_id}: {exc}")
             return
@@ -149,7 +207,8 @@ class BatchEndedTrigger(BaseTrigger):
         while True:
             retry_hint: float | None = None
             try:
-                batch = await client.get_batch(self.batch_id)
+                async with poll_gate():
+                    batch = await client.get_batch(self.batch_id)
             except AnthropixError as exc:
                 if not is_transient(exc):
                     yield self._event("error", last, f"polling batch {self.batch_id} failed: {exc}")
