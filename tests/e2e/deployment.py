@@ -151,7 +151,7 @@ class Deployment:
     run_dir: Path
     api_key: str
     dag_files: list[Path]
-    processing_seconds: float = 4.0
+    processing_seconds: float = 10.0
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxy: Proxy | None = None
@@ -234,6 +234,8 @@ class Deployment:
                     }
                 ),
                 "ANTHROPIX_E2E_OUT": str(self.out_dir),
+                "ANTHROPIX_NIGHTLY_OUTPUT": (self.out_dir / "nightly-default").as_uri(),
+                "ANTHROPIX_NIGHTLY_POLL_INTERVAL": "2",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -371,6 +373,25 @@ class Deployment:
             parts.append(f"----- task log {path.relative_to(self.home)} -----\n" + "\n".join(text[-40:]))
         return "\n".join(parts)
 
+    def triggerer_mentions(self, text: str) -> int:
+        """How many lines of the triggerer's logs (process log and trigger logs) mention ``text``."""
+        count = self.services["triggerer"].log_path.read_text(errors="replace").count(text)
+        return count + self.triggerer_log_count(text)
+
+    def triggerer_log_count(self, text: str) -> int:
+        """Occurrences of ``text`` in the trigger logs written under the task log folder."""
+        return sum(
+            path.read_text(errors="replace").count(text) for path in (self.home / "logs").rglob("*.log.trigger.*")
+        )
+
+    def proxy_refuse(self) -> None:
+        assert self.proxy is not None
+        self.proxy.refuse()
+
+    def proxy_accept(self) -> None:
+        assert self.proxy is not None
+        self.proxy.accept()
+
     # -- services ------------------------------------------------------------------------------
     def kill_service(self, name: str) -> None:
         say(f"SIGKILL {name} (process group {self.services[name].pid})")
@@ -423,13 +444,22 @@ class Deployment:
         self.wait_for(f"DAG {dag_id} to be parsed", parsed, timeout, interval=1.0)
         self.api_json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+    def trigger(
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        logical_date: str | None = None,
+    ) -> str:
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
         data = self.api_json("POST", f"/dags/{dag_id}/dagRuns", json=body)
         say(f"triggered {dag_id} run {data['dag_run_id']}")
         return str(data["dag_run_id"])
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api_json("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"])
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])

@@ -6,12 +6,15 @@ import contextlib
 import gzip
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import pendulum
+import requests
 from deployment import Deployment, E2EFailure, say
 
 PROBE_DAG = "anthropix_e2e_probe"
@@ -207,6 +210,312 @@ def run_probe(ctx: Context) -> dict[str, Any]:
     return {"run_id": run_id, "batches_created": created, "lines": checked["lines"], "bytes": checked["bytes"]}
 
 
+NIGHTLY_DAG = "nightly_batch"
+NIGHTLY_REQUESTS = 300
+
+
+def example_dags(repo: Path) -> list[Path]:
+    return [repo / "example_dags"]
+
+
+def results_bytes(ctx: Context, batch_id: str) -> bytes:
+    """The batch's results straight from the emulator, fault-free: the reference for byte comparisons."""
+    response = requests.get(
+        f"{ctx.dep.emulator_url}/v1/messages/batches/{batch_id}/results",
+        headers={"x-api-key": ctx.api_key, "anthropic-version": "2026-10-21"},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return response.content
+
+
+def written_bytes(manifest_uri: str) -> bytes:
+    """The results the fetch wrote, decompressed, in file order."""
+    manifest = json.loads(local_path(manifest_uri).read_text())
+    out = b""
+    for entry in manifest["files"]:
+        data = local_path(str(entry.get("uri") or entry.get("path"))).read_bytes()
+        out += gzip.decompress(data) if str(entry.get("uri") or entry.get("path")).endswith(".gz") else data
+    return out
+
+
+def check_nightly_run(ctx: Context, run_id: str, *, requests_expected: int = NIGHTLY_REQUESTS) -> dict[str, Any]:
+    """What a user checks after the example DAG ran: manifest, completeness, bytes, report."""
+    fetched = ctx.dep.xcom(NIGHTLY_DAG, run_id, "fetch_results")
+    checked = check_manifest(fetched["manifest"])
+    if not fetched.get("complete"):
+        raise E2EFailure(f"the fetch says the results are incomplete: {fetched}")
+    if checked["lines"] != requests_expected:
+        raise E2EFailure(f"expected {requests_expected} result lines, the files hold {checked['lines']}")
+    reference = results_bytes(ctx, fetched["batch_id"])
+    written = written_bytes(fetched["manifest"])
+    if written != reference:
+        raise E2EFailure(
+            f"results written ({len(written)} bytes) differ from the API's stream ({len(reference)} bytes)"
+        )
+    report = ctx.dep.xcom(NIGHTLY_DAG, run_id, "report")
+    if report.get("batch_id") != fetched["batch_id"]:
+        raise E2EFailure(f"report names batch {report.get('batch_id')}, fetch {fetched['batch_id']}")
+    return {
+        "batch_id": fetched["batch_id"],
+        "lines": checked["lines"],
+        "bytes_compared": len(reference),
+        "files": checked["files"],
+    }
+
+
+def nightly_conf(ctx: Context, name: str) -> dict[str, Any]:
+    return {"output": (ctx.dep.out_dir / name).as_uri()}
+
+
+def run_nightly(ctx: Context) -> dict[str, Any]:
+    """The shipped example DAG: its own @daily run, plus a run triggered through the REST API.
+
+    Unpausing a ``@daily`` DAG with ``catchup=False`` makes the scheduler start the latest
+    interval's run at once (output from ``ANTHROPIX_NIGHTLY_OUTPUT``); the REST run is
+    queued behind it (``max_active_runs=1``) and writes to the folder given in its conf.
+    The REST run is given a logical date, as the UI's trigger form does: see the report
+    about ``logical_date: null`` in docs/reliability.md.
+    """
+    before = ctx.batches_created()
+    ctx.dep.wait_dag(NIGHTLY_DAG)
+    rest_run = ctx.dep.trigger(
+        NIGHTLY_DAG, nightly_conf(ctx, "nightly-rest"), logical_date=pendulum.now("UTC").to_iso8601_string()
+    )
+    ctx.runs.append((NIGHTLY_DAG, rest_run))
+    scheduled = ctx.dep.wait_for(
+        "the scheduler's own nightly_batch run",
+        lambda: [r["dag_run_id"] for r in ctx.dep.dag_runs(NIGHTLY_DAG) if r["run_type"] == "scheduled"],
+        60,
+    )[0]
+    ctx.runs.append((NIGHTLY_DAG, scheduled))
+    outcomes = []
+    for run_id in (scheduled, rest_run):
+        state = ctx.dep.wait_run(NIGHTLY_DAG, run_id)
+        ctx.expect_success(NIGHTLY_DAG, run_id, state)
+        outcome = check_nightly_run(ctx, run_id)
+        if not ctx.dep.triggerer_mentions(outcome["batch_id"]):
+            raise E2EFailure(f"the triggerer's logs never mention batch {outcome['batch_id']}: no deferral")
+        outcomes.append(outcome)
+    created = ctx.batches_created() - before
+    if created != 2:
+        raise E2EFailure(f"expected exactly 2 batches (one per run), the emulator saw {created}")
+    if outcomes[0]["batch_id"] == outcomes[1]["batch_id"]:
+        raise E2EFailure("the two runs share one batch id")
+    return {
+        "runs": [scheduled, rest_run],
+        "batches_created": created,
+        "lines": sum(o["lines"] for o in outcomes),
+        "bytes_compared": sum(o["bytes_compared"] for o in outcomes),
+    }
+
+
+# -- chaos ---------------------------------------------------------------------------------------
+CHAOS_DAG = "anthropix_e2e_chaos"
+CHAOS_MARKER = "E2E-CHAOS-SIGKILL"
+
+
+def chaos_dag(_repo: Path) -> list[Path]:
+    return [Path(__file__).resolve().parent / "dags" / "anthropix_e2e_chaos.py"]
+
+
+@dataclass
+class ChaosRun:
+    """One run of the chaos DAG and what it is checked against."""
+
+    ctx: Context
+    name: str
+    requests: int
+    crash: str = ""
+    run_id: str = ""
+    batches_before: int = 0
+
+    def start(self) -> ChaosRun:
+        self.ctx.dep.wait_dag(CHAOS_DAG)
+        self.batches_before = self.ctx.batches_created()
+        conf = {"output": (self.ctx.dep.out_dir / self.name).as_uri(), "requests": self.requests, "crash": self.crash}
+        self.run_id = self.ctx.dep.trigger(CHAOS_DAG, conf)
+        self.ctx.runs.append((CHAOS_DAG, self.run_id))
+        return self
+
+    def ti(self, task_id: str) -> dict[str, Any]:
+        return self.ctx.dep.task_state(CHAOS_DAG, self.run_id, task_id)
+
+    def wait_task_state(self, task_id: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
+        result: dict[str, Any] = self.ctx.dep.wait_for(
+            f"{task_id} to be {'/'.join(states)}",
+            lambda: ti if (ti := self.ti(task_id)).get("state") in states else None,
+            timeout,
+            interval=0.3,
+        )
+        return result
+
+    def log(self, task_id: str, try_number: int) -> str:
+        return self.ctx.dep.task_log(CHAOS_DAG, self.run_id, task_id, try_number)
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for success; check exactly one batch and byte-identical, complete results."""
+        state = self.ctx.dep.wait_run(CHAOS_DAG, self.run_id)
+        self.ctx.expect_success(CHAOS_DAG, self.run_id, state)
+        created = self.ctx.batches_created() - self.batches_before
+        if created != 1:
+            raise E2EFailure(f"{self.name}: expected exactly 1 batch, the emulator saw {created}")
+        fetched = self.ctx.dep.xcom(CHAOS_DAG, self.run_id, "fetch_results")
+        checked = check_manifest(fetched["manifest"])
+        if checked["lines"] != self.requests or not fetched.get("complete"):
+            raise E2EFailure(f"{self.name}: expected {self.requests} complete results, got {fetched}")
+        reference = results_bytes(self.ctx, fetched["batch_id"])
+        if written_bytes(fetched["manifest"]) != reference:
+            raise E2EFailure(f"{self.name}: results written differ from the API's fault-free stream")
+        folder = local_path(fetched["manifest"]).parent
+        leftovers = sorted(p.name for p in folder.iterdir() if p.name.startswith("_tmp_"))
+        if leftovers:
+            raise E2EFailure(f"{self.name}: staging folders left after success: {leftovers}")
+        return {
+            "run_id": self.run_id,
+            "batch_id": fetched["batch_id"],
+            "batches_created": created,
+            "lines": checked["lines"],
+            "bytes_compared": len(reference),
+            "tries": {t: int(self.ti(t)["try_number"]) for t in ("create_batch", "wait_for_batch", "fetch_results")},
+        }
+
+
+def _expect_in_log(run: ChaosRun, task_id: str, try_number: int, text: str) -> None:
+    log = run.log(task_id, try_number)
+    if text not in log:
+        raise E2EFailure(f"{run.name}: try {try_number} of {task_id} does not log {text!r}:\n{log[-3000:]}")
+
+
+def run_crash_after_create(ctx: Context) -> dict[str, Any]:
+    """SIGKILL of the create task right after the API returned the batch, before anything recorded it."""
+    run = ChaosRun(ctx, "crash-after-create", requests=201, crash="after_create").start()
+    outcome = run.finish()
+    _expect_in_log(run, "create_batch", 1, CHAOS_MARKER)
+    _expect_in_log(run, "create_batch", 2, "Adopting batch")
+    if outcome["tries"]["create_batch"] != 2:
+        raise E2EFailure(f"expected the create to succeed on its 2nd try: {outcome['tries']}")
+    return outcome
+
+
+def run_crash_after_record(ctx: Context) -> dict[str, Any]:
+    """SIGKILL of the create task right after the batch id reached the task state store."""
+    run = ChaosRun(ctx, "crash-after-record", requests=202, crash="after_record").start()
+    outcome = run.finish()
+    _expect_in_log(run, "create_batch", 1, CHAOS_MARKER)
+    _expect_in_log(run, "create_batch", 2, "Reusing batch")
+    if outcome["tries"]["create_batch"] != 2:
+        raise E2EFailure(f"expected the create to succeed on its 2nd try: {outcome['tries']}")
+    return outcome
+
+
+def _wait_trigger_running(ctx: Context, run: ChaosRun) -> str:
+    """Wait until the sensor is deferred and the triggerer polls its batch; return the batch id."""
+    run.wait_task_state("wait_for_batch", ("deferred",))
+    batch_id = str(ctx.dep.xcom(CHAOS_DAG, run.run_id, "create_batch"))
+    ctx.dep.wait_for(f"the triggerer to poll batch {batch_id}", lambda: ctx.dep.triggerer_mentions(batch_id) > 0, 60)
+    return batch_id
+
+
+def run_triggerer_kill(ctx: Context) -> dict[str, Any]:
+    """SIGKILL the triggerer while the sensor is deferred; a new triggerer takes the trigger over."""
+    run = ChaosRun(ctx, "triggerer-kill", requests=203).start()
+    batch_id = _wait_trigger_running(ctx, run)
+    ctx.dep.kill_service("triggerer")
+    # Let the batch end while no triggerer runs: the success can only come from the new one.
+    ctx.dep.wait_for(
+        f"batch {batch_id} to end", lambda: results_ready(ctx, batch_id), ctx.dep.processing_seconds + 30, 1.0
+    )
+    polls_before = int(ctx.dep.emu_stats()["calls"]["retrieve"])
+    if run.ti("wait_for_batch")["state"] != "deferred":
+        raise E2EFailure("the sensor left the deferred state while no triggerer was running")
+    ctx.dep.restart_service("triggerer")
+    outcome = run.finish()
+    polls_after = int(ctx.dep.emu_stats()["calls"]["retrieve"])
+    new_log = ctx.dep.services["triggerer"].log_path.read_text(errors="replace").rsplit("===== start #", 1)[1]
+    trigger_logs = ctx.dep.triggerer_mentions(batch_id)
+    if polls_after <= polls_before or outcome["tries"]["wait_for_batch"] != 1:
+        raise E2EFailure(
+            f"the batch was not polled again by the new triggerer (retrieve calls {polls_before} -> {polls_after}, "
+            f"tries {outcome['tries']})"
+        )
+    return {
+        **outcome,
+        "polls_after_restart": polls_after - polls_before,
+        "new_triggerer_log_lines": len(new_log.splitlines()),
+        "trigger_log_mentions": trigger_logs,
+    }
+
+
+def results_ready(ctx: Context, batch_id: str) -> bool:
+    response = requests.get(
+        f"{ctx.dep.emulator_url}/v1/messages/batches/{batch_id}",
+        headers={"x-api-key": ctx.api_key, "anthropic-version": "2026-10-21"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return bool(response.json()["processing_status"] == "ended")
+
+
+def run_api_outage(ctx: Context) -> dict[str, Any]:
+    """The API refuses connections for 20 s while the sensor is deferred; the trigger rides it out."""
+    run = ChaosRun(ctx, "api-outage", requests=204).start()
+    _wait_trigger_running(ctx, run)
+    say("proxy: refusing connections for 20 s")
+    ctx.dep.proxy_refuse()
+    try:
+        time.sleep(20)
+    finally:
+        ctx.dep.proxy_accept()
+    say("proxy: accepting connections again")
+    outcome = run.finish()
+    failures = ctx.dep.triggerer_log_count("Polling batch")
+    if failures < 1:
+        raise E2EFailure("no failed poll was logged during the outage: the outage did not happen?")
+    if outcome["tries"]["wait_for_batch"] != 1:
+        raise E2EFailure(f"the sensor needed a retry to survive the outage: {outcome['tries']}")
+    return {**outcome, "failed_polls_logged": failures, "outage_seconds": 20}
+
+
+def run_results_cut(ctx: Context) -> dict[str, Any]:
+    """The results stream is cut twice mid-way; the fetch resumes and writes byte-identical results."""
+    run = ChaosRun(ctx, "results-cut", requests=2000)
+    before = int(ctx.dep.emu_stats()["calls"]["results"])
+    ctx.dep.emu_fault(kind="cut", endpoint="results", after_bytes=700_000, count=2)
+    run.start()
+    outcome = run.finish()
+    calls = int(ctx.dep.emu_stats()["calls"]["results"]) - before
+    fired = [f for f in ctx.dep.emu_stats()["faults"] if f["kind"] == "cut"]
+    if fired:
+        raise E2EFailure(f"the cut faults did not all fire: {fired}")
+    # +1: the harness's own fault-free reference download
+    if calls < 3 + 1:
+        raise E2EFailure(f"expected the fetch to reconnect after 2 cuts; results calls: {calls}")
+    return {**outcome, "cuts": 2, "results_calls": calls}
+
+
+def run_fetch_killed(ctx: Context) -> dict[str, Any]:
+    """SIGKILL of the fetch mid-way: nothing published; the retry publishes complete results."""
+    run = ChaosRun(ctx, "fetch-killed", requests=1500, crash="mid_fetch").start()
+    run.wait_task_state("fetch_results", ("up_for_retry",), timeout=180)
+    folder = ctx.dep.out_dir / "fetch-killed"
+    results = [p for p in folder.rglob("*") if p.is_file() and "/results/" in str(p)]
+    published = [p for p in results if not any(part.startswith("_tmp_") for part in p.relative_to(folder).parts)]
+    if published:
+        raise E2EFailure(f"a killed fetch left final objects: {[str(p) for p in published]}")
+    staged = len(results)
+    outcome = run.finish()
+    _expect_in_log(run, "fetch_results", 1, CHAOS_MARKER)
+    return {**outcome, "objects_published_by_killed_try": 0, "staged_objects_left_by_killed_try": staged}
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("probe", "hook-only DAG through the whole deployment (harness check)", run_probe, probe_dag),
+    Scenario("nightly", "example DAG nightly_batch: create, deferred wait, fetch, report", run_nightly, example_dags),
+    Scenario("crash-after-create", "SIGKILL create after the API answered", run_crash_after_create, chaos_dag, True),
+    Scenario("crash-after-record", "SIGKILL create after recording the id", run_crash_after_record, chaos_dag, True),
+    Scenario("triggerer-kill", "SIGKILL the triggerer during the wait", run_triggerer_kill, chaos_dag, True),
+    Scenario("api-outage", "API refuses connections for 20 s during the wait", run_api_outage, chaos_dag, True),
+    Scenario("results-cut", "results stream cut twice mid-way", run_results_cut, chaos_dag, True),
+    Scenario("fetch-killed", "SIGKILL the fetch mid-way", run_fetch_killed, chaos_dag, True),
 ]
