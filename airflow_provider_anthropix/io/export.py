@@ -23,6 +23,7 @@ from airflow_provider_anthropix.io.checks import ResultsMismatchError, check_on_
 from airflow_provider_anthropix.io.jsonl import DEFAULT_GZIP_LEVEL, FileInfo, JsonlWriter
 from airflow_provider_anthropix.io.manifest import build_manifest, xcom_summary
 from airflow_provider_anthropix.io.parquet import DEFAULT_ROW_GROUP_ROWS, PARQUET_CODECS
+from airflow_provider_anthropix.io.pipeline import OrderedWorker, Prefetcher
 from airflow_provider_anthropix.io.pricing import PriceTable, estimate_cost, validate_price_table
 from airflow_provider_anthropix.io.progress import Progress
 from airflow_provider_anthropix.io.publish import AtomicPublisher
@@ -73,6 +74,8 @@ class ExportOptions:
     progress_interval: float = 5.0
     gzip_level: int = DEFAULT_GZIP_LEVEL
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
+    #: Read, summarise and store in three threads (see :mod:`.pipeline`); False runs them in turn.
+    pipeline: bool = True
 
     def __post_init__(self) -> None:
         if self.output_format not in FORMATS:
@@ -101,6 +104,19 @@ class ExportResult:
 
     def xcom(self) -> dict[str, Any]:
         return xcom_summary(self.manifest, self.manifest_uri)
+
+
+class _InlineWorker:
+    """Runs writes at once, in the caller's thread (``pipeline=False``)."""
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> None:
+        function(*args)
+
+    def finish(self) -> None:
+        return None
+
+    def cancel(self) -> None:
+        return None
 
 
 class _Outputs:
@@ -194,8 +210,11 @@ def export_results(
         expected_lines=expected.total if expected else None, interval=options.progress_interval, logger=logger
     )
     outputs: _Outputs | None = None
+    source: Prefetcher[bytes] | None = Prefetcher(chunks) if options.pipeline else None
+    writes: OrderedWorker | _InlineWorker | None = None
     try:
         outputs = _Outputs(publisher, options)
+        writes = OrderedWorker() if options.pipeline else _InlineWorker()
         splitter = BlockSplitter()
         downloaded = 0
         split = options.split_by_result_type
@@ -204,13 +223,13 @@ def export_results(
         def handle(block: bytes) -> int:
             decoded = summary.feed_block(block)
             if single is not None:
-                single.write(block, len(decoded))
+                writes.submit(single.write, block, len(decoded))  # type: ignore[union-attr]
             else:
                 for kind, (data, count) in split_by_result_type(block, decoded).items():
-                    outputs.for_type(kind).write(data, count)  # type: ignore[union-attr]
+                    writes.submit(outputs.for_type(kind).write, data, count)  # type: ignore[union-attr]
             return len(decoded)
 
-        for chunk in chunks:
+        for chunk in source if source is not None else chunks:
             if should_stop is not None and should_stop():
                 raise ExportInterrupted(f"export of {batch_id} stopped before the end; nothing was published")
             downloaded += len(chunk)
@@ -219,6 +238,7 @@ def export_results(
         tail = splitter.finish()
         if tail:
             progress.update(handle(tail), 0)
+        writes.finish()
         files = outputs.close()
         problems = completeness_problems(summary, expected)
         if problems:
@@ -248,6 +268,10 @@ def export_results(
         )
         manifest_uri = publisher.commit([info.name for info in files], manifest)
     except BaseException:
+        if source is not None:
+            source.close()
+        if writes is not None:
+            writes.cancel()
         if outputs is not None:
             outputs.discard()
         publisher.abort()

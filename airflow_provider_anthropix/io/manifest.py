@@ -38,7 +38,7 @@ def build_manifest(
     bytes_downloaded: int,
 ) -> dict[str, Any]:
     base = destination.rstrip("/")
-    seconds = max((ended_at - started_at).total_seconds(), 0.0)
+    seconds = max(ended_at.timestamp() - started_at.timestamp(), 0.0)
     return {
         "manifest_version": MANIFEST_VERSION,
         "batch_id": batch_id,

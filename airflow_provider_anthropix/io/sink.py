@@ -12,7 +12,7 @@ import hashlib
 from typing import IO, Any
 
 #: Gather small writes up to this many bytes before passing them on.
-DEFAULT_BUFFER_BYTES = 4 << 20
+DEFAULT_BUFFER_BYTES = 1 << 20
 
 
 class HashingSink:

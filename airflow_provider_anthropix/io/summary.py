@@ -141,21 +141,31 @@ class Summariser:
         self.lines += len(decoded)
 
     def _check_ids(self, ids: list[str]) -> None:
-        """Add a block's ids to the seen set; count (and name a few) repeats, with set operations in C."""
-        block = set(ids)
-        earlier = block & self._seen
-        self._seen |= block
-        repeats_inside = len(ids) - len(block)
-        if not earlier and not repeats_inside:
-            return
-        self.duplicate_count += len(earlier) + repeats_inside
-        names = sorted(earlier)
-        if repeats_inside:
-            local: set[str] = set()
-            for custom_id in ids:
-                if custom_id in local:
-                    names.append(custom_id)
-                local.add(custom_id)
+        """Add a block's ids to the seen set, counting (and naming a few) repeats.
+
+        The common case, no repeat, costs two passes in C (``isdisjoint``, ``update``).
+        """
+        seen = self._seen
+        before = len(seen)
+        if seen.isdisjoint(ids):
+            seen.update(ids)
+            if len(seen) - before == len(ids):
+                return
+            earlier: list[str] = []
+        else:
+            earlier = sorted(set(ids) & seen)
+            seen.update(ids)
+        # Rare path: count every line whose id was seen before it (earlier block or this one).
+        local: set[str] = set()
+        names = list(earlier)
+        repeats = 0
+        earlier_set = set(earlier)
+        for custom_id in ids:
+            if custom_id in local or custom_id in earlier_set:
+                repeats += 1
+                names.append(custom_id)
+            local.add(custom_id)
+        self.duplicate_count += repeats
         for name in names:
             if len(self.duplicate_examples) >= self.max_examples:
                 break
