@@ -43,7 +43,7 @@ def static_asset_uri(destination: str | ObjectStoragePath) -> str | None:
         return None
     parts = urlsplit(text)
     if not parts.scheme:
-        return "file://" + text.rstrip("/")
+        return "file://" + text.rstrip("/") if text.startswith("/") else None
     netloc = parts.netloc.rpartition("@")[2]
     if parts.scheme in ("file", "local"):
         return "file://" + parts.path.rstrip("/")
@@ -167,6 +167,8 @@ class FetchBatchResultsOperator(BaseOperator):
                 text = str(destination).strip()
                 if not text:
                     raise ValueError("destination is empty")
+                if "://" not in text and not text.startswith("/"):
+                    raise ValueError("a relative path depends on the worker's directory; use an absolute path or a URI")
                 path = ObjectStoragePath(text, conn_id=self.destination_conn_id)
             check_protocol(path)
         except (ValueError, DestinationError) as exc:

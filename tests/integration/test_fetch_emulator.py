@@ -190,6 +190,8 @@ def test_unended_batch_and_bad_destinations_fail_before_downloading(
         FetchBatchResultsOperator(task_id="t", batch_id=batch.id, destination="nosuchfs://bucket/x").execute({})  # type: ignore[arg-type]
     with pytest.raises(AirflowFailException, match="no filesystem is registered for memory://"):
         FetchBatchResultsOperator(task_id="t", batch_id=batch.id, destination="memory://x/y").execute({})  # type: ignore[arg-type]
+    with pytest.raises(AirflowFailException, match="relative path"):
+        FetchBatchResultsOperator(task_id="t", batch_id=batch.id, destination="out/x").execute({})  # type: ignore[arg-type]
     with pytest.raises(AirflowFailException, match="not found"):
         run("fetch", "msgbatch_doesnotexist", tmp_path / "b")
     assert results_calls(emulator) == before
@@ -200,6 +202,7 @@ def test_outlets_name_the_destination() -> None:
     static = FetchBatchResultsOperator(task_id="a", batch_id="b", destination="s3://my_aws@bucket/results/")
     assert static.outlets == [Asset(uri="s3://bucket/results")]
     assert static_asset_uri("/data/out") == "file:///data/out"
+    assert static_asset_uri("relative/out") is None
     assert static_asset_uri(ObjectStoragePath("file:///data/out")) == "file:///data/out"
     templated = FetchBatchResultsOperator(task_id="c", batch_id="b", destination="s3://bucket/{{ ds }}")
     assert templated.outlets == []
