@@ -40,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for scenario in SCENARIOS:
-            print(f"{scenario.name:24} {'chaos' if scenario.chaos else 'e2e  '} {scenario.doc}")
+            kind = "chaos" if scenario.chaos else "e2e" if scenario.default else "extra"
+            print(f"{scenario.name:20} {kind:6} {scenario.doc}")
         return 0
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
     unknown = wanted - {s.name for s in SCENARIOS}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    chosen = [s for s in SCENARIOS if (s.name in wanted if wanted else (args.chaos or not s.chaos))]
+    chosen = [s for s in SCENARIOS if (s.name in wanted if wanted else s.default and (args.chaos or not s.chaos))]
 
     started = time.monotonic()
     # Recognisable, and never a real key: the secret scans look for exactly this string.
