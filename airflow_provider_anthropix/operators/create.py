@@ -25,8 +25,9 @@ import json
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
@@ -105,6 +106,8 @@ def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
                 yield number, decoder.decode(line)
             except msgspec.DecodeError as exc:
                 yield number, Undecodable(f"the line is not valid JSON ({exc})")
+            except UnicodeDecodeError as exc:
+                yield number, Undecodable(f"the line is not UTF-8 text ({exc.reason} at byte {exc.start})")
 
 
 def merge_defaults(request: Any, default_params: Mapping[str, Any] | None) -> Any:
@@ -227,7 +230,8 @@ def spool_batch(
             buffer += _BODY_TAIL
             size += len(buffer)
             out.write(buffer)
-        problems.add(checker.finish())
+        # Batch-level problems (an empty batch) carry no line; still say which file it was.
+        problems.add(replace(p, file=p.file or file) for p in checker.finish())
         if not problems.count:
             too_big = check_body_size(size, max_body_bytes=max_body_bytes)
             if too_big is not None:
@@ -467,6 +471,11 @@ class CreateBatchOperator(BaseOperator):
             ) from None
         except FileNotFoundError as exc:
             raise AirflowFailException(f"requests_path {source} does not exist ({exc})") from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise AirflowFailException(
+                f"requests_path {source} is not a readable gzip file ({type(exc).__name__}: {exc}); "
+                "a .gz file must be complete and gzip-compressed"
+            ) from None
         self.log.info(
             "Validated %s requests from %s for API version %s: %s body, in %.1f s",
             f"{spooled.request_count:,}",
@@ -483,9 +492,15 @@ class CreateBatchOperator(BaseOperator):
             return value
         if not isinstance(value, str) or not value.strip():
             raise AirflowFailException(f"requests_path must be a path or URI, got {value!r}")
-        if self.requests_path_conn_id:
-            return ObjectStoragePath(value.strip(), conn_id=self.requests_path_conn_id)
-        return ObjectStoragePath(value.strip())
+        try:
+            if self.requests_path_conn_id:
+                return ObjectStoragePath(value.strip(), conn_id=self.requests_path_conn_id)
+            return ObjectStoragePath(value.strip())
+        except ValueError as exc:
+            raise AirflowFailException(
+                f"requests_path {value!r} cannot be opened: {exc}. Use a local path or a URI whose scheme has an "
+                "Airflow filesystem (file://, s3:// with the Amazon provider, gs://, ...)"
+            ) from None
 
     def _requests_list(self) -> list[Any]:
         value = self.requests

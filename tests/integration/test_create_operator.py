@@ -270,3 +270,35 @@ def test_exactly_one_input_is_required() -> None:
         CreateBatchOperator(task_id="c")
     with pytest.raises(ValueError, match="exactly one"):
         CreateBatchOperator(task_id="c", requests=[], requests_path="x.jsonl")
+
+
+@pytest.mark.parametrize("case", ["non_utf8", "not_gzip", "truncated_gzip", "blank_only", "unknown_scheme"])
+def test_unreadable_inputs_fail_naming_the_file_before_http(
+    case: str, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    good = json.dumps(req("a")).encode() + b"\n"
+    if case == "non_utf8":
+        path = tmp_path / "latin1.jsonl"
+        path.write_bytes(good + b'{"custom_id": "b\xe9", "params": {}}\n')
+        expected = f"{path}:2: the line is not UTF-8 text"
+    elif case == "not_gzip":
+        path = tmp_path / "plain.jsonl.gz"
+        path.write_bytes(good)
+        expected = "is not a readable gzip file"
+    elif case == "truncated_gzip":
+        path = tmp_path / "cut.jsonl.gz"
+        path.write_bytes(gzip.compress(good * 200)[:-40])
+        expected = "is not a readable gzip file"
+    elif case == "blank_only":
+        path = tmp_path / "blank.jsonl"
+        path.write_text("\n\n  \n")
+        expected = f"{path}: the batch has no requests"
+    else:
+        path = tmp_path / "x.jsonl"
+        expected = "cannot be opened"
+    uri = f"nosuchscheme://bucket/{path.name}" if case == "unknown_scheme" else str(path)
+    with pytest.raises(AirflowFailException) as info:
+        run(CreateBatchOperator(task_id="c", requests_path=uri, default_params=DEFAULTS), FakeStateStore())
+    assert expected in str(info.value)
+    assert path.name in str(info.value)
+    assert api_calls(emulator) == 0
