@@ -25,7 +25,10 @@ from airflow_provider_anthropix.api.resume import ResumeState
 log = logging.getLogger(__name__)
 
 #: Connections one shared client keeps open; polls are tiny, so a modest pool serves thousands of triggers.
-POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=30.0)
+MAX_CONNECTIONS = 64
+POOL_LIMITS = httpx.Limits(
+    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS, keepalive_expiry=30.0
+)
 
 
 def _translate(exc: httpx.HTTPError, call_name: str) -> AnthropixConnectionError:
@@ -59,6 +62,10 @@ class AsyncClient:
         self.config = config
         self._policy = config.retry_policy()
         self._sleep = sleep
+        # Calls wait here rather than in httpcore's pool queue: the pool scans its whole queue
+        # for every request, so thousands of queued polls (a triggerer restarting with
+        # thousands of triggers) cost quadratic CPU on the event loop; a semaphore is O(1).
+        self._in_flight = asyncio.Semaphore(MAX_CONNECTIONS)
         self._http = http or httpx.AsyncClient(
             headers=config.headers(),
             timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
@@ -100,7 +107,11 @@ class AsyncClient:
             call.method, call.url, params=call.params, content=content, headers=request_headers
         )
         try:
-            response = await self._http.send(request, stream=stream)
+            if stream:
+                response = await self._http.send(request, stream=True)
+            else:
+                async with self._in_flight:
+                    response = await self._http.send(request)
             if response.status_code >= 300:
                 body = await response.aread()
                 await response.aclose()

@@ -24,7 +24,10 @@ from airflow_provider_anthropix.api import (
     SyncClient,
     shared_async_client,
 )
+from airflow_provider_anthropix.hooks.config_cache import AsyncConfigCache
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError, config_from_connection
+
+_config_cache = AsyncConfigCache()
 
 
 class AnthropixHook(BaseHook):
@@ -74,8 +77,12 @@ class AnthropixHook(BaseHook):
 
     @classmethod
     async def aget_async_client(cls, anthropix_conn_id: str = default_conn_name) -> AsyncClient:
-        """The async client shared by every trigger of this connection on the running loop."""
-        return shared_async_client(await cls.aget_config(anthropix_conn_id))
+        """The async client shared by every trigger of this connection on the running loop.
+
+        The connection is read at most once a minute per loop (see :class:`AsyncConfigCache`):
+        thousands of triggers starting together must not each read the secret.
+        """
+        return shared_async_client(await _config_cache.get(anthropix_conn_id, cls.aget_config))
 
     def close(self) -> None:
         if "client" in self.__dict__:

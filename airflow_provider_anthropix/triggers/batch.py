@@ -1,9 +1,10 @@
 """BatchEndedTrigger: waits in the triggerer until a batch has ended, without blocking the loop.
 
 A triggerer runs thousands of triggers on one event loop. This one awaits the shared
-``httpx`` client of its connection (one pool per connection and loop, see
-:func:`airflow_provider_anthropix.api.shared_async_client`): no thread per poll, no client
-per trigger, no blocking call. Polls are spread with jitter so triggers started together
+``httpx`` client of its connection (one pool per connection and loop, with its own
+admission gate, see :func:`airflow_provider_anthropix.api.shared_async_client`; the
+connection itself is read once a minute per loop, see ``hooks/config_cache.py``): no thread
+per poll, no client per trigger, no blocking call. Polls are spread with jitter so triggers started together
 do not stay in lockstep.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,71 +23,13 @@ from airflow_provider_anthropix.api import (
     AnthropixAPIError,
     AnthropixConnectionError,
     AnthropixError,
-    AsyncClient,
-    ClientConfig,
     MessageBatch,
-    shared_async_client,
 )
+from airflow_provider_anthropix.api.retry import RETRYABLE_STATUSES
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
-#: Statuses worth waiting out: the server or the path to it is struggling, the request was fine.
-TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 #: Longest wait between polls after failures (seconds).
 MAX_BACKOFF = 600.0
-#: Polls in flight at once per event loop: the shared client's pool size. More gain nothing
-#: (they would queue in the pool), and httpcore's pool scans its whole queue for every request,
-#: so thousands of queued polls cost quadratic CPU on the loop. Waiting here is O(1).
-MAX_POLLS_IN_FLIGHT = 64
-
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-#: How long triggers on one loop reuse a connection's settings before reading it again (seconds).
-CONFIG_TTL = 60.0
-
-_configs: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[ClientConfig]]]
-] = weakref.WeakKeyDictionary()
-
-
-async def client_for(conn_id: str) -> AsyncClient:
-    """The shared async client of ``conn_id`` on the running loop, reading the connection once per minute.
-
-    Thousands of triggers start together when a triggerer (re)starts; each reading the
-    connection means thousands of Execution API calls and secret-masker updates on the loop.
-    Concurrent readers of the same connection wait for one read instead; a failed read is
-    not cached.
-    """
-    loop = asyncio.get_running_loop()
-    cache = _configs.setdefault(loop, {})
-    entry = cache.get(conn_id)
-    now = time.monotonic()
-    if entry is None or now - entry[0] > CONFIG_TTL or entry[1].cancelled():
-        future: asyncio.Future[ClientConfig] = loop.create_future()
-        cache[conn_id] = (now, future)
-        try:
-            config = await AnthropixHook.aget_config(conn_id)
-        except asyncio.CancelledError:
-            cache.pop(conn_id, None)
-            future.cancel()
-            raise
-        except Exception as exc:
-            cache.pop(conn_id, None)
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else needs a warning
-            raise
-        future.set_result(config)
-        return shared_async_client(config)
-    return shared_async_client(await asyncio.shield(entry[1]))
-
-
-def poll_gate() -> asyncio.Semaphore:
-    """The running loop's admission gate for polls (one per loop, shared by every trigger on it)."""
-    loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
-    if gate is None:
-        gate = _gates[loop] = asyncio.Semaphore(MAX_POLLS_IN_FLIGHT)
-    return gate
 
 
 def jittered(interval: float, jitter: float, rng: random.Random | None = None) -> float:
@@ -102,7 +44,7 @@ def is_transient(error: AnthropixError) -> bool:
     if isinstance(error, AnthropixConnectionError):
         return True
     if isinstance(error, AnthropixAPIError):
-        return error.status in TRANSIENT_STATUSES
+        return error.status in RETRYABLE_STATUSES
     return False
 
 
@@ -194,7 +136,7 @@ class BatchEndedTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             deadline = self._deadline_epoch()
-            client = await client_for(self.anthropix_conn_id)
+            client = await AnthropixHook.aget_async_client(self.anthropix_conn_id)
         except Exception as exc:  # settings errors, missing connection: retrying cannot fix them
             yield self._event("error", None, f"cannot wait for batch {self.batch_id}: {exc}")
             return
@@ -207,8 +149,7 @@ class BatchEndedTrigger(BaseTrigger):
         while True:
             retry_hint: float | None = None
             try:
-                async with poll_gate():
-                    batch = await client.get_batch(self.batch_id)
+                batch = await client.get_batch(self.batch_id)
             except AnthropixError as exc:
                 if not is_transient(exc):
                     yield self._event("error", last, f"polling batch {self.batch_id} failed: {exc}")
