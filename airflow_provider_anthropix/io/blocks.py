@@ -1,30 +1,38 @@
-"""Cut a chunked byte stream at line ends, so each block holds only complete lines.
+"""Cut a chunked byte stream at line ends, so each piece holds only complete lines.
 
-Chunks from the network end anywhere, often mid-line. Working on blocks of whole lines
+Chunks from the network end anywhere, often mid-line. Working on pieces of whole lines
 lets the summariser decode many lines per call (msgspec's ``decode_lines``) and lets the
-writers keep every byte as received: the blocks, concatenated, are exactly the stream.
+writers keep every byte as received: the pieces, concatenated, are exactly the stream.
+
+Nothing large is copied: the body of a chunk is handed on as a ``memoryview`` of it; only
+the one line that straddles two chunks is stitched together.
 """
 
 from __future__ import annotations
 
+Piece = bytes | memoryview
+
 
 class BlockSplitter:
-    """Feed chunks, get back the largest prefix ending in ``\\n``; the rest waits for more."""
+    """Feed chunks, get back pieces of complete lines; a partial last line waits for the next chunk."""
 
     def __init__(self) -> None:
         self._tail = b""
 
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._tail + chunk if self._tail else chunk
-        end = data.rfind(b"\n") + 1
+    def feed(self, chunk: bytes) -> list[Piece]:
+        end = chunk.rfind(b"\n") + 1
         if end == 0:
-            self._tail = data
-            return b""
-        if end == len(data):
-            self._tail = b""
-            return data
-        self._tail = data[end:]
-        return data[:end]
+            self._tail += chunk
+            return []
+        pieces: list[Piece] = []
+        start = 0
+        if self._tail:
+            start = chunk.find(b"\n") + 1
+            pieces.append(self._tail + chunk[:start])
+        if end > start:
+            pieces.append(memoryview(chunk)[start:end] if start or end < len(chunk) else chunk)
+        self._tail = chunk[end:]
+        return pieces
 
     def finish(self) -> bytes:
         """What is left when the stream ends: a last line without its newline, or ``b""``."""

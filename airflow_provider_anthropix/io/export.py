@@ -45,7 +45,7 @@ class _Writer(Protocol):
     name: str
     lines: int
 
-    def write(self, block: bytes, lines: int) -> None: ...
+    def write(self, block: bytes | memoryview, lines: int) -> None: ...
     def close(self) -> FileInfo: ...
     def discard(self) -> None: ...
 
@@ -220,7 +220,7 @@ def export_results(
         split = options.split_by_result_type
         single = None if split else outputs.writers[None]
 
-        def handle(block: bytes) -> int:
+        def handle(block: bytes | memoryview) -> int:
             decoded = summary.feed_block(block)
             if single is not None:
                 writes.submit(single.write, block, len(decoded))  # type: ignore[union-attr]
@@ -233,8 +233,10 @@ def export_results(
             if should_stop is not None and should_stop():
                 raise ExportInterrupted(f"export of {batch_id} stopped before the end; nothing was published")
             downloaded += len(chunk)
-            block = splitter.feed(chunk)
-            progress.update(handle(block) if block else 0, len(chunk))
+            lines = 0
+            for piece in splitter.feed(chunk):
+                lines += handle(piece)
+            progress.update(lines, len(chunk))
         tail = splitter.finish()
         if tail:
             progress.update(handle(tail), 0)

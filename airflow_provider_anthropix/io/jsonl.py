@@ -51,7 +51,7 @@ class JsonlWriter:
         self._compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 31) if gzip else None
         self.lines = 0
 
-    def write(self, block: bytes, lines: int) -> None:
+    def write(self, block: bytes | memoryview, lines: int) -> None:
         """Store ``block`` (complete lines as received) holding ``lines`` results."""
         self.lines += lines
         if self._compressor is None:

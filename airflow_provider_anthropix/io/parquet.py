@@ -141,8 +141,9 @@ class ParquetWriter:
         self._pending = 0
         self.lines = 0
 
-    def write(self, block: bytes, lines: int) -> None:
+    def write(self, block: bytes | memoryview, lines: int) -> None:
         """Add the rows of ``block`` (complete result lines); ``lines`` is how many it holds."""
+        block = bytes(block)
         raw_lines = [line for line in block.split(b"\n") if line.strip()]
         rows = _ROW_DECODER.decode_lines(block)
         if len(rows) != len(raw_lines) or len(rows) != lines:

@@ -13,6 +13,8 @@ from typing import IO, Any
 
 #: Gather small writes up to this many bytes before passing them on.
 DEFAULT_BUFFER_BYTES = 1 << 20
+#: Writes at least this large are passed on at once (no copy into the buffer).
+DIRECT_WRITE_BYTES = 64 << 10
 
 
 class HashingSink:
@@ -40,8 +42,9 @@ class HashingSink:
         if not length:
             return 0
         self.size += length
-        if length >= self._buffer_bytes and not self._pending:
-            self._store(bytes(data) if not isinstance(data, bytes) else data)
+        if length >= min(DIRECT_WRITE_BYTES, self._buffer_bytes):
+            self._drain()
+            self._store(data)
             return length
         self._pending.append(bytes(data))
         self._pending_bytes += length
@@ -56,7 +59,7 @@ class HashingSink:
             self._pending_bytes = 0
             self._store(data)
 
-    def _store(self, data: bytes) -> None:
+    def _store(self, data: bytes | bytearray | memoryview) -> None:
         self._sha.update(data)
         self._raw.write(data)
 

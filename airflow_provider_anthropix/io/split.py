@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from airflow_provider_anthropix.io.summary import LineSummary
 
 
-def lines_of(block: bytes, expected: int) -> list[bytes]:
+def lines_of(block: bytes | memoryview, expected: int) -> list[bytes]:
     """The non-blank lines of ``block`` (without newlines); ``expected`` is the decoded count, to cross-check."""
-    lines = block.split(b"\n")
+    lines = bytes(block).split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
     if len(lines) != expected:
@@ -19,7 +19,7 @@ def lines_of(block: bytes, expected: int) -> list[bytes]:
     return lines
 
 
-def split_by_result_type(block: bytes, decoded: Sequence[LineSummary]) -> dict[str, tuple[bytes, int]]:
+def split_by_result_type(block: bytes | memoryview, decoded: Sequence[LineSummary]) -> dict[str, tuple[bytes, int]]:
     """Group a block's lines by ``result.type``: ``{type: (lines joined, each with its newline; count)}``.
 
     Every line keeps its bytes; one that arrived without a final newline gets one, so

@@ -10,6 +10,7 @@ only count.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -20,8 +21,8 @@ from airflow_provider_anthropix.api.models import RESULT_TYPES
 class Usage(msgspec.Struct, frozen=True, gc=False):
     """Token counts of one succeeded request (absent counts are zero)."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
     cache_creation_input_tokens: int | None = 0
     cache_read_input_tokens: int | None = 0
 
@@ -53,6 +54,8 @@ class LineSummary(msgspec.Struct, frozen=True, gc=False):
     custom_id: str
     result: ResultSummary
 
+
+_CUSTOM_ID = attrgetter("custom_id")
 
 #: Decodes one line, or a whole block of lines with ``decode_lines``.
 LINE_DECODER = msgspec.json.Decoder(LineSummary)
@@ -105,7 +108,7 @@ class Summariser:
     #: How many duplicate ids the summary names (the count is always exact).
     max_examples: int = 10
 
-    def decode_block(self, block: bytes, first_line_number: int | None = None) -> list[LineSummary]:
+    def decode_block(self, block: bytes | memoryview, first_line_number: int | None = None) -> list[LineSummary]:
         """Decode a block of complete, newline-separated lines (blank lines are skipped)."""
         try:
             return LINE_DECODER.decode_lines(block)
@@ -113,15 +116,19 @@ class Summariser:
             self._raise_for_bad_line(block, self.lines + 1 if first_line_number is None else first_line_number)
             raise  # pragma: no cover - _raise_for_bad_line always raises
 
-    def feed_block(self, block: bytes) -> list[LineSummary]:
+    def feed_block(self, block: bytes | memoryview) -> list[LineSummary]:
         """Decode and count a block of complete lines; returns the decoded lines in order."""
         decoded = self.decode_block(block)
         self.add(decoded)
         return decoded
 
     def add(self, decoded: list[LineSummary]) -> None:
-        """Count already decoded lines (the per-line work is kept to a few dict operations)."""
-        self._check_ids([item.custom_id for item in decoded])
+        """Count already decoded lines: a few dict and attribute operations per line.
+
+        (Measured: this plain loop beats chains of ``map``/``attrgetter``/``sum`` passes,
+        which build intermediate lists.)
+        """
+        self._check_ids(list(map(_CUSTOM_ID, decoded)))
         counts = self.counts
         by_model = self.tokens_by_model
         for item in decoded:
@@ -134,8 +141,8 @@ class Summariser:
                 if totals is None:
                     totals = by_model[message.model] = TokenTotals()
                 usage = message.usage
-                totals.input += usage.input_tokens
-                totals.output += usage.output_tokens
+                totals.input += usage.input_tokens or 0
+                totals.output += usage.output_tokens or 0
                 totals.cache_creation_input += usage.cache_creation_input_tokens or 0
                 totals.cache_read_input += usage.cache_read_input_tokens or 0
         self.lines += len(decoded)
@@ -189,10 +196,10 @@ class Summariser:
         }
 
     @staticmethod
-    def _raise_for_bad_line(block: bytes, first_line_number: int) -> None:
+    def _raise_for_bad_line(block: bytes | memoryview, first_line_number: int) -> None:
         """Find the first line of ``block`` that does not decode and say which one and why."""
         number = first_line_number
-        for line in block.split(b"\n"):
+        for line in bytes(block).split(b"\n"):
             if not line.strip():
                 continue
             try:

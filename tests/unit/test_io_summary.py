@@ -22,8 +22,7 @@ def summarise(data: bytes, chunk: int = 97) -> Summariser:
     summary = Summariser()
     splitter = BlockSplitter()
     for piece in chunked(data, chunk):
-        block = splitter.feed(piece)
-        if block:
+        for block in splitter.feed(piece):
             summary.feed_block(block)
     tail = splitter.finish()
     if tail:
@@ -50,10 +49,10 @@ def test_summary_counts_types_and_tokens_per_model() -> None:
 
 def test_blocks_reassemble_the_stream_exactly_whatever_the_chunking() -> None:
     data = mixed_results(50) + b'{"custom_id":"last","result":{"type":"expired"}}'  # no final newline
-    for size in (1, 7, 100, 10_000):
+    for size in (1, 7, 100, 10_000, len(data)):
         splitter = BlockSplitter()
-        blocks = [splitter.feed(piece) for piece in chunked(data, size)]
-        assert all(block.endswith(b"\n") for block in blocks if block)
+        blocks = [bytes(block) for piece in chunked(data, size) for block in splitter.feed(piece)]
+        assert all(block.endswith(b"\n") for block in blocks)
         assert b"".join(blocks) + splitter.finish() == data
     assert summarise(data).lines == 51
 
