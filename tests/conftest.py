@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +21,13 @@ import httpx
 import pytest
 
 from airflow_provider_anthropix.emulator import EmulatorHandle, run_emulator
+
+# Airflow reads AIRFLOW_HOME when it is first imported: point it at a throw-away folder
+# before any test imports it, so the suite never touches ~/airflow or a user's settings.
+_SESSION_HOME = tempfile.mkdtemp(prefix="anthropix-tests-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _SESSION_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_HOME}/airflow.db"
 
 #: The key the session emulator accepts (any other key gets 401).
 EMULATOR_API_KEY = "sk-ant-emulator-test-key"
