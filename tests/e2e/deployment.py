@@ -177,6 +177,10 @@ class Deployment:
         return self.run_dir / "process-logs"
 
     @property
+    def pylib_dir(self) -> Path:
+        return self.run_dir / "pylib"
+
+    @property
     def db_path(self) -> Path:
         return self.home / "airflow.db"
 
@@ -225,6 +229,11 @@ class Deployment:
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # SQLite's default busy timeout is 5 s; four services writing on a loaded 2-core box
+                # can hold the lock longer than that ("database is locked" -> HTTP 500).
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "anthropix_e2e_db.CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "anthropix_e2e_db.CONNECT_ARGS",
+                "PYTHONPATH": os.pathsep.join(p for p in (str(self.pylib_dir), env.get("PYTHONPATH", "")) if p),
                 "AIRFLOW_CONN_ANTHROPIX_DEFAULT": json.dumps(
                     {
                         "conn_type": "anthropix",
@@ -243,8 +252,11 @@ class Deployment:
         return env
 
     def start(self) -> None:
-        for d in (self.home, self.dags_dir, self.out_dir, self.logs_dir):
+        for d in (self.home, self.dags_dir, self.out_dir, self.logs_dir, self.pylib_dir):
             d.mkdir(parents=True, exist_ok=True)
+        (self.pylib_dir / "anthropix_e2e_db.py").write_text(
+            '"""SQLite connect arguments of the e2e deployment."""\n\nCONNECT_ARGS = {"timeout": 60}\n'
+        )
         for f in self.dag_files:
             if f.is_dir():
                 shutil.copytree(f, self.dags_dir / f.name, dirs_exist_ok=True)
@@ -424,8 +436,19 @@ class Deployment:
         return self._token
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One REST call; a 5xx "Database error" (SQLite busy) is retried up to 3 times.
+
+        Only calls that are safe to repeat are made through here: reads, PATCH to a fixed
+        state, and POST of a DAG run with a run id chosen by the caller.
+        """
         headers = {"Authorization": f"Bearer {self.token()}"}
-        return requests.request(method, f"{self.api_url}/api/v2{path}", headers=headers, timeout=20, **kwargs)
+        for attempt in range(4):
+            response = requests.request(method, f"{self.api_url}/api/v2{path}", headers=headers, timeout=90, **kwargs)
+            if response.status_code < 500 or attempt == 3:
+                return response
+            say(f"{method} {path} -> HTTP {response.status_code} ({response.text[:120]}); retrying")
+            time.sleep(2)
+        return response
 
     def api_json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.api(method, path, **kwargs)
@@ -451,10 +474,15 @@ class Deployment:
         run_id: str | None = None,
         logical_date: str | None = None,
     ) -> str:
-        body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
-        if run_id:
-            body["dag_run_id"] = run_id
-        data = self.api_json("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        run_id = run_id or f"e2e__{time.strftime('%Y%m%dT%H%M%S')}__{secrets.token_hex(3)}"
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}, "dag_run_id": run_id}
+        response = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        if response.status_code == 409:  # a retried POST whose first attempt had landed
+            data = self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        elif response.status_code >= 400:
+            raise E2EFailure(f"triggering {dag_id} -> HTTP {response.status_code}: {response.text[:500]}")
+        else:
+            data = response.json()
         say(f"triggered {dag_id} run {data['dag_run_id']}")
         return str(data["dag_run_id"])
 

