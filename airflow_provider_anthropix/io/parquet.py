@@ -67,6 +67,10 @@ class _Row(msgspec.Struct, frozen=True, gc=False):
 
 _ROW_DECODER = msgspec.json.Decoder(_Row)
 
+#: Few distinct values: dictionary-encoded. Text-like columns are not (a dictionary of
+#: unique strings only costs memory and time).
+DICTIONARY_COLUMNS = ("result_type", "model", "stop_reason", "error_type")
+
 COLUMNS = (
     "custom_id",
     "result_type",
@@ -134,7 +138,9 @@ class ParquetWriter:
         self._pa = pa
         self._sink = sink
         self._schema = parquet_schema()
-        self._writer = pa.parquet.ParquetWriter(sink, self._schema, compression=codec)
+        self._writer = pa.parquet.ParquetWriter(
+            sink, self._schema, compression=codec, use_dictionary=list(DICTIONARY_COLUMNS)
+        )
         self._row_group_rows = max(1, row_group_rows)
         self._columns: list[list[Any]] = [[] for _ in COLUMNS]
         self._tables: list[pyarrow.Table] = []
