@@ -31,7 +31,7 @@ class Prefetcher(Generic[T]):
     source (e.g. releases an HTTP response).
     """
 
-    def __init__(self, source: Iterable[T], *, depth: int = 4, name: str = "anthropix-reader") -> None:
+    def __init__(self, source: Iterable[T], *, depth: int = 2, name: str = "anthropix-reader") -> None:
         self._source = source
         self._queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
@@ -100,7 +100,7 @@ class OrderedWorker:
     :meth:`finish`, so the caller never carries on past a failed write.
     """
 
-    def __init__(self, *, depth: int = 4, name: str = "anthropix-writer") -> None:
+    def __init__(self, *, depth: int = 2, name: str = "anthropix-writer") -> None:
         self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(maxsize=max(1, depth))
         self._error: BaseException | None = None
         self._stop = threading.Event()
