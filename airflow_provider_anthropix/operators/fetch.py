@@ -15,8 +15,16 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.api import MessageBatch, NotFoundError
+from airflow_provider_anthropix.api import (
+    AuthenticationError,
+    BadRequestError,
+    MessageBatch,
+    NotFoundError,
+    PermissionDeniedError,
+    ResultsHostError,
+)
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.io.checks import ResultsMismatchError
 from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions, export_results
 from airflow_provider_anthropix.io.pricing import PriceTable
@@ -48,6 +56,26 @@ def static_asset_uri(destination: str | ObjectStoragePath) -> str | None:
     if parts.scheme in ("file", "local"):
         return "file://" + parts.path.rstrip("/")
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+#: Errors a retry cannot fix: the task fails at once, naming the fix.
+_NOT_RETRYABLE = (
+    ConnectionSettingsError,
+    AuthenticationError,
+    PermissionDeniedError,
+    BadRequestError,
+    ResultsHostError,
+)
+
+
+def _explain(exc: Exception, conn_id: str) -> str:
+    if isinstance(exc, AuthenticationError):
+        return f"the API key of connection {conn_id!r} was rejected (HTTP 401): check its password field"
+    if isinstance(exc, PermissionDeniedError):
+        return f"the API key of connection {conn_id!r} may not read this batch (HTTP 403): {exc.message}"
+    if isinstance(exc, BadRequestError):
+        return f"the API rejected the request (HTTP 400): {exc.message}; check connection {conn_id!r}'s extras"
+    return str(exc)
 
 
 class FetchBatchResultsOperator(BaseOperator):
@@ -141,6 +169,8 @@ class FetchBatchResultsOperator(BaseOperator):
                 f"batch {batch_id} was not found with connection {self.anthropix_conn_id!r} "
                 "(wrong id, or another workspace)"
             ) from None
+        except _NOT_RETRYABLE as exc:
+            raise AirflowFailException(_explain(exc, self.anthropix_conn_id)) from None
         if not batch.is_ended:
             counts = batch.request_counts
             raise AirflowFailException(
@@ -208,6 +238,8 @@ class FetchBatchResultsOperator(BaseOperator):
             raise AirflowException(f"batch {batch.id}: {exc}") from None
         except ExportInterrupted as exc:
             raise AirflowException(str(exc)) from None
+        except _NOT_RETRYABLE as exc:
+            raise AirflowFailException(_explain(exc, self.anthropix_conn_id)) from None
         summary = result.xcom()
         self._record_asset_events(context, publisher.uri.rstrip("/"), summary)
         return summary

@@ -212,3 +212,21 @@ def test_outlets_name_the_destination() -> None:
     ).outlets == [alias]
     with pytest.raises(ValueError, match="format must be one of"):
         FetchBatchResultsOperator(task_id="e", batch_id="b", destination="/x", format="csv")
+
+
+def test_a_wrong_key_fails_without_retry_and_without_leaking_it(
+    tmp_path: Path, emulator: EmulatorHandle, batch: MessageBatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = "sk-ant-not-the-right-key-123"
+    conn = {"conn_type": "anthropix", "password": wrong, "host": emulator.url, "extra": {"max_retries": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIX_WRONG", json.dumps(conn))
+    operator = FetchBatchResultsOperator(
+        task_id="fetch",
+        batch_id=batch.id,
+        destination=f"file://{tmp_path / 'run'}",
+        anthropix_conn_id="anthropix_wrong",
+    )
+    with pytest.raises(AirflowFailException, match="401") as info:
+        operator.execute({})  # type: ignore[arg-type]
+    assert wrong not in str(info.value)
+    assert names(tmp_path / "run") == []
