@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support_airflow import migrated_airflow_home
 from test_fetch_support import ended_batch, served_bytes
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
@@ -72,25 +73,8 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("airflow_home_fetch")
     dags = home / "dags"
     dags.mkdir()
-    patch = pytest.MonkeyPatch()
-    for name, value in {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-    }.items():
-        patch.setenv(name, value)
-    from airflow import settings
-    from airflow.utils import db
-
-    settings.configure_vars()
-    settings.reconfigure_orm()
-    db.initdb()
-    yield dags
-    patch.undo()
-    settings.configure_vars()
-    settings.reconfigure_orm()
+    with migrated_airflow_home(home, dags):
+        yield dags
 
 
 def load_dag(dags: Path, **values: str) -> Any:

@@ -1,0 +1,41 @@
+"""Helpers for tests that run real DAGs: a throw-away Airflow home with a migrated database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@contextlib.contextmanager
+def migrated_airflow_home(home: Path, dags: Path, **extra_env: str) -> Iterator[None]:
+    """Point the running Airflow at ``home`` with a freshly migrated SQLite DB, then back.
+
+    Airflow reads its settings when first imported, so switching homes inside one test
+    process needs the settings and the ORM reconfigured both ways. ``extra_env`` adds
+    ``AIRFLOW__...`` overrides (e.g. an empty fernet key so stored rows can be scanned).
+    """
+    patch = pytest.MonkeyPatch()
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+    } | extra_env
+    for name, value in env.items():
+        patch.setenv(name, value)
+    from airflow import settings
+    from airflow.utils import db
+
+    settings.configure_vars()
+    settings.reconfigure_orm()
+    db.initdb()
+    try:
+        yield
+    finally:
+        patch.undo()
+        settings.configure_vars()
+        settings.reconfigure_orm()
