@@ -99,7 +99,7 @@ def decide(request: Mapping[str, Any], *, seed: int, error_rate: float) -> Entry
             error_type = marker.group(2) or "api_error"
     elif error_rate > 0 and _dice(seed, custom_id) < error_rate:
         outcome, error_type = ERRORED, "api_error"
-    snippet = " ".join(prompt.split())[:60]
+    snippet = " ".join(prompt[:240].split())[:60]  # only the head: splitting a long prompt whole is costly
     input_tokens = max(1, len(joined) // 4) + 4 * len(params.get("messages") or ())
     return Entry(custom_id, params["model"], outcome, error_type, snippet, input_tokens, params["max_tokens"])
 
