@@ -48,10 +48,7 @@ MAX_MESSAGE = 4000
 #: (The six create.py defects this corpus found first were fixed in 03b1ae8.)
 KNOWN_BUGS: dict[str, str] = {}
 
-KNOWN_CASE_BUGS = {
-    "conn_host_with_path": "operators/fetch.py _ended_batch: ConnectionSettingsError escapes (create and sensor turn it "
-    "into AirflowFailException; fetch is retried)",
-}
+KNOWN_CASE_BUGS: dict[str, str] = {}  # the fetch defects found first were fixed in d9d254a
 
 
 class StateStore:

@@ -418,10 +418,7 @@ for _state in ("expired", "canceled", "archived"):
     CELLS[("fetch", _state)] = fetch_state(_state)
 
 #: Defects found by this matrix, reported to their owner; strict: the marker must go when fixed.
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("fetch", "401"): "operators/fetch.py _ended_batch: AuthenticationError (any API error but 404) from get_batch "
-    "escapes unwrapped, so Airflow retries a fetch with a wrong key",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}  # fetch+401 (found here first) was fixed in d9d254a
 
 
 @pytest.mark.parametrize(

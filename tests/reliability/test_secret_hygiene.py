@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from support_airflow import migrated_airflow_home
 
 from airflow_provider_anthropix.api import AsyncClient, ClientConfig, MessageBatch, ResultsHostError, SyncClient
 from airflow_provider_anthropix.api.errors import AnthropixError
@@ -58,26 +59,9 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("hygiene_home")
     dags = home / "dags"
     shutil.copytree(REPO / "example_dags", dags / "example_dags")
-    patch = pytest.MonkeyPatch()
-    for name, value in {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__FERNET_KEY": "",  # plain-text trigger kwargs and fields: the scan sees them as stored
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-    }.items():
-        patch.setenv(name, value)
-    from airflow import settings
-    from airflow.utils import db
-
-    settings.configure_vars()
-    settings.reconfigure_orm()
-    db.initdb()
-    yield home
-    patch.undo()
-    settings.configure_vars()
-    settings.reconfigure_orm()
+    # No fernet key: trigger kwargs and fields are stored as plain text, so the scan sees them as stored.
+    with migrated_airflow_home(home, dags, AIRFLOW__CORE__FERNET_KEY=""):
+        yield home
 
 
 @pytest.fixture(scope="module")
@@ -331,11 +315,6 @@ def _forging_api(results_url: str) -> dict[str, tuple[int, dict[str, str], bytes
     return {"/v1/messages/batches/msgbatch_forged": (200, {"content-type": "application/json"}, body)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operators/fetch.py execute: ResultsHostError escapes as a plain error, so Airflow retries a fetch "
-    "that can never succeed; it should be an AirflowFailException",
-)
 def test_fetch_refuses_a_forged_results_url_without_retrying(
     recorder: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
