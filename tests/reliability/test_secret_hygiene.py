@@ -157,6 +157,7 @@ def test_deferral_trigger_kwargs_hold_no_secret(
     canary_emulator.config.processing_seconds = 1.0
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(
     ("case", "conn"),
     [
@@ -252,6 +253,7 @@ def _ended_batch(results_url: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.smoke
 def test_forged_results_url_never_receives_the_key(
     recorder: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
