@@ -32,8 +32,19 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # A hard ceiling, so a hang can never block CI: the harness's own waits are all bounded.
-timeout --signal=TERM --kill-after=30 "${E2E_TIMEOUT:-900}" "$PY" tests/e2e/run.py --run-dir "$RUN_DIR" "$@"
+# Run in the background and `wait`, so a signal to this script is handled at once: it is
+# passed on to the harness (which stops its services cleanly), then the EXIT trap above
+# kills whatever is left.
+timeout --signal=TERM --kill-after=30 "${E2E_TIMEOUT:-900}" "$PY" tests/e2e/run.py --run-dir "$RUN_DIR" "$@" &
+child=$!
+forward() {
+    trap - INT TERM
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+    exit "$1"
+}
+trap 'forward 130' INT
+trap 'forward 143' TERM
+wait "$child"
