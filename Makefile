@@ -9,7 +9,7 @@ LOCK := requirements/lock-airflow-3.3.txt
 LOCK32 := requirements/lock-airflow-3.2.txt
 PYTEST_ARGS ?=
 
-.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo bench lock clean
+.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo e2e chaos bench bench-load lock clean
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -45,11 +45,24 @@ test-smoke-3.2: venv32
 demo: venv
 	bash scripts/demo.sh
 
+# A real deployment: emulator + api-server, dag-processor, scheduler, triggerer (LocalExecutor,
+# SQLite) as separate processes; the example DAG triggered through the REST API.
+e2e: venv
+	bash scripts/e2e.sh
+
+# The same deployment with faults: killed triggerer, killed worker after create, API outage,
+# cut results stream, fetch killed mid-way (see docs/reliability.md).
+chaos: venv
+	bash scripts/e2e.sh --chaos
+
 bench: venv
 	$(VENV)/bin/python benchmarks/bench_emulator.py
 	$(VENV)/bin/python benchmarks/bench_export.py
 	$(VENV)/bin/python benchmarks/bench_create.py
 	$(VENV)/bin/python benchmarks/bench_trigger_fanin.py
+
+bench-load: venv
+	$(VENV)/bin/python benchmarks/bench_load_faults.py
 
 # Regenerate the lock files (needs the package index; not part of test or demo).
 lock:
