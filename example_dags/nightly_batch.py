@@ -37,8 +37,10 @@ OUTPUT = os.environ.get("ANTHROPIX_NIGHTLY_OUTPUT") or DEFAULT_OUTPUT
 POLL_INTERVAL = float(os.environ.get("ANTHROPIX_NIGHTLY_POLL_INTERVAL", "60"))
 MODEL = os.environ.get("ANTHROPIX_NIGHTLY_MODEL", "claude-haiku-4-5")
 
-#: One folder per run: requests.jsonl.gz, results/ (results + _manifest.json).
-RUN_FOLDER = "{{ params.output.rstrip('/') }}/{{ ds_nodash }}/{{ ts_nodash }}"
+#: One folder per run: requests.jsonl.gz, results/ (results + _manifest.json). Named after
+#: ``run_after``, which every run has; ``ds``/``ts`` are undefined for runs triggered without a
+#: logical date (the REST API's and ``airflow dags trigger``'s default).
+RUN_FOLDER = "{{ params.output.rstrip('/') }}/{{ dag_run.run_after | ds_nodash }}/{{ dag_run.run_after | ts_nodash }}"
 
 with DAG(
     dag_id="nightly_batch",

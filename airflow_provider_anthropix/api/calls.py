@@ -94,8 +94,8 @@ def results_url_for(config: ClientConfig, batch: MessageBatch | str) -> str:
         return _batch_path(config, str(batch)) + "/results"
     if _origin(url) != _origin(config.base_url):
         raise ResultsHostError(
-            f"results_url host {urlsplit(url).hostname!r} differs from the connection's API host "
-            f"{urlsplit(config.base_url).hostname!r}; refusing to send the API key there"
+            f"results_url origin {_show(_origin(url))} differs from the connection's API origin "
+            f"{_show(_origin(config.base_url))}; refusing to send the API key there"
         )
     return url
 
@@ -104,6 +104,11 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     default_port = 443 if parts.scheme == "https" else 80
     return (parts.scheme, (parts.hostname or "").lower(), parts.port or default_port)
+
+
+def _show(origin: tuple[str, str, int | None]) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{host}:{port}"
 
 
 def raise_for_response(status: int, headers: Mapping[str, str], body: bytes) -> None:

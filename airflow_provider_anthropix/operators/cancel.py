@@ -82,6 +82,7 @@ class CancelBatchOperator(BaseOperator):
                     anthropix_conn_id=self.anthropix_conn_id,
                     poll_interval=self.poll_interval,
                     deadline=deadline.to_iso8601_string(),
+                    first_poll_delay=self.poll_interval,  # we have just looked: see the trigger's docstring
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.wait_timeout + max(60.0, 2 * self.poll_interval)),

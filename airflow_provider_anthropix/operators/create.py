@@ -466,8 +466,8 @@ class CreateBatchOperator(BaseOperator):
             )
         except BatchValidationError as exc:
             raise AirflowFailException(
-                f"{exc}\n(validated with the rules of API version {api_version}, the connection "
-                f"{self.anthropix_conn_id!r}'s anthropic_version)"
+                f"{exc}\n(validated with the rules of API version {api_version}: the anthropic_version "
+                f"of connection {self.anthropix_conn_id!r})"
             ) from None
         except FileNotFoundError as exc:
             raise AirflowFailException(f"requests_path {source} does not exist ({exc})") from None

@@ -194,6 +194,7 @@ class BatchEndedSensor(BaseSensorOperator):
                 deadline=deadline.to_iso8601_string(),
                 max_poll_failures=self.max_poll_failures,
                 progress_log_interval=self.progress_log_interval,
+                first_poll_delay=self.poll_interval,  # we have just polled: see the trigger's docstring
             ),
             method_name="execute_complete",
             # A margin past the trigger's own deadline, so the trigger's timeout event (which

@@ -86,6 +86,10 @@ class BatchEndedTrigger(BaseTrigger):
     :param max_poll_failures: consecutive transient failures (5xx, 529, 429, network) tolerated before an
         ``error`` event; waits back off exponentially in between and follow ``retry-after``.
     :param progress_log_interval: seconds between progress log lines (status changes are always logged).
+    :param first_poll_delay: seconds (jittered) to wait before the first poll. The sensor and the
+        cancel operator have just looked at the batch before deferring, so polling again at once
+        gains nothing; it also keeps the trigger from firing within moments of the deferral,
+        a window in which Airflow's scheduler can still be processing the deferring try.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class BatchEndedTrigger(BaseTrigger):
         jitter: float = 0.1,
         max_poll_failures: int = 10,
         progress_log_interval: float = 300.0,
+        first_poll_delay: float = 0.0,
     ) -> None:
         super().__init__()
         self.batch_id = batch_id
@@ -106,6 +111,7 @@ class BatchEndedTrigger(BaseTrigger):
         self.jitter = float(jitter)
         self.max_poll_failures = int(max_poll_failures)
         self.progress_log_interval = float(progress_log_interval)
+        self.first_poll_delay = float(first_poll_delay)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -118,6 +124,7 @@ class BatchEndedTrigger(BaseTrigger):
                 "jitter": self.jitter,
                 "max_poll_failures": self.max_poll_failures,
                 "progress_log_interval": self.progress_log_interval,
+                "first_poll_delay": self.first_poll_delay,
             },
         )
 
@@ -140,6 +147,12 @@ class BatchEndedTrigger(BaseTrigger):
         except Exception as exc:  # settings errors, missing connection: retrying cannot fix them
             yield self._event("error", None, f"cannot wait for batch {self.batch_id}: {exc}")
             return
+
+        if self.first_poll_delay > 0:
+            wait = jittered(self.first_poll_delay, self.jitter)
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.time()))
+            await asyncio.sleep(wait)
 
         last: MessageBatch | None = None
         failures = 0

@@ -315,9 +315,8 @@ def run_nightly(ctx: Context) -> dict[str, Any]:
 def run_nightly_null_date(ctx: Context) -> dict[str, Any]:
     """The example DAG triggered like ``airflow dags trigger`` does: no logical date.
 
-    Not in the default set while the example's ``RUN_FOLDER`` uses ``ds_nodash``/``ts_nodash``,
-    which are undefined for such runs (see docs/reliability.md, Findings); make it a default
-    scenario once that is fixed.
+    The example's run folder is named after ``dag_run.run_after`` because ``ds``/``ts`` are
+    undefined for such runs (see docs/reliability.md, Findings).
     """
     before = ctx.batches_created()
     ctx.dep.wait_dag(NIGHTLY_DAG)
@@ -537,7 +536,6 @@ SCENARIOS: list[Scenario] = [
         "example DAG triggered without a logical date (like `airflow dags trigger`)",
         run_nightly_null_date,
         example_dags,
-        default=False,
     ),
     Scenario("crash-after-create", "SIGKILL create after the API answered", run_crash_after_create, chaos_dag, True),
     Scenario("crash-after-record", "SIGKILL create after recording the id", run_crash_after_record, chaos_dag, True),

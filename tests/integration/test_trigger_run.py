@@ -156,3 +156,17 @@ async def test_retry_after_is_honoured_over_the_poll_interval(
     # With a 10-minute interval the wait ends in time only if the 429's retry-after is followed.
     [event] = await events_of(BatchEndedTrigger(batch_id=batch_id, poll_interval=600), limit=10)
     assert event["status"] == "success"
+
+
+async def test_first_poll_waits_for_first_poll_delay(emulator: EmulatorHandle, anthropix_conn_env: str) -> None:
+    """The deferring task has just polled: the trigger's first poll comes one delay later, not at once."""
+    batch_id = make_batch(1)
+    emulator.advance(60)  # the batch has ended: an immediate poll would fire at once
+    trigger = BatchEndedTrigger(batch_id=batch_id, poll_interval=0.05, first_poll_delay=0.6, jitter=0.0)
+    task = asyncio.ensure_future(events_of(trigger))
+    await asyncio.sleep(0.3)
+    assert emulator.stats()["calls"].get("retrieve", 0) == 0
+    assert not task.done()
+    [event] = await task
+    assert event["status"] == "success"
+    assert emulator.stats()["calls"]["retrieve"] == 1

@@ -36,6 +36,7 @@ def test_serialize_round_trip_with_plain_values_only() -> None:
         "jitter",
         "max_poll_failures",
         "progress_log_interval",
+        "first_poll_delay",
     }
 
 
