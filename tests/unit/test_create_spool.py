@@ -12,13 +12,8 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api import BatchValidationError, MessageBatch
-from airflow_provider_anthropix.operators.create import (
-    Undecodable,
-    find_created_batch,
-    iter_jsonl,
-    merge_defaults,
-    spool_batch,
-)
+from airflow_provider_anthropix.api.recovery import find_created_batch
+from airflow_provider_anthropix.io.requests_file import Undecodable, iter_jsonl, merge_defaults, spool_batch
 
 V_NEW = "2026-10-21"
 V_OLD = "2023-06-01"

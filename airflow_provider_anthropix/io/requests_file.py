@@ -1,0 +1,205 @@
+"""Request files in, a validated create body out: the local half of submitting a batch.
+
+- :func:`iter_jsonl` reads a request file (``ObjectStoragePath``, optionally ``.gz``) one
+  line at a time;
+- :func:`spool_batch` merges ``default_params``, validates every request with the rules of
+  the connection's API version (:mod:`airflow_provider_anthropix.api.validation`) and writes
+  the encoded create body to a local temporary file, so the body is encoded once, its exact
+  size is known before sending, and neither the requests nor the body sit in memory.
+
+The spool file is local to the task that makes it and removed when the task is done with
+it; nothing else reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+import msgspec
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_anthropix.api import BatchValidationError, EncodedBody, ValidationProblem
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.api.validation import BatchChecker, check_body_size
+
+_BODY_HEAD = b'{"requests":['
+_BODY_TAIL = b"]}"
+_FLUSH_BYTES = 1 << 20
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A line of the request file that is not JSON; kept as a value so validation can count it."""
+
+    reason: str
+
+
+def _open_lines(path: ObjectStoragePath, stack: contextlib.ExitStack) -> Iterable[bytes]:
+    raw: IO[bytes] = stack.enter_context(path.open("rb"))
+    if str(path).endswith(".gz"):
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    return raw
+
+
+def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, decoded_object)`` for each non-blank line of a JSONL file, ``.gz`` or not.
+
+    Lines that are not JSON come back as :class:`Undecodable` so the caller can report them with
+    their line number and keep counting. The file is read as a stream: one line in memory at a time.
+    """
+    decoder = msgspec.json.Decoder()
+    with contextlib.ExitStack() as stack:
+        lines = _open_lines(path, stack)
+        for number, line in enumerate(lines, start=1):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if not line.strip():
+                continue
+            try:
+                yield number, decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                yield number, Undecodable(f"the line is not valid JSON ({exc})")
+            except UnicodeDecodeError as exc:
+                yield number, Undecodable(f"the line is not UTF-8 text ({exc.reason} at byte {exc.start})")
+
+
+def merge_defaults(request: Any, default_params: Mapping[str, Any] | None) -> Any:
+    """``default_params`` merged under the request's own ``params`` (the request's keys win).
+
+    Shallow on purpose: a request that sets ``messages`` or ``metadata`` replaces the default
+    as a whole, which is what a Messages API body means. Anything that is not a well-formed
+    entry is returned unchanged for validation to describe.
+    """
+    if not default_params or not isinstance(request, Mapping):
+        return request
+    params = request.get("params")
+    if not isinstance(params, Mapping):
+        return request
+    return {**request, "params": {**default_params, **params}}
+
+
+# -- building the body --------------------------------------------------------------------------
+
+
+@dataclass
+class SpooledBatch:
+    """A validated create body written to a local temporary file; stream it with :meth:`body`."""
+
+    path: str
+    request_count: int
+    size: int
+    source: str
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's bytes, read from disk in 1 MB pieces (called once per send attempt)."""
+        with open(self.path, "rb") as fh:
+            while chunk := fh.read(_READ_CHUNK):
+                yield chunk
+
+    def body(self) -> EncodedBody:
+        return EncodedBody(chunks=self.chunks, size=self.size, request_count=self.request_count)
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@dataclass
+class _ProblemLog:
+    """Keeps the first few problems and counts the rest, so a file of 100,000 bad lines stays cheap."""
+
+    keep: int
+    shown: list[ValidationProblem] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, problems: Iterable[ValidationProblem]) -> None:
+        for problem in problems:
+            self.count += 1
+            if len(self.shown) < self.keep:
+                self.shown.append(problem)
+
+
+def spool_batch(
+    items: Iterable[tuple[int | None, Any]],
+    *,
+    api_version: str,
+    default_params: Mapping[str, Any] | None = None,
+    source: str = "requests",
+    file: str | None = None,
+    spool_dir: str | None = None,
+    max_requests: int = MAX_REQUESTS,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_problems_shown: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> SpooledBatch:
+    """Validate every request and write the encoded create body to a temporary file.
+
+    Nothing is sent anywhere: this runs before any HTTP call, so a bad batch costs nothing.
+    Every request is checked (custom_id pattern and uniqueness, required params, roles,
+    ``stream``, types, the rules of ``api_version``), then the request count and the size of
+    the encoded body. Encoding stops at the first problem, validation does not, so the error
+    gives the total count of problems and the first ``max_problems_shown`` of them.
+
+    :param items: ``(line_number_or_None, request)`` pairs, e.g. from :func:`iter_jsonl`.
+    :param api_version: the ``anthropic-version`` the batch will be sent with.
+    :param default_params: merged under each request's ``params``.
+    :param source: what to call the input in logs.
+    :param file: the input's name for problem messages (``file:line``); None for in-memory lists.
+    :param spool_dir: where the temporary body goes (default: the system temp dir).
+    :param max_requests: most requests a batch may hold.
+    :param max_body_bytes: largest encoded body the API accepts.
+    :param max_problems_shown: how many problems the error lists before "... and N more".
+    :param progress: called as ``progress(requests_seen, body_bytes)`` every 10,000 requests.
+    :raises BatchValidationError: anything is wrong; the temporary file is removed.
+    """
+    checker = BatchChecker(api_version=api_version, max_requests=max_requests)
+    problems = _ProblemLog(keep=max_problems_shown)
+    encoder = msgspec.json.Encoder()
+    fd, spool_path = tempfile.mkstemp(prefix="anthropix-batch-", suffix=".json", dir=spool_dir)
+    size = 0
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            buffer = bytearray(_BODY_HEAD)
+            for index, (line, request) in enumerate(items):
+                if isinstance(request, Undecodable):
+                    problems.add([ValidationProblem(request.reason, index=index, file=file, line=line)])
+                else:
+                    request = merge_defaults(request, default_params)
+                    problems.add(checker.check(request, file=file, line=line))
+                    # The checker keeps every problem it finds; we keep our own bounded copy.
+                    checker.problems.clear()
+                    if not problems.count:
+                        if written:
+                            buffer += b","
+                        buffer += encoder.encode(request)
+                        written += 1
+                        if len(buffer) >= _FLUSH_BYTES:
+                            size += len(buffer)
+                            out.write(buffer)
+                            buffer.clear()
+                if progress is not None and (index + 1) % 10_000 == 0:
+                    progress(index + 1, size + len(buffer))
+            buffer += _BODY_TAIL
+            size += len(buffer)
+            out.write(buffer)
+        # Batch-level problems (an empty batch) carry no line; still say which file it was.
+        problems.add(replace(p, file=p.file or file) for p in checker.finish())
+        if not problems.count:
+            too_big = check_body_size(size, max_body_bytes=max_body_bytes)
+            if too_big is not None:
+                problems.add([too_big])
+        if problems.count:
+            raise BatchValidationError(problems.shown, count=problems.count, shown=max_problems_shown)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spool_path)
+        raise
+    return SpooledBatch(path=spool_path, request_count=written, size=size, source=source)
