@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,19 @@ def migrated_airflow_home(home: Path, dags: Path, **extra_env: str) -> Iterator[
         patch.undo()
         settings.configure_vars()
         settings.reconfigure_orm()
+
+
+class DictStateStore:
+    """Stands in for ``context["task_state_store"]`` (get/set/delete) when a test calls ``execute`` directly."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)

@@ -178,7 +178,8 @@ _STATUS_CLASSES: dict[int, type[AnthropixAPIError]] = {
     529: OverloadedError,
 }
 
-_DEFAULT_TYPES: dict[int, str] = {
+#: The envelope's error type the API pairs with each status it uses.
+ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -188,6 +189,13 @@ _DEFAULT_TYPES: dict[int, str] = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+
+
+def error_type_for(status: int) -> str:
+    """The error type for ``status``: the table's, else ``api_error`` for 5xx, ``invalid_request_error`` for 4xx."""
+    if status in ERROR_TYPES:
+        return ERROR_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
 
 
 def error_class_for(status: int) -> type[AnthropixAPIError]:
@@ -211,7 +219,7 @@ def error_from_response(
     The body is usually the JSON envelope ``{"type": "error", "error": {"type", "message"}}``;
     edges (413, gateways) may send HTML or nothing, in which case a short excerpt is kept.
     """
-    error_type = _DEFAULT_TYPES.get(status, "api_error")
+    error_type = error_type_for(status)
     message = ""
     parsed: Any = None
     request_id = headers.get("request-id") or headers.get("x-request-id")

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from airflow_provider_anthropix.api.errors import error_type_for
 from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MIN_LIST_LIMIT
 from airflow_provider_anthropix.api.validation import BatchChecker, check_api_version
 from airflow_provider_anthropix.emulator.clock import Clock, rfc3339
@@ -32,7 +33,6 @@ from airflow_provider_anthropix.emulator.responses import (
     AbortResponse,
     BytesStreamResponse,
     error_response,
-    error_type_for,
     json_response,
 )
 from airflow_provider_anthropix.emulator.state import BatchStore, EmulatorError

@@ -12,25 +12,6 @@ from airflow_provider_anthropix.emulator.transport import Registry, abort_connec
 
 _encode = msgspec.json.Encoder().encode
 
-#: The envelope's error type for each status the API uses (other 4xx: invalid_request_error).
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-def error_type_for(status: int) -> str:
-    """The error type the API pairs with ``status``."""
-    if status in ERROR_TYPES:
-        return ERROR_TYPES[status]
-    return "api_error" if status >= 500 else "invalid_request_error"
-
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response encoded with msgspec (a retrieve is mostly this call)."""

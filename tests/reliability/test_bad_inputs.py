@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from support_airflow import DictStateStore
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
@@ -49,22 +50,6 @@ MAX_MESSAGE = 4000
 KNOWN_BUGS: dict[str, str] = {}
 
 KNOWN_CASE_BUGS: dict[str, str] = {}  # the fetch defects found first were fixed in d9d254a
-
-
-class StateStore:
-    """The get/set/delete of ``context["task_state_store"]``, kept in a dict."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 @pytest.fixture
@@ -129,7 +114,7 @@ def test_request_file_is_refused_before_anything_is_sent(
     before = _calls(emulator)
     op = CreateBatchOperator(task_id="create", requests_path=str(path), default_params=case["default_params"])
     with pytest.raises(AirflowFailException) as info:
-        op.execute({"task_state_store": StateStore()})  # type: ignore[arg-type]
+        op.execute({"task_state_store": DictStateStore()})  # type: ignore[arg-type]
     where = [f"{path}:{case['line']}"] if case.get("line") else [str(path)]
     if case.get("custom_id"):
         where.append(f"custom_id {case['custom_id']}")
@@ -195,7 +180,7 @@ def _run_case(
         op: Any = CreateBatchOperator(
             task_id="create", default_params={"model": "claude-haiku-4-5", "max_tokens": 8}, **kwargs
         )
-        context: dict[str, Any] = {"task_state_store": StateStore(), "params": case.get("params", {})}
+        context: dict[str, Any] = {"task_state_store": DictStateStore(), "params": case.get("params", {})}
     elif component == "fetch":
         kwargs.setdefault("destination", str(tmp_path / "out"))
         if case.get("at_parse"):

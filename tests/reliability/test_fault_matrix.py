@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from support_airflow import DictStateStore
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
@@ -82,20 +83,6 @@ class Env:
         return batch_id
 
 
-class Store:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-
 FAULTS: dict[str, dict[str, Any]] = {
     "429": {"kind": "status", "status": 429, "retry_after": 0.2},
     "500": {"kind": "status", "status": 500},
@@ -135,7 +122,7 @@ def create_op(**kwargs: Any) -> CreateBatchOperator:
     return CreateBatchOperator(task_id="create", requests=requests, default_params=DEFAULTS, **options)
 
 
-def run_create(op: CreateBatchOperator, store: Store) -> str:
+def run_create(op: CreateBatchOperator, store: DictStateStore) -> str:
     return op.execute({"task_state_store": store})  # type: ignore[arg-type]
 
 
@@ -144,7 +131,7 @@ def run_create(op: CreateBatchOperator, store: Store) -> str:
 
 def create_cell(fault: str) -> Callable[[Env], str]:
     def cell(env: Env) -> str:
-        store = Store()
+        store = DictStateStore()
         arm(env, fault, "create")
         if fault in ("429", "529"):
             run_create(create_op(), store)
@@ -175,14 +162,14 @@ def create_cell(fault: str) -> Callable[[Env], str]:
 def create_401(env: Env) -> str:
     env.connect(key="sk-ant-wrong-key")
     with pytest.raises(AirflowFailException, match="401"):
-        run_create(create_op(), Store())
+        run_create(create_op(), DictStateStore())
     assert env.batches() == 0
     return "fails, no retry, names the key field; 0 batches"
 
 
 def create_recorded_expired(env: Env) -> str:
     batch_id = env.batch(3, state="expired")
-    store = Store()
+    store = DictStateStore()
     store.set(STATE_BATCH_ID, batch_id)
     assert run_create(create_op(), store) == batch_id
     assert env.batches() == 1
@@ -191,7 +178,7 @@ def create_recorded_expired(env: Env) -> str:
 
 def create_recorded_canceled(env: Env) -> str:
     batch_id = env.batch(3, state="canceled")
-    store = Store()
+    store = DictStateStore()
     store.set(STATE_BATCH_ID, batch_id)
     new_id = run_create(create_op(), store)
     assert new_id != batch_id and env.batches() == 2 and store.data[STATE_BATCH_ID] == new_id
@@ -206,7 +193,7 @@ def create_spool_disk_full(env: Env) -> str:
     requests = [{"custom_id": f"r-{i}", "params": {"messages": [{"role": "user", "content": big}]}} for i in range(200)]
     op = CreateBatchOperator(task_id="create", requests=requests, default_params=DEFAULTS)
     with file_size_limit(1 << 20), pytest.raises(Exception) as info:
-        run_create(op, Store())
+        run_create(op, DictStateStore())
     assert env.calls("create") == 0 and list(spool.iterdir()) == []
     kind = "fails, no retry" if isinstance(info.value, AirflowFailException) else "fails, retryable"
     return f"{kind} ({type(info.value).__name__}: {str(info.value)[:60]}...); nothing sent, temporary body removed"
