@@ -31,6 +31,10 @@ def find_created_batch(
             continue
         if created < window_start:
             break
+        if batch.cancel_initiated_at is not None:
+            # A canceled batch is not a candidate: canceling the unwanted ones is how a user
+            # resolves an ambiguous match.
+            continue
         if batch.request_counts.total == request_count:
             matches.append(batch)
     return matches

@@ -3,7 +3,7 @@
 Rules, in order:
 
 1. The server's ``x-should-retry: true|false`` header decides when present.
-2. Retryable statuses: 408, 409, 429, 500 and above (529 included).
+2. Retryable statuses: 408, 409, 429, and every 5xx (529 and a CDN's 520-524 included).
 3. Connection failures and timeouts are retried, except for a **create** that may have
    reached the server. A create is not idempotent: if the request left before the
    connection broke, the batch may exist (and be billed) although we never saw the
@@ -28,7 +28,8 @@ import pendulum
 
 from airflow_provider_anthropix.api.errors import AnthropixAPIError, AnthropixConnectionError, AnthropixError
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+#: Retryable below 500; every 5xx is retryable too (529 and the edge's 52x included), see :func:`is_retryable_status`.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Statuses after which even a create may be resent: the server says it did not act on it.
 CREATE_SAFE_STATUSES = frozenset({429, 529})
 #: Server hints above this are ignored in favour of our own backoff (matches the official SDK).
@@ -59,6 +60,23 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         return None
     current = now if now is not None else pendulum.now("UTC").timestamp()
     return max(0.0, when.timestamp() - current)
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 409, 429 and every 5xx (500, 529, a CDN's 520-524, ...): the request was fine, the path was not."""
+    return status >= 500 or status in RETRYABLE_STATUSES
+
+
+def is_transient(error: AnthropixError) -> bool:
+    """Whether a call that failed this way may succeed later, leaving aside create's special rule.
+
+    What a poller (the trigger, a poking sensor) asks between polls: the same verdict the
+    retry policy gives an idempotent call.
+    """
+    if isinstance(error, AnthropixAPIError):
+        hint = should_retry_header(error.headers)
+        return hint if hint is not None else is_retryable_status(error.status)
+    return isinstance(error, AnthropixConnectionError)
 
 
 def should_retry_header(headers: Mapping[str, str]) -> bool | None:
@@ -99,7 +117,7 @@ class RetryPolicy:
             if hint is not None:
                 return hint
             if idempotent:
-                return error.status in RETRYABLE_STATUSES
+                return is_retryable_status(error.status)
             return error.status in CREATE_SAFE_STATUSES
         if isinstance(error, AnthropixConnectionError):
             return idempotent or not error.maybe_sent

@@ -26,9 +26,10 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_anthropix.api import AnthropixError, AuthenticationError, MessageBatch
+from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, is_transient
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

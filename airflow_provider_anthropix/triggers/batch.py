@@ -21,11 +21,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_anthropix.api import (
     AnthropixAPIError,
-    AnthropixConnectionError,
     AnthropixError,
     MessageBatch,
 )
-from airflow_provider_anthropix.api.retry import RETRYABLE_STATUSES
+from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
 #: Longest wait between polls after failures (seconds).
@@ -37,15 +36,6 @@ def jittered(interval: float, jitter: float, rng: random.Random | None = None) -
     spread = interval * max(0.0, min(jitter, 1.0))
     draw = (rng or random).uniform(-spread, spread)
     return max(0.0, interval + draw)
-
-
-def is_transient(error: AnthropixError) -> bool:
-    """Whether a failed poll may succeed later (5xx, 529, 429, timeouts, resets)."""
-    if isinstance(error, AnthropixConnectionError):
-        return True
-    if isinstance(error, AnthropixAPIError):
-        return error.status in RETRYABLE_STATUSES
-    return False
 
 
 def describe_progress(batch: MessageBatch, rate: float | None) -> str:
@@ -218,6 +208,6 @@ class BatchEndedTrigger(BaseTrigger):
         if failures == 0:
             return jittered(self.poll_interval, self.jitter)
         if retry_hint is not None and retry_hint >= 0:
-            return retry_hint
+            return min(retry_hint, MAX_BACKOFF)  # a proxy's "retry-after: 86400" must not outlast the deadline
         backoff = min(MAX_BACKOFF, self.poll_interval * 2.0 ** (failures - 1))
         return jittered(backoff, max(self.jitter, 0.25))

@@ -160,3 +160,17 @@ def test_recovery_matches_count_inside_the_window_and_stops_at_older_batches() -
     )
     assert [b.id for b in found] == ["ours"]
     assert seen == ["too-new", "other-count", "ours", "too-old"]
+
+
+def test_recovery_ignores_canceled_batches() -> None:
+    """Canceling the unwanted candidates is how a user resolves an ambiguous recovery."""
+    canceled = MessageBatch.from_dict(
+        batch("canceled", "2026-11-25T10:02:00Z", 3).to_dict() | {"cancel_initiated_at": "2026-11-25T10:06:00Z"}
+    )
+    found = find_created_batch(
+        [batch("kept", "2026-11-25T10:03:00Z", 3), canceled],
+        request_count=3,
+        window_start=pendulum.parse("2026-11-25T10:00:00Z"),  # type: ignore[arg-type]
+        window_end=pendulum.parse("2026-11-25T10:05:00Z"),  # type: ignore[arg-type]
+    )
+    assert [b.id for b in found] == ["kept"]

@@ -24,7 +24,7 @@ def api_error(
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 501, 502, 503, 504, 520, 522, 524, 529])
 def test_transient_statuses_retry_for_idempotent_calls(status: int) -> None:
     assert policy().next_delay(api_error(status), attempt=0, waited=0, idempotent=True) is not None
 

@@ -15,7 +15,9 @@ from airflow_provider_anthropix.api import (
     OverloadedError,
     RateLimitError,
 )
-from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, is_transient, jittered
+from airflow_provider_anthropix.api.errors import error_from_response
+from airflow_provider_anthropix.api.retry import is_transient
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, jittered
 
 
 @pytest.mark.smoke
@@ -55,6 +57,9 @@ def test_transient_errors_are_waited_out_and_the_rest_are_not() -> None:
     assert is_transient(AnthropixConnectionError("reset"))
     assert not is_transient(AuthenticationError("k", status=401))
     assert not is_transient(NotFoundError("n", status=404))
+    for edge_status in (501, 520, 522, 524):  # a CDN in front of the API: still worth waiting out
+        assert is_transient(error_from_response(edge_status, {}, b""))
+    assert not is_transient(error_from_response(503, {"x-should-retry": "false"}, b""))
 
 
 def test_progress_line_reads_like_a_sentence() -> None:
