@@ -36,6 +36,7 @@ from airflow_provider_anthropix.api import (
     OverloadedError,
     RateLimitError,
 )
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES
 from airflow_provider_anthropix.api.recovery import find_created_batch
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 #: Task state store keys (renaming them breaks retries of tasks in flight during an upgrade).
 STATE_BATCH_ID = "anthropix_batch_id"
 STATE_ATTEMPT = "anthropix_create_attempt"
+
+#: The slowest upload the lost-answer window allows for (bytes per second).
+SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024
 
 _warned_no_state_store = False
 
@@ -343,8 +347,11 @@ class CreateBatchOperator(BaseOperator):
             raise AirflowFailException(f"the recorded create attempt has no usable start time: {attempt!r}")
         skew = timedelta(seconds=self.clock_skew)
         window_start = started_at - skew
+        latest_arrival = started_at + timedelta(seconds=self._longest_send(attempt))
         for check in range(1, self.lost_response_checks + 1):
-            window_end = pendulum.now("UTC") + skew
+            # Never later than the send could have reached the API: an attempt recovered days later
+            # (a cleared task) must not adopt the next night's batch of the same size.
+            window_end = min(pendulum.now("UTC"), latest_arrival) + skew
             try:
                 matches = find_created_batch(
                     self.hook.iter_batches(page_size=100),
@@ -386,6 +393,16 @@ class CreateBatchOperator(BaseOperator):
             f"between {window_start} and {window_end} ({self.lost_response_checks} looks): the request most "
             "likely never reached the API. The next try sends it again."
         )
+
+    def _longest_send(self, attempt: Mapping[str, Any]) -> float:
+        """Seconds after the attempt's start by which its body had reached the API, if it ever did.
+
+        Connect and read timeouts, plus the upload at a very slow 256 KB/s: the worst the
+        client tolerates before giving up on the call.
+        """
+        config = self.hook.config
+        body_bytes = int(attempt.get("body_bytes") or MAX_BODY_BYTES)
+        return config.connect_timeout + config.read_timeout + body_bytes / SLOWEST_UPLOAD_BYTES_PER_S
 
     def on_kill(self) -> None:
         if not self.cancel_on_kill or not self.batch_id:

@@ -302,3 +302,22 @@ def test_unreadable_inputs_fail_naming_the_file_before_http(
     assert expected in str(info.value)
     assert path.name in str(info.value)
     assert api_calls(emulator) == 0
+
+
+def test_an_old_pending_attempt_never_adopts_a_later_batch_of_the_same_size(
+    emulator: EmulatorHandle, anthropix_conn_env: str
+) -> None:
+    """A create task cleared days after its worker died must not take over another night's batch."""
+    requests = [req(f"q{i}") for i in range(5)]
+    tonight = AnthropixHook().create_batch([{**r, "params": {**DEFAULTS, **r["params"]}} for r in requests]).id
+    store = FakeStateStore()
+    two_days_ago = pendulum.now("UTC").subtract(days=2).isoformat()
+    store.set(STATE_ATTEMPT, {"started_at": two_days_ago, "request_count": 5, "body_bytes": 2_000})
+    op = CreateBatchOperator(
+        task_id="c", requests=requests, default_params=DEFAULTS, lost_response_checks=1, lost_response_check_interval=0
+    )
+    with pytest.raises(AirflowException, match="no batch with 5 requests was created") as info:
+        run(op, store)
+    assert tonight not in str(info.value)
+    assert STATE_BATCH_ID not in store.data
+    assert emulator.stats()["batches_created"] == 1
