@@ -4,7 +4,7 @@ When a triggerer (re)starts, thousands of triggers of the same connection start 
 Each reading the connection would mean thousands of Execution API calls and secret-masker
 updates on the loop (seconds of blocked loop, measured). Concurrent readers of one
 connection wait for a single read instead; a failed read is not cached, so the next
-caller tries again.
+caller tries again; a waiter that is cancelled does not cancel the read for the others.
 """
 
 from __future__ import annotations
@@ -36,23 +36,23 @@ class AsyncConfigCache:
         entries = self._loops.setdefault(loop, {})
         entry = entries.get(conn_id)
         now = time.monotonic()
-        if entry is not None and now - entry[0] <= self.ttl and not entry[1].cancelled():
-            return await asyncio.shield(entry[1])
-        future: asyncio.Future[ClientConfig] = loop.create_future()
-        entries[conn_id] = (now, future)
-        try:
-            config = await read(conn_id)
-        except asyncio.CancelledError:
-            entries.pop(conn_id, None)
-            future.cancel()
-            raise
-        except Exception as exc:
-            entries.pop(conn_id, None)
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it, nobody else needs a warning
-            raise
-        future.set_result(config)
-        return config
+        if entry is None or now - entry[0] > self.ttl:
+            # The read runs as a task of its own: a caller that is cancelled while waiting (its
+            # trigger was cleared) must not cancel the read the other waiters share.
+            task: asyncio.Future[ClientConfig] = asyncio.ensure_future(read(conn_id), loop=loop)
+            task.add_done_callback(lambda done: self._forget_failure(entries, conn_id, done))
+            entry = entries[conn_id] = (now, task)
+        return await asyncio.shield(entry[1])
+
+    @staticmethod
+    def _forget_failure(
+        entries: dict[str, tuple[float, asyncio.Future[ClientConfig]]], conn_id: str, done: asyncio.Future[ClientConfig]
+    ) -> None:
+        """A failed read is not cached: the next caller reads again."""
+        if done.cancelled() or done.exception() is not None:
+            current = entries.get(conn_id)
+            if current is not None and current[1] is done:
+                del entries[conn_id]
 
     def clear(self) -> None:
         self._loops.clear()
