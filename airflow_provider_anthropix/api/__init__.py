@@ -32,6 +32,7 @@ from airflow_provider_anthropix.api.models import (
     MessageBatch,
     RequestCounts,
 )
+from airflow_provider_anthropix.api.resume import ResultsChangedError
 from airflow_provider_anthropix.api.retry import RetryPolicy
 from airflow_provider_anthropix.api.sync_client import SyncClient
 
@@ -57,6 +58,7 @@ __all__ = [
     "RateLimitError",
     "RequestCounts",
     "RequestTooLargeError",
+    "ResultsChangedError",
     "ResultsHostError",
     "RetryPolicy",
     "SyncClient",

@@ -188,13 +188,13 @@ class AsyncClient:
         """The results JSONL as raw chunks, resumed transparently after a break (see ``api.resume``)."""
         url = calls.results_url_for(self.config, batch)
         state = ResumeState(self._policy)
-        while True:
+        while not state.complete:
             try:
                 response = await self._send(
-                    calls.Call("results", "GET", url), stream=True, headers=state.range_headers()
+                    calls.Call("results", "GET", url), stream=True, headers=state.request_headers()
                 )
                 try:
-                    skipper = state.start(response.status_code, response.headers.get("content-range"))
+                    skipper = state.start(response.status_code, response.headers)
                     async for chunk in response.aiter_bytes(chunk_size):
                         chunk = skipper.trim(chunk)
                         if chunk:

@@ -188,11 +188,11 @@ class SyncClient:
         """
         url = calls.results_url_for(self.config, batch)
         state = ResumeState(self._policy)
-        while True:
+        while not state.complete:
             try:
-                response = self._send(calls.Call("results", "GET", url), stream=True, headers=state.range_headers())
+                response = self._send(calls.Call("results", "GET", url), stream=True, headers=state.request_headers())
                 try:
-                    skipper = state.start(response.status_code, response.headers.get("content-range"))
+                    skipper = state.start(response.status_code, response.headers)
                     for chunk in response.iter_content(chunk_size=chunk_size):
                         chunk = skipper.trim(chunk)
                         if chunk:
