@@ -121,12 +121,19 @@ class CreateBatchOperator(BaseOperator):
     :param requests_path_conn_id: connection for the object store holding ``requests_path``.
     :param cancel_on_kill: cancel the batch when the task is killed after creating it.
     :param max_problems_shown: how many validation problems the error lists before counting the rest.
-    :param lost_response_checks: how many times to look for the batch of a create whose answer was lost.
+    :param lost_response_checks: how many times to look for the batch of a create whose answer was lost;
+        0 never adopts a batch: the task fails without retries and says what to check.
     :param lost_response_check_interval: seconds between those looks.
     :param clock_skew: seconds of tolerance between this worker's clock and the API's ``created_at``.
     """
 
-    template_fields: Sequence[str] = ("requests", "requests_path", "default_params", "anthropix_conn_id")
+    template_fields: Sequence[str] = (
+        "requests",
+        "requests_path",
+        "requests_path_conn_id",
+        "default_params",
+        "anthropix_conn_id",
+    )
     template_fields_renderers = {"requests": "json", "default_params": "json"}
     ui_color = "#e8d5c4"
 
@@ -155,7 +162,7 @@ class CreateBatchOperator(BaseOperator):
         self.requests_path_conn_id = requests_path_conn_id
         self.cancel_on_kill = cancel_on_kill
         self.max_problems_shown = max_problems_shown
-        self.lost_response_checks = max(1, lost_response_checks)
+        self.lost_response_checks = max(0, lost_response_checks)
         self.lost_response_check_interval = lost_response_check_interval
         self.clock_skew = clock_skew
         self.batch_id: str | None = None
@@ -345,6 +352,12 @@ class CreateBatchOperator(BaseOperator):
         started_at = pendulum.parse(str(attempt["started_at"]))
         if not isinstance(started_at, pendulum.DateTime):
             raise AirflowFailException(f"the recorded create attempt has no usable start time: {attempt!r}")
+        if self.lost_response_checks == 0:
+            raise AirflowFailException(
+                f"The create's answer was lost ({reason}) and adopting a batch is off (lost_response_checks=0). "
+                f"A batch of {request_count:,} requests created from {started_at} on may exist: check the batch "
+                "list; to send again, clear this task's state store (task_state_store) and clear the task."
+            )
         skew = timedelta(seconds=self.clock_skew)
         window_start = started_at - skew
         latest_arrival = started_at + timedelta(seconds=self._longest_send(attempt))

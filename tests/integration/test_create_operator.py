@@ -321,3 +321,14 @@ def test_an_old_pending_attempt_never_adopts_a_later_batch_of_the_same_size(
     assert tonight not in str(info.value)
     assert STATE_BATCH_ID not in store.data
     assert emulator.stats()["batches_created"] == 1
+
+
+def test_lost_answer_with_adoption_off_fails_without_retries(emulator: EmulatorHandle, anthropix_conn_env: str) -> None:
+    emulator.add_fault("drop", endpoint="create", count=1)
+    op = CreateBatchOperator(task_id="c", requests=[req("a")], default_params=DEFAULTS, lost_response_checks=0)
+    store = FakeStateStore()
+    with pytest.raises(AirflowFailException, match="adopting a batch is off"):
+        run(op, store)
+    assert "list" not in emulator.stats()["calls"]
+    assert STATE_ATTEMPT in store.data  # a retry or a clear must not send it blindly
+    assert emulator.stats()["batches_created"] == 1
