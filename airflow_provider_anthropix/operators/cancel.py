@@ -10,17 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import BaseOperator, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_anthropix.api import (
     AnthropixError,
     BadRequestError,
     ConflictError,
     MessageBatch,
-    NotFoundError,
 )
+from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.sensors.batch import batch_summary, validate_event
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
 
@@ -99,8 +98,6 @@ class CancelBatchOperator(BaseOperator):
     def _cancel(self) -> MessageBatch:
         try:
             batch = self.hook.cancel_batch(self.batch_id)
-        except ConnectionSettingsError as exc:
-            raise AirflowFailException(str(exc)) from None
         except (BadRequestError, ConflictError) as exc:
             # The API refuses to cancel a batch that has ended; find out whether that is why.
             current = self._get(self.batch_id)
@@ -112,11 +109,9 @@ class CancelBatchOperator(BaseOperator):
                     describe_progress(current, None),
                 )
                 return current
-            raise AirflowFailException(f"Canceling batch {self.batch_id} failed: {exc}") from None
-        except NotFoundError as exc:
-            raise AirflowFailException(f"Batch {self.batch_id} does not exist for this key: {exc}") from None
+            raise airflow_error(exc, doing=f"canceling batch {self.batch_id}", conn_id=self.anthropix_conn_id) from None
         except AnthropixError as exc:
-            raise AirflowException(f"Canceling batch {self.batch_id} failed: {exc}") from None
+            raise airflow_error(exc, doing=f"canceling batch {self.batch_id}", conn_id=self.anthropix_conn_id) from None
         self.log.info(
             "Cancel requested for batch %s (cancel initiated at %s); now %s",
             batch.id,
@@ -129,7 +124,7 @@ class CancelBatchOperator(BaseOperator):
         try:
             return self.hook.get_batch(batch_id)
         except AnthropixError as exc:
-            raise AirflowException(f"Checking batch {batch_id} failed: {exc}") from None
+            raise airflow_error(exc, doing=f"checking batch {batch_id}", conn_id=self.anthropix_conn_id) from None
 
     def _wait(self, batch: MessageBatch) -> MessageBatch:
         deadline = time.monotonic() + self.wait_timeout

@@ -38,6 +38,7 @@ from airflow_provider_anthropix.api import (
 )
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES
 from airflow_provider_anthropix.api.recovery import find_created_batch
+from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
@@ -207,7 +208,9 @@ class CreateBatchOperator(BaseOperator):
             store.delete(STATE_BATCH_ID)
             return None
         except AnthropixError as exc:
-            raise _airflow_error(exc, f"checking batch {batch_id} recorded by an earlier try") from None
+            raise airflow_error(
+                exc, doing=f"checking batch {batch_id} recorded by an earlier try", conn_id=self.anthropix_conn_id
+            ) from None
         if batch.cancel_initiated_at is not None:
             self.log.warning("Batch %s recorded by an earlier try was canceled; creating a new one", batch_id)
             store.delete(STATE_BATCH_ID)
@@ -328,7 +331,7 @@ class CreateBatchOperator(BaseOperator):
                 self.log.warning("The create failed with %s; the batch may still exist. Looking for it.", exc)
                 return self._recover(store, attempt, str(exc))
             store.delete(STATE_ATTEMPT)
-            raise _airflow_error(exc, "creating the batch") from None
+            raise airflow_error(exc, doing="creating the batch", conn_id=self.anthropix_conn_id) from None
         self._record(store, batch)
         self.log.info(
             "Created batch %s with %s requests (%s body) in %.1f s; status %s, expires at %s",
@@ -436,15 +439,3 @@ def _warn_no_state_store(log: Any) -> None:
         "This Airflow has no task state store (Airflow 3.3+): a retry after a crash during the create "
         "cannot find the batch the earlier try made, and may create a second one."
     )
-
-
-def _airflow_error(exc: AnthropixError, doing: str) -> AirflowException:
-    """An API error as the Airflow exception that says whether a retry can help."""
-    if isinstance(exc, AnthropixAPIError) and exc.status < 500 and exc.status not in (408, 409, 429):
-        hint = ""
-        if exc.status == 401:
-            hint = " Check the API key (password) of the connection."
-        elif exc.status == 403:
-            hint = " The key may not use the Message Batches API in this workspace."
-        return AirflowFailException(f"{doing} failed: {exc}.{hint}")
-    return AirflowException(f"{doing} failed: {exc}")

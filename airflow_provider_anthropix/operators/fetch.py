@@ -15,16 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.api import (
-    AuthenticationError,
-    BadRequestError,
-    MessageBatch,
-    NotFoundError,
-    PermissionDeniedError,
-    ResultsHostError,
-)
+from airflow_provider_anthropix.api import AnthropixError, MessageBatch, NotFoundError
+from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.io.checks import ResultsMismatchError
 from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions, export_results
 from airflow_provider_anthropix.io.pricing import PriceTable
@@ -59,25 +52,6 @@ def static_asset_uri(destination: str | ObjectStoragePath) -> str | None:
 
 
 #: Errors a retry cannot fix: the task fails at once, naming the fix.
-_NOT_RETRYABLE = (
-    ConnectionSettingsError,
-    AuthenticationError,
-    PermissionDeniedError,
-    BadRequestError,
-    ResultsHostError,
-)
-
-
-def _explain(exc: Exception, conn_id: str) -> str:
-    if isinstance(exc, AuthenticationError):
-        return f"the API key of connection {conn_id!r} was rejected (HTTP 401): check its password field"
-    if isinstance(exc, PermissionDeniedError):
-        return f"the API key of connection {conn_id!r} may not read this batch (HTTP 403): {exc.message}"
-    if isinstance(exc, BadRequestError):
-        return f"the API rejected the request (HTTP 400): {exc.message}; check connection {conn_id!r}'s extras"
-    return str(exc)
-
-
 class FetchBatchResultsOperator(BaseOperator):
     """Download the results of an ended batch into a folder of object storage.
 
@@ -169,8 +143,8 @@ class FetchBatchResultsOperator(BaseOperator):
                 f"batch {batch_id} was not found with connection {self.anthropix_conn_id!r} "
                 "(wrong id, or another workspace)"
             ) from None
-        except _NOT_RETRYABLE as exc:
-            raise AirflowFailException(_explain(exc, self.anthropix_conn_id)) from None
+        except AnthropixError as exc:
+            raise airflow_error(exc, doing=f"looking up batch {batch_id}", conn_id=self.anthropix_conn_id) from None
         if not batch.is_ended:
             counts = batch.request_counts
             raise AirflowFailException(
@@ -238,8 +212,10 @@ class FetchBatchResultsOperator(BaseOperator):
             raise AirflowException(f"batch {batch.id}: {exc}") from None
         except ExportInterrupted as exc:
             raise AirflowException(str(exc)) from None
-        except _NOT_RETRYABLE as exc:
-            raise AirflowFailException(_explain(exc, self.anthropix_conn_id)) from None
+        except AnthropixError as exc:
+            raise airflow_error(
+                exc, doing=f"downloading the results of batch {batch.id}", conn_id=self.anthropix_conn_id
+            ) from None
         summary = result.xcom()
         self._record_asset_events(context, publisher.uri.rstrip("/"), summary)
         return summary

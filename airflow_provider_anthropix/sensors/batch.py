@@ -25,10 +25,10 @@ import pendulum
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from airflow_provider_anthropix.api import AnthropixError, AuthenticationError, MessageBatch
+from airflow_provider_anthropix.api import AnthropixError, MessageBatch
 from airflow_provider_anthropix.api.retry import is_transient
+from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
 
 if TYPE_CHECKING:
@@ -228,14 +228,13 @@ class BatchEndedSensor(BaseSensorOperator):
         """The batch, or None after a transient failure (the next poll tries again)."""
         try:
             return self.hook.get_batch(self.batch_id)
-        except ConnectionSettingsError as exc:
-            raise AirflowFailException(str(exc)) from None
         except AnthropixError as exc:
             if is_transient(exc):
                 self.log.warning("Polling batch %s failed (%s); trying again at the next poll", self.batch_id, exc)
                 return None
-            hint = " Check the API key (password) of the connection." if isinstance(exc, AuthenticationError) else ""
-            raise AirflowFailException(f"Cannot wait for batch {self.batch_id}: {exc}.{hint}") from None
+            raise airflow_error(
+                exc, doing=f"waiting for batch {self.batch_id}", conn_id=self.anthropix_conn_id
+            ) from None
 
     def _finish(self, batch: MessageBatch) -> dict[str, Any]:
         outcome = evaluate_outcome(

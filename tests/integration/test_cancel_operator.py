@@ -68,5 +68,5 @@ def test_already_ended_is_logged_not_an_error(
 
 
 def test_unknown_batch_fails_clearly(emulator: EmulatorHandle, anthropix_conn_env: str) -> None:
-    with pytest.raises(AirflowFailException, match="msgbatch_missing does not exist"):
+    with pytest.raises(AirflowFailException, match="canceling batch msgbatch_missing failed: not found"):
         run(CancelBatchOperator(task_id="c", batch_id="msgbatch_missing"))

@@ -1,0 +1,45 @@
+"""One translation from this provider's errors to Airflow's, deciding whether a retry of the task can help.
+
+Operators and sensors call :func:`airflow_error` instead of each deciding on its own, so a
+wrong key, a bad connection or a 4xx fails the task at once (``AirflowFailException``,
+no retries wasted, a message that names the fix) in every task the same way, while
+transient failures (429, 5xx, broken connections) stay retryable.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_anthropix.api.errors import (
+    AnthropixAPIError,
+    AnthropixError,
+    BatchValidationError,
+    ResultsHostError,
+)
+from airflow_provider_anthropix.api.retry import is_transient
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+
+_HINTS = {
+    400: "the API rejected the request",
+    401: "the API key was rejected. Check the API key (password) of connection {conn}",
+    403: "the API key of connection {conn} may not do this (workspace or organisation settings)",
+    404: "not found with connection {conn} (a wrong id, or a batch of another workspace)",
+    413: "the request body is over the API's 256 MB limit",
+}
+
+
+def airflow_error(exc: AnthropixError, *, doing: str, conn_id: str) -> AirflowException:
+    """The Airflow exception for ``exc`` raised while ``doing`` something with connection ``conn_id``.
+
+    :param exc: what the client or the hook raised.
+    :param doing: what failed, for the message (``"creating the batch"``).
+    :param conn_id: the connection, named in hints that point at it.
+    """
+    if isinstance(exc, ConnectionSettingsError | ResultsHostError | BatchValidationError):
+        return AirflowFailException(f"{doing} failed: {exc}")
+    if is_transient(exc):
+        return AirflowException(f"{doing} failed: {exc}")
+    if isinstance(exc, AnthropixAPIError):
+        hint = _HINTS.get(exc.status, "a retry cannot fix this").format(conn=repr(conn_id))
+        return AirflowFailException(f"{doing} failed: {hint} ({exc})")
+    return AirflowException(f"{doing} failed: {exc}")
