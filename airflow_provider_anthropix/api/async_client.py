@@ -72,7 +72,7 @@ class AsyncClient:
             limits=POOL_LIMITS,
             mounts=_proxy_mounts(config.proxies),
             follow_redirects=False,
-            trust_env=False,
+            trust_env=True,  # like requests in the sync client: HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE apply to both
         )
 
     def __repr__(self) -> str:
