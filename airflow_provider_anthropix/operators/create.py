@@ -188,7 +188,9 @@ class CreateBatchOperator(BaseOperator):
                 "looking for that batch instead of sending the requests again",
                 pending.get("started_at"),
             )
-            return self._recover(store, pending, "an earlier try stopped during the create")
+            found = self._recover(store, pending, "an earlier try stopped during the create")
+            if found is not None:
+                return found
 
         spooled = self._spool()
         try:
@@ -320,7 +322,7 @@ class CreateBatchOperator(BaseOperator):
                 store.delete(STATE_ATTEMPT)
                 raise AirflowException(f"The batch was not sent: {exc}") from None
             self.log.warning("The create's answer was lost (%s); the batch may exist. Looking for it.", exc)
-            return self._recover(store, attempt, str(exc))
+            return self._recover_or_retry(store, attempt, str(exc))
         except (RateLimitError, OverloadedError) as exc:
             # The API says it did not act on the request: nothing exists, a retry may send it again.
             store.delete(STATE_ATTEMPT)
@@ -329,7 +331,7 @@ class CreateBatchOperator(BaseOperator):
             if exc.status >= 500 or exc.status in (408, 409):
                 # The server failed while handling it: it may or may not have made the batch.
                 self.log.warning("The create failed with %s; the batch may still exist. Looking for it.", exc)
-                return self._recover(store, attempt, str(exc))
+                return self._recover_or_retry(store, attempt, str(exc))
             store.delete(STATE_ATTEMPT)
             raise airflow_error(exc, doing="creating the batch", conn_id=self.anthropix_conn_id) from None
         self._record(store, batch)
@@ -350,7 +352,23 @@ class CreateBatchOperator(BaseOperator):
         store.set(STATE_BATCH_ID, batch.id)
         store.delete(STATE_ATTEMPT)
 
-    def _recover(self, store: _StateStore, attempt: Mapping[str, Any], reason: str) -> str:
+    def _recover_or_retry(self, store: _StateStore, attempt: Mapping[str, Any], reason: str) -> str:
+        """Recovery right after a create failed: adopt the batch, or fail retryable without sending again."""
+        found = self._recover(store, attempt, reason)
+        if found is None:  # only without a state store: nothing remembers the attempt for the next try
+            raise AirflowException(
+                f"The create's answer was lost ({reason}) and no batch with {attempt['request_count']:,} requests "
+                "has shown up: the request most likely never reached the API. The next try sends it again."
+            )
+        return found
+
+    def _recover(self, store: _StateStore, attempt: Mapping[str, Any], reason: str) -> str | None:
+        """The batch a create with a lost answer made, or None once two rounds of looks found nothing.
+
+        The first round that finds nothing keeps the attempt and fails retryable: a large create can
+        take a while to show up in the list, and Airflow's retry delay gives it that while. The next
+        try looks again (second round); only if that finds nothing either is the request sent again.
+        """
         request_count = int(attempt["request_count"])
         started_at = pendulum.parse(str(attempt["started_at"]))
         if not isinstance(started_at, pendulum.DateTime):
@@ -403,12 +421,23 @@ class CreateBatchOperator(BaseOperator):
                 )
             if check < self.lost_response_checks:
                 time.sleep(self.lost_response_check_interval)
-        store.delete(STATE_ATTEMPT)
-        raise AirflowException(
-            f"The create's answer was lost ({reason}) and no batch with {request_count:,} requests was created "
-            f"between {window_start} and {window_end} ({self.lost_response_checks} looks): the request most "
-            "likely never reached the API. The next try sends it again."
+        if store.available and not attempt.get("looked"):
+            store.set(STATE_ATTEMPT, {**attempt, "looked": True})
+            raise AirflowException(
+                f"The create's answer was lost ({reason}) and no batch with {request_count:,} requests was created "
+                f"between {window_start} and {window_end} ({self.lost_response_checks} looks): the request most "
+                "likely never reached the API, but a large create can take a while to show up, so the next try "
+                "looks once more before sending it again."
+            )
+        self.log.warning(
+            "No batch with %s requests was created between %s and %s after two rounds of looks: the request "
+            "never reached the API. Sending it again.",
+            f"{request_count:,}",
+            window_start,
+            window_end,
         )
+        store.delete(STATE_ATTEMPT)
+        return None
 
     def _longest_send(self, attempt: Mapping[str, Any]) -> float:
         """Seconds after the attempt's start by which its body had reached the API, if it ever did.

@@ -222,8 +222,10 @@ def test_lost_request_that_never_landed_is_sent_again_by_the_next_try(
     with pytest.raises(AirflowException, match="most likely never reached the API") as info:
         run(op, store)
     assert not isinstance(info.value, AirflowFailException)  # Airflow's retries may send it again
+    assert "looks once more before sending" in str(info.value)
     assert emulator.stats()["batches_created"] == 0
-    assert store.data == {}
+    assert store.data[STATE_ATTEMPT]["looked"] is True  # the next try looks again first
+    # Airflow's retry: a second round of looks finds nothing either, so this try sends it
     batch_id = run(CreateBatchOperator(task_id="c", requests=requests, default_params=DEFAULTS), store)
     assert emulator.stats()["batches_created"] == 1
     assert store.data == {STATE_BATCH_ID: batch_id}
@@ -331,4 +333,22 @@ def test_lost_answer_with_adoption_off_fails_without_retries(emulator: EmulatorH
         run(op, store)
     assert "list" not in emulator.stats()["calls"]
     assert STATE_ATTEMPT in store.data  # a retry or a clear must not send it blindly
+    assert emulator.stats()["batches_created"] == 1
+
+
+def test_a_slow_batch_that_shows_up_late_is_adopted_by_the_next_try(
+    emulator: EmulatorHandle, anthropix_conn_env: str
+) -> None:
+    """The first round of looks misses a batch that appears later: the retry finds it instead of paying twice."""
+    requests = [req(f"s{i}") for i in range(3)]
+    store = FakeStateStore()
+    emulator.add_fault("reset", endpoint="create")
+    op = CreateBatchOperator(
+        task_id="c", requests=requests, default_params=DEFAULTS, lost_response_checks=1, lost_response_check_interval=0
+    )
+    with pytest.raises(AirflowException, match="looks once more"):
+        run(op, store)
+    # meanwhile the create shows up after all (as a slow, large create would)
+    late = AnthropixHook().create_batch([{**r, "params": {**DEFAULTS, **r["params"]}} for r in requests]).id
+    assert run(CreateBatchOperator(task_id="c", requests=requests, default_params=DEFAULTS), store) == late
     assert emulator.stats()["batches_created"] == 1
