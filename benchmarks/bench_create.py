@@ -21,13 +21,14 @@ import json
 import os
 import random
 import resource
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
+
+from emulator_process import start_emulator
 
 KEY = "sk-ant-bench-create"
 WORDS = [
@@ -109,19 +110,6 @@ def child(side: str, path: str) -> dict[str, Any]:
     return {"side": side, "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "batch_id": batch_id}
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    argv = [sys.executable, "-m", "airflow_provider_anthropix.emulator", "--port", "0", "--api-key", KEY]
-    argv += ["--processing-seconds", "100000", "--admin"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("Anthropix emulator listening on "):
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
-
-
 def raw_post_seconds(url: str, path: str) -> float:
     """The emulator's share: POST an already-encoded body of the same requests, nothing else."""
     import requests
@@ -177,7 +165,7 @@ def main() -> None:
         return
 
     workdir = tempfile.mkdtemp(prefix="bench-create-")
-    emulator, url = start_emulator()
+    emulator, url = start_emulator(KEY, "--processing-seconds", "100000", "--admin")
     try:
         path = os.path.join(workdir, "requests.jsonl")
         size = write_input(path, args.requests, args.prompt_bytes)

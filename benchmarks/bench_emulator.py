@@ -15,17 +15,15 @@ import asyncio
 import json
 import os
 import re
-import select
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import requests
+from emulator_process import start_emulator
 
 KEY = "bench-key"
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2026-10-21"}
@@ -38,19 +36,6 @@ def pin_to(cpus: set[int]) -> Callable[[], None] | None:
     usable = os.sched_getaffinity(0)
     chosen = cpus & usable
     return (lambda: os.sched_setaffinity(0, chosen)) if chosen else None
-
-
-def start_server(server_cpu: int, result_bytes: int) -> tuple[subprocess.Popen[str], str]:
-    argv = [sys.executable, "-m", "airflow_provider_anthropix.emulator", "--port", "0", "--api-key", KEY]
-    argv += ["--processing-seconds", "0.5", "--result-bytes", str(result_bytes), "--admin"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, preexec_fn=pin_to({server_cpu}))
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("Anthropix emulator listening on "):
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -173,7 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     client_pin = pin_to(set(cpus[1:]) or {server_cpu})
     if client_pin is not None:
         client_pin()
-    proc, url = start_server(server_cpu, args.result_bytes)
+    proc, url = start_emulator(
+        KEY, "--processing-seconds", "0.5", "--result-bytes", str(args.result_bytes), "--admin", cpu=server_cpu
+    )
     figures: dict[str, Any] = {"cpus": len(cpus), "server_cpu": server_cpu}
     print(f"emulator at {url}, pinned to CPU {server_cpu}; load generator on CPUs {cpus[1:] or cpus}")
     try:

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import resource
-import select
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from emulator_process import start_emulator
 
 KEY = "sk-ant-bench-export"
 MB = 1_000_000
@@ -144,19 +145,6 @@ def worker(path: str, url: str, batch_id: str, out: Path) -> dict[str, Any]:
 # -- orchestration -------------------------------------------------------------------------------
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    argv = [sys.executable, "-m", "airflow_provider_anthropix.emulator", "--port", "0", "--api-key", KEY]
-    argv += ["--processing-seconds", "0.5", "--result-bytes", "1024", "--error-rate", "0.02"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("Anthropix emulator listening on "):
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
-
-
 def ended_batch(url: str, n: int) -> tuple[str, bytes]:
     """Create a batch of ``n`` requests, wait for its end, and fetch the stream once (warm-up, reference hash)."""
     import requests
@@ -221,7 +209,7 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     paths = [p for p in args.paths.split(",") if p]
-    proc, url = start_emulator()
+    proc, url = start_emulator(KEY, "--processing-seconds", "0.5", "--result-bytes", "1024", "--error-rate", "0.02")
     scratch = Path(tempfile.mkdtemp(prefix="bench_export_"))
     rows: list[dict[str, Any]] = []
     try:

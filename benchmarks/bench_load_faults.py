@@ -29,7 +29,6 @@ import gc
 import json
 import math
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+from emulator_process import start_emulator
 
 KEY = "sk-ant-bench-load-faults"
 FAULT_KINDS: list[dict[str, Any]] = [
@@ -82,33 +82,12 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def start_emulator(processing_seconds: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_anthropix.emulator",
-            "--port",
-            "0",
-            "--admin",
-            "--api-key",
-            KEY,
-            "--processing-seconds",
-            str(processing_seconds),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(http://\S+)", line)
-    if not match:
-        proc.kill()
-        raise RuntimeError(f"the emulator did not start: {line!r}")
-    if os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
-        os.sched_setaffinity(proc.pid, {1})
+def start_pinned_emulator(processing_seconds: float) -> tuple[subprocess.Popen[str], str]:
+    """The emulator on CPU 1, this process on CPU 0 (when there are two)."""
+    proc, url = start_emulator(KEY, "--admin", "--processing-seconds", str(processing_seconds), cpu=1)
+    if len(os.sched_getaffinity(0)) >= 2:
         os.sched_setaffinity(0, {0})
-    return proc, match.group(1)
+    return proc, url
 
 
 async def arm_faults(url: str, rate: float, stop: asyncio.Event) -> None:
@@ -277,7 +256,7 @@ def main() -> int:
     parser.add_argument("--processing", type=float, default=45.0, help="seconds each batch takes to end")
     parser.add_argument("--patience", type=float, default=120.0, help="extra seconds before a trigger counts as stuck")
     args = parser.parse_args()
-    proc, url = start_emulator(args.processing)
+    proc, url = start_pinned_emulator(args.processing)
     os.environ["AIRFLOW_CONN_ANTHROPIX_DEFAULT"] = json.dumps({"conn_type": "anthropix", "password": KEY, "host": url})
     try:
         result = asyncio.run(run(args, url))

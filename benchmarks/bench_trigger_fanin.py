@@ -23,13 +23,13 @@ import asyncio
 import json
 import os
 import resource
-import select
 import subprocess
 import sys
 import time
 from typing import Any
 
 import httpx
+from emulator_process import pin_to_cpu, start_emulator
 
 KEY = "sk-ant-bench-fanin"
 TICK = 0.05
@@ -99,25 +99,6 @@ async def child_main(side: str, ids: list[str], n: int, interval: float, duratio
 # -- parent: emulator, batches, subprocesses, table -------------------------------------------
 
 
-def _pin(cpu: int) -> Any:
-    if not hasattr(os, "sched_setaffinity") or cpu not in os.sched_getaffinity(0) or len(os.sched_getaffinity(0)) < 2:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    argv = [sys.executable, "-m", "airflow_provider_anthropix.emulator", "--port", "0", "--api-key", KEY]
-    argv += ["--processing-seconds", "100000", "--admin"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, preexec_fn=_pin(0))
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("Anthropix emulator listening on "):
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
-
-
 def create_batches(url: str, count: int) -> list[str]:
     headers = {"x-api-key": KEY, "anthropic-version": "2026-10-21"}
     ids = []
@@ -150,7 +131,7 @@ def run_side(side: str, url: str, ids_file: str, n: int, interval: float, durati
     argv = [sys.executable, __file__, "--child", side, "--ids-file", ids_file, "--n", str(n)]
     argv += ["--interval", str(interval), "--duration", str(duration)]
     before = retrieve_calls(url)
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, preexec_fn=_pin(1), check=False)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, preexec_fn=pin_to_cpu(1), check=False)
     after = retrieve_calls(url)
     if proc.returncode != 0:
         raise SystemExit(f"{side} side failed:\n{proc.stderr[-3000:]}")
@@ -186,7 +167,7 @@ def main() -> None:
 
     scenarios = [tuple(s.split(":")) for s in (args.scenario or ["1000:5", "5000:30"])]
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-    emulator, url = start_emulator()
+    emulator, url = start_emulator(KEY, "--processing-seconds", "100000", "--admin", cpu=0)
     rows = []
     try:
         ids = create_batches(url, args.batches)
