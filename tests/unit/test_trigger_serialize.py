@@ -73,3 +73,10 @@ def test_progress_line_reads_like_a_sentence() -> None:
     assert describe_progress(batch, rate=70.0) == (
         "batch msgbatch_x in_progress: 41,200/100,000 done (41%), 312 errored, eta ~14 min"
     )
+
+
+def test_a_huge_retry_after_is_capped() -> None:
+    """A proxy's ``retry-after: 86400`` must not put the wait to sleep past its deadline."""
+    trigger = BatchEndedTrigger(batch_id="msgbatch_1", poll_interval=5)
+    assert trigger._next_wait(1, 86_400.0) == 600.0
+    assert trigger._next_wait(1, 7.0) == 7.0
