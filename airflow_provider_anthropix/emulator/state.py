@@ -249,14 +249,11 @@ class BatchStore:
         """Forget an ended batch and its results."""
         now = self.clock.now()
         with self._lock:
-            batch = self.get(batch_id)
-            if not batch.is_ended(now):
-                raise EmulatorError(
-                    400,
-                    "invalid_request_error",
-                    f"message batch {batch_id} is {batch.status(now)}; only ended batches can be deleted "
-                    "(cancel it and wait until it has ended)",
-                )
+            _require_ended(
+                self.get(batch_id),
+                now,
+                "only ended batches can be deleted (cancel it and wait until it has ended)",
+            )
             del self._batches[batch_id]
             self._order.pop(bisect.bisect_left(self._order, batch_id))
 
@@ -265,13 +262,7 @@ class BatchStore:
         """A future of the batch's rendered results, or the error the API gives instead."""
         now = self.clock.now()
         with self._lock:
-            batch = self.get(batch_id)
-            if not batch.is_ended(now):
-                raise EmulatorError(
-                    400,
-                    "invalid_request_error",
-                    f"message batch {batch_id} is {batch.status(now)}; results are available once it has ended",
-                )
+            batch = _require_ended(self.get(batch_id), now, "results are available once it has ended")
             if now >= batch.archive_at:
                 batch.results = None  # archived results are gone for good: free the memory
                 batch.render_future = None
@@ -324,3 +315,10 @@ class BatchStore:
     def close(self) -> None:
         """Stop the render worker (pending renders are dropped)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _require_ended(batch: Batch, now: float, rule: str) -> Batch:
+    """The batch if it has ended, else the API's 400 naming its status and ``rule``."""
+    if not batch.is_ended(now):
+        raise EmulatorError(400, "invalid_request_error", f"message batch {batch.id} is {batch.status(now)}; {rule}")
+    return batch
