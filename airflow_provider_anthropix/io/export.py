@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -190,6 +190,7 @@ def export_results(
     should_stop: Callable[[], bool] | None = None,
     logger: logging.Logger | None = None,
     publisher: AtomicPublisher | None = None,
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Write the results stream ``chunks`` under ``destination`` and publish it with its manifest.
 
@@ -197,7 +198,8 @@ def export_results(
     is pulled, so a bad destination fails before anything is downloaded. On any error,
     or when ``should_stop()`` turns true, staged objects are removed and the error raised:
     nothing is published. With ``expected`` (the batch's request_counts) the counts are
-    checked; see :class:`ExportOptions` for ``on_mismatch``.
+    checked; see :class:`ExportOptions` for ``on_mismatch``. ``manifest_extra`` adds
+    top-level entries to the manifest (a batch job's list of batches and rounds).
     """
     options = options or ExportOptions()
     logger = logger or log
@@ -268,6 +270,8 @@ def export_results(
             ended_at=pendulum.now("UTC"),
             bytes_downloaded=downloaded,
         )
+        if manifest_extra:
+            manifest.update(manifest_extra)
         manifest_uri = publisher.commit([info.name for info in files], manifest)
     except BaseException:
         if source is not None:

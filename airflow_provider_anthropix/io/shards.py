@@ -1,0 +1,398 @@
+"""Split request files into shards that each fit one batch, and turn a shard back into a create body.
+
+A shard file is JSONL: one encoded request per line, exactly the bytes that go into the
+create body (``default_params`` already merged). The body is derived from it on the fly
+(``{"requests":[`` + lines joined by commas + ``]}``), so its size is known without reading
+it and a retry round can pick requests out of a shard by their ``custom_id`` without
+decoding their params. Shard files live in object storage under the job's working prefix:
+the task that creates a shard may run on another machine than the one that split it.
+
+The split is deterministic: the same input, options and API version always give the same
+shards (input order, cut by request count and by the exact encoded size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as globlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+import msgspec
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_anthropix.api import BatchValidationError, EncodedBody, ValidationProblem
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.api.validation import BatchChecker
+from airflow_provider_anthropix.io.blocks import BlockSplitter
+from airflow_provider_anthropix.io.requests_file import Undecodable, iter_jsonl, merge_defaults
+from airflow_provider_anthropix.io.summary import LINE_DECODER
+
+BODY_HEAD = b'{"requests":['
+BODY_TAIL = b"]}"
+#: Bytes the envelope adds to a shard file's size: head + tail - the last newline.
+ENVELOPE_BYTES = len(BODY_HEAD) + len(BODY_TAIL) - 1
+REQUEST_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")
+_WRITE_BUFFER = 1 << 20
+_READ_CHUNK = 1 << 20
+
+
+class InputError(ValueError):
+    """The requests input cannot be found or read (no file, empty folder, a glob with no match)."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard file: its name under the working prefix, request count and the body size it makes."""
+
+    name: str
+    requests: int
+    body_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "requests": self.requests, "body_bytes": self.body_bytes}
+
+
+def body_size(file_bytes: int) -> int:
+    """The create body's size for a shard file of ``file_bytes`` (newline-terminated lines)."""
+    return file_bytes + ENVELOPE_BYTES
+
+
+# -- finding the input ---------------------------------------------------------------------------
+
+
+def resolve_inputs(path: ObjectStoragePath) -> list[ObjectStoragePath]:
+    """The request files behind ``path``: the file itself, every request file of a folder, or a glob's matches.
+
+    Sorted by name so that the same folder always splits the same way. Names starting with
+    ``_`` or ``.`` (markers, staging folders) are skipped.
+    """
+    text = str(path.path)
+    if globlib.has_magic(text):
+        matches = sorted(str(m) for m in path.fs.glob(text))
+        files = [_child(path, m) for m in matches if path.fs.isfile(m)]
+        if not files:
+            raise InputError(f"requests_path {path} matches no file")
+        return files
+    try:
+        if path.is_file():
+            return [path]
+        if not path.is_dir():
+            raise InputError(f"requests_path {path} does not exist")
+    except OSError as exc:
+        raise InputError(f"requests_path {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    found = sorted(
+        (entry for entry in path.iterdir() if entry.is_file() and _is_request_file(entry.name)),
+        key=lambda p: p.name,
+    )
+    if not found:
+        raise InputError(
+            f"requests_path {path} is a folder without request files ({', '.join(REQUEST_SUFFIXES)}; "
+            "names starting with _ or . are skipped)"
+        )
+    return found
+
+
+def _child(parent: ObjectStoragePath, full_path: str) -> ObjectStoragePath:
+    protocol = parent.protocol[0] if isinstance(parent.protocol, (tuple, list)) else parent.protocol
+    uri = full_path if protocol in ("file", "local", None) else f"{protocol}://{full_path}"
+    conn_id = getattr(parent, "conn_id", None)
+    return ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
+
+
+def _is_request_file(name: str) -> bool:
+    return not name.startswith(("_", ".")) and name.endswith(REQUEST_SUFFIXES)
+
+
+def fingerprint_inputs(files: Iterable[ObjectStoragePath]) -> list[dict[str, Any]]:
+    """Name, size and change stamp (etag or mtime) of each input: cheap, and changes when a file does."""
+    prints = []
+    for file in files:
+        info = file.fs.info(file.path)
+        stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        prints.append({"uri": str(file), "size": int(info.get("size") or 0), "stamp": str(stamp)})
+    return prints
+
+
+# -- writing shards --------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardWriter:
+    """Appends encoded requests to shard files, starting a new one when the next would not fit.
+
+    :param open_shard: opens the named shard for writing (a binary, write-only handle).
+    :param prefix: the shard names' folder, e.g. ``round-0``.
+    :param max_requests: most requests in one shard.
+    :param max_body_bytes: largest create body a shard may make.
+    """
+
+    open_shard: Callable[[str], IO[bytes]]
+    prefix: str
+    max_requests: int = MAX_REQUESTS
+    max_body_bytes: int = MAX_BODY_BYTES
+    shards: list[Shard] = field(default_factory=list)
+    _handle: IO[bytes] | None = None
+    _buffer: bytearray = field(default_factory=bytearray)
+    _requests: int = 0
+    _file_bytes: int = 0
+
+    def fits_alone(self, line_bytes: int) -> bool:
+        """Whether one request of this encoded size fits a batch at all."""
+        return body_size(line_bytes + 1) <= self.max_body_bytes
+
+    def add(self, encoded: bytes) -> None:
+        size = len(encoded) + 1
+        if self._handle is not None and (
+            self._requests >= self.max_requests or body_size(self._file_bytes + size) > self.max_body_bytes
+        ):
+            self._close()
+        if self._handle is None:
+            name = f"{self.prefix}/shard-{len(self.shards):05d}.jsonl"
+            self._handle = self.open_shard(name)
+            self.shards.append(Shard(name, 0, 0))
+        self._buffer += encoded
+        self._buffer += b"\n"
+        self._requests += 1
+        self._file_bytes += size
+        if len(self._buffer) >= _WRITE_BUFFER:
+            self._handle.write(self._buffer)
+            self._buffer.clear()
+
+    def _close(self) -> None:
+        if self._handle is None:
+            return
+        if self._buffer:
+            self._handle.write(self._buffer)
+            self._buffer.clear()
+        self._handle.close()
+        self._handle = None
+        last = self.shards[-1]
+        self.shards[-1] = replace(last, requests=self._requests, body_bytes=body_size(self._file_bytes))
+        self._requests = 0
+        self._file_bytes = 0
+
+    def finish(self) -> list[Shard]:
+        self._close()
+        return list(self.shards)
+
+    def abandon(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                handle.close()
+
+
+@dataclass
+class _Problems:
+    keep: int
+    shown: list[ValidationProblem] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, problems: Iterable[ValidationProblem]) -> None:
+        for problem in problems:
+            self.count += 1
+            if len(self.shown) < self.keep:
+                self.shown.append(problem)
+
+
+def iter_input_requests(files: Iterable[ObjectStoragePath]) -> Iterator[tuple[str, int, Any]]:
+    """``(file, line, decoded request)`` for every request of every input file, in order."""
+    for file in files:
+        name = str(file)
+        for line, request in iter_jsonl(file):
+            yield name, line, request
+
+
+def split_requests(
+    items: Iterable[tuple[str | None, int | None, Any]],
+    writer: ShardWriter,
+    *,
+    api_version: str,
+    default_params: Mapping[str, Any] | None = None,
+    max_problems_shown: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Shard]:
+    """Validate every request and write the valid ones into shards; raise if anything is wrong.
+
+    custom_ids must be unique across the whole input (the job merges results by custom_id).
+    Writing stops at the first problem; validation goes on, so the error counts them all.
+
+    :raises BatchValidationError: naming file, line and custom_id of the first problems.
+    """
+    checker = BatchChecker(api_version=api_version, max_requests=1 << 62)
+    problems = _Problems(keep=max_problems_shown)
+    encoder = msgspec.json.Encoder()
+    seen = 0
+    written_bytes = 0
+    try:
+        for file, line, request in items:
+            seen += 1
+            if isinstance(request, Undecodable):
+                problems.add([ValidationProblem(request.reason, file=file, line=line)])
+            else:
+                request = merge_defaults(request, default_params)
+                found = checker.check(request, file=file, line=line)
+                checker.problems.clear()
+                if not found:
+                    encoded = encoder.encode(request)
+                    if not writer.fits_alone(len(encoded)):
+                        found = [
+                            ValidationProblem(
+                                f"this request alone encodes to {len(encoded):,} bytes, more than one batch may "
+                                f"hold ({writer.max_body_bytes:,} bytes)",
+                                custom_id=str(request.get("custom_id")),
+                                file=file,
+                                line=line,
+                            )
+                        ]
+                    elif not problems.count:
+                        writer.add(encoded)
+                        written_bytes += len(encoded) + 1
+                problems.add(found)
+            if progress is not None and seen % 100_000 == 0:
+                progress(seen, written_bytes)
+        if seen == 0:
+            problems.add([ValidationProblem("the input has no requests")])
+        if problems.count:
+            raise BatchValidationError(problems.shown, count=problems.count, shown=max_problems_shown)
+        return writer.finish()
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+class _CustomIdOnly(msgspec.Struct, gc=False):
+    custom_id: str = ""
+
+
+_ID_DECODER = msgspec.json.Decoder(_CustomIdOnly)
+
+
+def iter_shard_lines(handle: IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    """``(custom_id, line)`` for each line of a shard file (the line without its newline)."""
+    for line in handle:
+        line = line.rstrip(b"\n")
+        if line:
+            yield _ID_DECODER.decode(line).custom_id, line
+
+
+def select_requests(
+    shards: Iterable[Callable[[], IO[bytes]]], wanted: Collection[str], writer: ShardWriter
+) -> list[Shard]:
+    """Copy the lines of ``wanted`` custom_ids from earlier shards into new ones (a retry round)."""
+    try:
+        for opener in shards:
+            with opener() as handle:
+                for custom_id, line in iter_shard_lines(handle):
+                    if custom_id in wanted:
+                        writer.add(line)
+        return writer.finish()
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def shard_body(open_shard: Callable[[], IO[bytes]], shard: Shard) -> EncodedBody:
+    """The create body of ``shard``, streamed from its file every time it is sent."""
+
+    def chunks() -> Iterator[bytes]:
+        yield BODY_HEAD
+        with open_shard() as handle:
+            held = b""
+            while chunk := handle.read(_READ_CHUNK):
+                if held:
+                    yield held
+                held = chunk.replace(b"\n", b",")
+        yield held[:-1]  # the last line's newline became a comma the envelope does not want
+        yield BODY_TAIL
+
+    return EncodedBody(chunks=chunks, size=shard.body_bytes, request_count=shard.requests)
+
+
+# -- reading results back ----------------------------------------------------------------------------
+
+
+@dataclass
+class RetryScan:
+    """What a retry round needs from one batch's results: which requests to send again."""
+
+    ids: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    permanent_errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, custom_id: str, result_type: str) -> None:
+        self.ids.add(custom_id)
+        self.counts[result_type] = self.counts.get(result_type, 0) + 1
+
+
+def scan_for_retries(chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool) -> RetryScan:
+    """Stream a batch's results and collect the custom_ids a retry round should send again.
+
+    Errored results whose error type is in ``retry_error_types``, and expired ones when
+    ``retry_expired``. Canceled requests and other errors (``invalid_request_error``, ...) are
+    never retried; errors of other types are counted by type for the job's report.
+    """
+    scan = RetryScan()
+    splitter = BlockSplitter()
+
+    def handle(block: bytes | memoryview) -> None:
+        for line in LINE_DECODER.decode_lines(block):
+            result = line.result
+            if result.type == "expired" and retry_expired:
+                scan.add(line.custom_id, "expired")
+            elif result.type == "errored":
+                error_type = (result.error.error.type if result.error and result.error.error else "") or "unknown"
+                if error_type in retry_error_types:
+                    scan.add(line.custom_id, "errored")
+                else:
+                    scan.permanent_errors[error_type] = scan.permanent_errors.get(error_type, 0) + 1
+
+    for chunk in chunks:
+        for piece in splitter.feed(chunk):
+            handle(piece)
+    tail = splitter.finish()
+    if tail:
+        handle(tail)
+    return scan
+
+
+def merged_results(sources: Iterable[tuple[Iterable[bytes], Collection[str]]]) -> Iterator[bytes]:
+    """Results of several batches as one stream, leaving out the lines whose custom_id is in each source's drop set.
+
+    A retried request has a line in every round it was sent in; the job keeps the last one,
+    so the earlier rounds' streams drop the ids that were sent again. Lines that stay are
+    passed through byte for byte; every source ends with a newline so lines never run together.
+    """
+    for chunks, drop in sources:
+        last = b"\n"
+        if not drop:
+            for chunk in chunks:
+                if chunk:
+                    last = chunk[-1:]
+                    yield chunk
+        else:
+            splitter = BlockSplitter()
+            for chunk in chunks:
+                for piece in splitter.feed(chunk):
+                    kept = _without(piece, drop)
+                    if kept:
+                        yield kept
+            tail = splitter.finish()
+            if tail:
+                kept = _without(tail, drop)
+                if kept:
+                    last = kept[-1:]
+                    yield kept
+        if last != b"\n":
+            yield b"\n"
+
+
+def _without(block: bytes | memoryview, drop: Collection[str]) -> bytes:
+    data = bytes(block)
+    decoded = LINE_DECODER.decode_lines(data)
+    if not any(line.custom_id in drop for line in decoded):
+        return data
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    return b"".join(line + b"\n" for line, info in zip(lines, decoded, strict=True) if info.custom_id not in drop)

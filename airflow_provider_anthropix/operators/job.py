@@ -1,0 +1,337 @@
+"""BatchJobOperator: any number of prompts, every answer, one merged result, as one task.
+
+The operator is an adapter: it turns its arguments into a
+:class:`~airflow_provider_anthropix.workflow.job.JobRunner` over the job's working folder in
+object storage, calls ``advance()``, defers to a
+:class:`~airflow_provider_anthropix.triggers.job.BatchesEndedTrigger` while batches process,
+and turns the workflow's errors into Airflow's. All state is in the working folder (the
+journal ``job.json``, shard files, id lists), never on the worker, so the task can resume on
+another machine after each deferral or crash, on Airflow 3.2 and 3.3 alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_anthropix.api import AnthropixError, BatchValidationError
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+from airflow_provider_anthropix.io.checks import ResultsMismatchError
+from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions
+from airflow_provider_anthropix.io.pricing import PriceTable
+from airflow_provider_anthropix.io.publish import DestinationError, check_protocol
+from airflow_provider_anthropix.io.shards import InputError
+from airflow_provider_anthropix.io.summary import ResultsFormatError
+from airflow_provider_anthropix.workflow.job import (
+    RETRYABLE_ERROR_TYPES,
+    Done,
+    JobError,
+    JobRunner,
+    JobSettings,
+    Wait,
+)
+from airflow_provider_anthropix.workflow.ledger import CreateFailed, RecoverySettings
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: The working folder's name under the destination when ``work_prefix`` is not given.
+WORK_FOLDER = "_anthropix_job"
+
+
+class BatchJobOperator(BaseOperator):
+    """Run a job larger than one batch: split, create, wait, retry what failed, export one merged result.
+
+    - **Split**: the input (a JSONL(.gz) file, a folder of them, or a glob) is validated as a
+      whole (custom_ids unique across the job) and cut by request count and encoded size, in
+      input order, into shard files under the working folder. Nothing is sent until every
+      request has passed.
+    - **Create** each shard once (the create-once ledger; one create in flight at a time, the
+      job's own batch ids never adopted for another shard), at most ``max_batches_in_flight``
+      processing at once.
+    - **Wait** in the triggerer on all batches in flight with one trigger (``deferrable=True``)
+      or by polling in the worker.
+    - **Retry rounds**: requests that errored with a type in ``retry_error_types`` (or expired,
+      with ``retry_expired``) are sent again, with their original params, up to ``max_retry_rounds``.
+    - **Export** one line per custom_id (its last attempt, byte for byte) to ``destination``,
+      all or nothing, with one ``_manifest.json`` listing every batch and round; then apply
+      ``max_errored_ratio`` (the results land first, then the gate).
+
+    The job's state is in ``work_prefix`` (default: ``<destination>/_anthropix_job/<run key>/``):
+    a retry, a cleared task or a new worker resumes where the job stood. Clearing a finished job
+    exports again from the same batches; to start afresh, remove the working folder.
+
+    :param requests_path: request file, folder or glob (templated); ``{"custom_id", "params"}`` per line.
+    :param destination: folder for the merged results (templated).
+    :param default_params: merged under every request's params (templated).
+    :param max_requests_per_batch: most requests per batch (API limit 100,000).
+    :param max_bytes_per_batch: largest create body per batch (API limit 256 MB).
+    :param max_batches_in_flight: batches processing at once.
+    :param retry_error_types: errored result types sent again (``invalid_request_error`` never is).
+    :param retry_expired: send expired requests again.
+    :param max_retry_rounds: rounds after the first.
+    :param format: ``jsonl`` or ``parquet``, as :class:`FetchBatchResultsOperator`.
+    :param compression: as :class:`FetchBatchResultsOperator`.
+    :param split_by_result_type: one object per outcome.
+    :param max_errored_ratio: after landing, fail when the share of errored requests is above it (None: never).
+    :param poll_interval: seconds between polls.
+    :param timeout: seconds from planning to give up, kept in the journal (Airflow's deferral timeout
+        restarts at every deferral; this does not). The default covers a 24 h batch per round.
+    :param deferrable: wait in the triggerer (default True).
+    :param work_prefix: the job's working folder (templated).
+    :param keep_work_files: keep shard files after a successful export (they are about the input's size).
+    :param anthropix_conn_id: the Anthropix connection.
+    :param requests_path_conn_id: connection of the input's object store.
+    :param destination_conn_id: connection of the destination's (and working folder's) store.
+    :param price_table: per-model prices for the manifest's cost.
+    :param lost_response_checks: looks for the batch of a create whose answer was lost (0: never adopt).
+    """
+
+    template_fields: Sequence[str] = (
+        "requests_path",
+        "destination",
+        "default_params",
+        "work_prefix",
+        "anthropix_conn_id",
+        "requests_path_conn_id",
+        "destination_conn_id",
+    )
+    template_fields_renderers = {"default_params": "json"}
+    ui_color = "#e3c9b3"
+
+    def __init__(
+        self,
+        *,
+        requests_path: str | ObjectStoragePath,
+        destination: str | ObjectStoragePath,
+        default_params: dict[str, Any] | None = None,
+        max_requests_per_batch: int = MAX_REQUESTS,
+        max_bytes_per_batch: int = MAX_BODY_BYTES,
+        max_batches_in_flight: int = 10,
+        retry_error_types: Sequence[str] = RETRYABLE_ERROR_TYPES,
+        retry_expired: bool = True,
+        max_retry_rounds: int = 2,
+        format: str = "jsonl",
+        compression: str | None = None,
+        split_by_result_type: bool = False,
+        max_errored_ratio: float | None = 0.0,
+        poll_interval: float = 60.0,
+        timeout: timedelta | float = timedelta(hours=48),
+        deferrable: bool = True,
+        work_prefix: str | None = None,
+        keep_work_files: bool = False,
+        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        requests_path_conn_id: str | None = None,
+        destination_conn_id: str | None = None,
+        price_table: PriceTable | None = None,
+        lost_response_checks: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 1 <= max_requests_per_batch <= MAX_REQUESTS:
+            raise ValueError(f"max_requests_per_batch must be 1 to {MAX_REQUESTS:,}, got {max_requests_per_batch}")
+        if not 1024 <= max_bytes_per_batch <= MAX_BODY_BYTES:
+            raise ValueError(f"max_bytes_per_batch must be 1,024 to {MAX_BODY_BYTES:,}, got {max_bytes_per_batch}")
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        # Options are checked while the DAG is parsed, not hours later.
+        self.export_options = ExportOptions(
+            output_format=format,
+            compression=compression,
+            split_by_result_type=split_by_result_type,
+            price_table=price_table,
+        )
+        self.settings_template = JobSettings(
+            max_batches_in_flight=max_batches_in_flight,
+            retry_error_types=tuple(retry_error_types),
+            retry_expired=retry_expired,
+            max_retry_rounds=max_retry_rounds,
+            timeout=seconds,
+            max_errored_ratio=max_errored_ratio,
+            keep_work_files=keep_work_files,
+        )
+        self.requests_path = requests_path
+        self.destination = destination
+        self.default_params = default_params
+        self.max_requests_per_batch = max_requests_per_batch
+        self.max_bytes_per_batch = max_bytes_per_batch
+        self.poll_interval = float(poll_interval)
+        self.job_timeout = seconds
+        self.deferrable = deferrable
+        self.work_prefix = work_prefix
+        self.anthropix_conn_id = anthropix_conn_id
+        self.requests_path_conn_id = requests_path_conn_id
+        self.destination_conn_id = destination_conn_id
+        self.lost_response_checks = max(0, lost_response_checks)
+        self._kill_requested = False
+
+    @cached_property
+    def hook(self) -> AnthropixHook:
+        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
+
+    # -- entry points -----------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._advance(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not isinstance(event, Mapping) or event.get("status") not in ("success", "error", "timeout"):
+            raise AirflowException(f"unexpected trigger event {event!r}")
+        if event["status"] == "error":
+            # A permanent polling failure (401, 404...) or a long outage: the job's state is safe; a retry resumes.
+            raise AirflowException(f"waiting for the job's batches failed: {event.get('message')}")
+        # success or timeout: the job itself decides (a passed deadline fails there, with the details).
+        return self._advance(context)
+
+    def _advance(self, context: Context) -> dict[str, Any]:
+        runner = self._runner(context)
+        while True:
+            step = self._step(runner)
+            if isinstance(step, Done):
+                return step.summary
+            if self.deferrable:
+                self._defer(step)
+            self._poll_until_something_ends(step)
+
+    def _step(self, runner: JobRunner) -> Wait | Done:
+        try:
+            return runner.advance()
+        except JobError as exc:
+            raise (AirflowException if exc.retryable else AirflowFailException)(str(exc)) from None
+        except CreateFailed as exc:
+            raise (AirflowException if exc.retryable else AirflowFailException)(str(exc)) from None
+        except BatchValidationError as exc:
+            raise AirflowFailException(
+                f"{exc}\n(validated with the rules of API version {self.hook.config.anthropic_version} of "
+                f"connection {self.anthropix_conn_id!r}; nothing was sent)"
+            ) from None
+        except InputError as exc:
+            raise AirflowFailException(str(exc)) from None
+        except (DestinationError, ResultsMismatchError, ConnectionSettingsError) as exc:
+            raise AirflowFailException(str(exc)) from None
+        except (ResultsFormatError, ExportInterrupted) as exc:
+            raise AirflowException(str(exc)) from None
+        except AnthropixError as exc:
+            raise airflow_error(exc, doing="running the batch job", conn_id=self.anthropix_conn_id) from None
+
+    def _defer(self, step: Wait) -> None:
+        from airflow_provider_anthropix.triggers.job import BatchesEndedTrigger
+
+        deadline = pendulum.parse(step.deadline)
+        remaining = max(60.0, deadline.timestamp() - time.time()) if isinstance(deadline, pendulum.DateTime) else 0
+        self.defer(
+            trigger=BatchesEndedTrigger(
+                batch_ids=step.batch_ids,
+                anthropix_conn_id=self.anthropix_conn_id,
+                wait_for=step.wait_for,
+                poll_interval=self.poll_interval,
+                deadline=step.deadline,
+                first_poll_delay=self.poll_interval,
+                job_progress=step.progress.to_dict(),
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=remaining + max(60.0, 2 * self.poll_interval)),
+        )
+
+    def _poll_until_something_ends(self, step: Wait) -> None:
+        """Without deferral: sleep in the worker until one of the batches ends (or any poll fails)."""
+        pending = set(step.batch_ids)
+        while True:
+            time.sleep(self.poll_interval)
+            try:
+                ended = [b for b in pending if self.hook.get_batch(b).is_ended]
+            except AnthropixError as exc:
+                self.log.warning("Polling the job's batches failed (%s); trying again", exc)
+                continue
+            if ended and (step.wait_for == "any" or len(ended) == len(pending)):
+                return
+
+    # -- building the runner -------------------------------------------------------------------
+
+    def _path(self, value: str | ObjectStoragePath, conn_id: str | None, what: str) -> ObjectStoragePath:
+        if isinstance(value, ObjectStoragePath):
+            return ObjectStoragePath(value, conn_id=conn_id) if conn_id else value
+        text = str(value or "").strip()
+        if not text:
+            raise AirflowFailException(f"{what} is empty")
+        if "://" not in text and not text.startswith("/"):
+            raise AirflowFailException(
+                f"{what} {text!r} is relative: it would depend on the worker's directory; use an absolute path or a URI"
+            )
+        try:
+            path = ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
+            check_protocol(path)
+        except (ValueError, DestinationError) as exc:
+            raise AirflowFailException(f"unusable {what} {text}: {exc}") from None
+        return path
+
+    def _identity(self, context: Context) -> dict[str, str]:
+        ti = context["ti"]
+        return {
+            "dag_id": str(ti.dag_id),
+            "task_id": str(ti.task_id),
+            "run_id": str(ti.run_id),
+            "map_index": str(getattr(ti, "map_index", -1)),
+        }
+
+    def _work_root(self, destination: ObjectStoragePath, identity: Mapping[str, str]) -> ObjectStoragePath:
+        if self.work_prefix:
+            return self._path(self.work_prefix, self.destination_conn_id, "work_prefix")
+        key = hashlib.sha256("\x1f".join(identity[k] for k in sorted(identity)).encode()).hexdigest()[:16]
+        return destination / WORK_FOLDER / key
+
+    def _runner(self, context: Context) -> JobRunner:
+        from airflow_provider_anthropix.io.job_files import JobWorkspace
+
+        self._kill_requested = False
+        try:
+            config = self.hook.config
+        except ConnectionSettingsError as exc:
+            raise AirflowFailException(str(exc)) from None
+        destination = self._path(self.destination, self.destination_conn_id, "destination")
+        requests_path = self._path(self.requests_path, self.requests_path_conn_id, "requests_path")
+        identity = self._identity(context)
+        root = self._work_root(destination, identity)
+        settings = replace(
+            self.settings_template,
+            recovery=RecoverySettings(
+                checks=self.lost_response_checks,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+            ),
+            plan_options={
+                "default_params": self.default_params,
+                "max_requests_per_batch": self.max_requests_per_batch,
+                "max_bytes_per_batch": self.max_bytes_per_batch,
+                "api_version": config.anthropic_version,
+            },
+        )
+        workspace = JobWorkspace(
+            root,
+            requests_path=requests_path,
+            destination=destination,
+            api_version=config.anthropic_version,
+            default_params=self.default_params,
+            max_requests_per_batch=self.max_requests_per_batch,
+            max_bytes_per_batch=self.max_bytes_per_batch,
+            export_options=self.export_options,
+            logger=self.log,
+            should_stop=lambda: self._kill_requested,
+        )
+        self.log.info("Job working folder: %s", workspace.uri)
+        return JobRunner(self.hook, workspace, settings, identity=identity, log=self.log)
+
+    def on_kill(self) -> None:
+        """Stop an export at its next chunk (nothing is published); batches in flight are left running."""
+        self._kill_requested = True
