@@ -1,0 +1,240 @@
+"""The batch job's state machine on its own: no DAG, no task runner; the real client, emulator and files.
+
+The crash sweep stops the job at every durable step it takes (each write of its journal, in
+turn), then resumes it from the journal with a fresh runner, as a new worker would: no shard
+may be created twice, no result lost, and the merged output must be the one an undisturbed
+job publishes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_anthropix.api import ClientConfig, SyncClient
+from airflow_provider_anthropix.emulator import EmulatorHandle
+from airflow_provider_anthropix.io.export import ExportOptions
+from airflow_provider_anthropix.io.job_files import JobWorkspace
+from airflow_provider_anthropix.workflow.job import Done, JobError, JobRunner, JobSettings, Wait
+from airflow_provider_anthropix.workflow.ledger import RecoverySettings
+
+DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 16}
+
+
+class Crash(Exception):
+    """Stands in for a worker killed at a chosen step."""
+
+
+class CrashingWorkspace(JobWorkspace):
+    """Dies before the ``crash_at``-th journal write (1-based); 0 never dies."""
+
+    def __init__(self, *args: Any, crash_at: int = 0, crash_in_export: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.crash_at = crash_at
+        self.crash_in_export = crash_in_export
+        self.saves = 0
+
+    def save_journal(self, data: dict[str, Any]) -> None:
+        self.saves += 1
+        if self.saves == self.crash_at:
+            raise Crash(f"killed before journal write {self.saves}")
+        super().save_journal(data)
+
+    def export(self, sources: list[Any], chunks_of: Callable[[str], Iterable[bytes]], *args: Any) -> dict[str, Any]:
+        if self.crash_in_export:
+
+            def dying(batch_id: str) -> Iterable[bytes]:
+                yield from chunks_of(batch_id)
+                raise Crash("killed during the export")
+
+            return super().export(sources, dying, *args)
+        return super().export(sources, chunks_of, *args)
+
+
+def write_prompts(path: Path, ids: list[str], markers: dict[str, str] | None = None) -> None:
+    markers = markers or {}
+    with path.open("w") as fh:
+        for custom_id in ids:
+            text = f"question {custom_id} {markers.get(custom_id, '')}".strip()
+            fh.write(json.dumps({"custom_id": custom_id, "params": {"messages": [{"role": "user", "content": text}]}}))
+            fh.write("\n")
+
+
+class JobHarness:
+    def __init__(self, emulator: EmulatorHandle, api_key: str, tmp: Path, **settings: Any) -> None:
+        self.emulator = emulator
+        self.client = SyncClient(ClientConfig(api_key=api_key, base_url=emulator.url, max_retries=0))
+        self.tmp = tmp
+        self.input = tmp / "prompts.jsonl"
+        self.destination = tmp / "out"
+        self.work = tmp / "work"
+        self.max_requests = settings.pop("max_requests_per_batch", 10)
+        self.settings = JobSettings(
+            recovery=RecoverySettings(checks=2, interval=0.0, clock_skew=5.0),
+            plan_options={"max_requests_per_batch": self.max_requests},
+            **settings,
+        )
+
+    def runner(self, **crash: Any) -> tuple[JobRunner, CrashingWorkspace]:
+        workspace = CrashingWorkspace(
+            ObjectStoragePath(f"file://{self.work}"),
+            requests_path=ObjectStoragePath(f"file://{self.input}"),
+            destination=ObjectStoragePath(f"file://{self.destination}"),
+            api_version="2026-10-21",
+            default_params=DEFAULTS,
+            max_requests_per_batch=self.max_requests,
+            max_bytes_per_batch=1 << 20,
+            export_options=ExportOptions(pipeline=False),
+            **crash,
+        )
+        runner = JobRunner(
+            self.client, workspace, self.settings, identity={"dag_id": "d", "task_id": "t"}, sleep=lambda s: None
+        )
+        return runner, workspace
+
+    def run(self, runner: JobRunner, *, steps: int = 50) -> Done:
+        for _ in range(steps):
+            step = runner.advance()
+            if isinstance(step, Done):
+                return step
+            assert isinstance(step, Wait) and step.batch_ids
+            self.emulator.advance(5)  # every batch in flight ends
+        raise AssertionError("the job did not finish")
+
+    def lines(self) -> list[bytes]:
+        return (self.destination / "results.jsonl").read_bytes().splitlines()
+
+
+@pytest.fixture
+def harness(emulator: EmulatorHandle, emulator_api_key: str, tmp_path: Path) -> JobHarness:
+    return JobHarness(emulator, emulator_api_key, tmp_path, max_retry_rounds=1, max_errored_ratio=None)
+
+
+IDS = [f"c-{i:02d}" for i in range(23)]
+MARKERS = {"c-04": "[[emulator:errored:api_error]]", "c-15": "[[emulator:errored:invalid_request_error]]"}
+
+
+def test_an_undisturbed_job_sends_each_shard_once_and_merges_one_line_per_request(harness: JobHarness) -> None:
+    write_prompts(harness.input, IDS, MARKERS)
+    runner, _ = harness.runner()
+    done = harness.run(runner)
+    ids = sorted(json.loads(line)["custom_id"] for line in harness.lines())
+    assert ids == IDS
+    # 23 requests by 10: three batches, then c-04 (api_error) once more; invalid_request_error is never retried.
+    assert harness.emulator.stats()["batches_created"] == 4
+    assert done.summary["job"]["rounds"] == 2
+    manifest = json.loads((harness.destination / "_manifest.json").read_text())
+    assert manifest["job"]["not_retried_errors"] == {"invalid_request_error": 1}
+    assert manifest["job"]["retried"] == [
+        {"round": 1, "requests": 1, "reasons": {"errored": 1}, "outcome": {**_zero(), "errored": 1}}
+    ]
+    assert not list((harness.work / "round-0").glob("*.jsonl")), "shard files are removed after the export"
+
+
+def _zero() -> dict[str, int]:
+    return {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+
+
+def test_a_crash_at_every_step_resumes_without_a_second_batch_or_a_lost_result(
+    emulator: EmulatorHandle, emulator_api_key: str, tmp_path: Path
+) -> None:
+    reference = JobHarness(emulator, emulator_api_key, tmp_path / "reference", max_retry_rounds=1)
+    reference.tmp.mkdir()
+    write_prompts(reference.input, IDS, {"c-04": "[[emulator:errored:api_error]]"})
+    runner, workspace = reference.runner()
+    with pytest.raises(JobError, match="errored ratio"):
+        reference.run(runner)  # one request errors in both rounds; max_errored_ratio=0 fails after landing
+    total_saves = workspace.saves
+    expected_lines = sorted(json.loads(line)["custom_id"] for line in reference.lines())
+    assert total_saves > 10
+
+    for crash_at in range(1, total_saves + 1):
+        emulator.reset()
+        case = JobHarness(emulator, emulator_api_key, tmp_path / f"crash-{crash_at}", max_retry_rounds=1)
+        case.tmp.mkdir()
+        write_prompts(case.input, IDS, {"c-04": "[[emulator:errored:api_error]]"})
+        runner, _ = case.runner(crash_at=crash_at)
+        with pytest.raises((Crash, JobError)):
+            case.run(runner)
+        resumed, _ = case.runner()
+        with pytest.raises(JobError, match="errored ratio"):
+            case.run(resumed)
+        assert emulator.stats()["batches_created"] == 4, f"crash before journal write {crash_at}"
+        assert sorted(json.loads(line)["custom_id"] for line in case.lines()) == expected_lines
+
+
+def test_a_crash_during_the_export_publishes_nothing_and_the_resumed_job_exports_the_same_batches(
+    harness: JobHarness,
+) -> None:
+    write_prompts(harness.input, IDS)
+    runner, _ = harness.runner(crash_in_export=True)
+    with pytest.raises(Crash):
+        harness.run(runner)
+    assert not (harness.destination / "_manifest.json").exists()
+    assert not (harness.destination / "results.jsonl").exists()
+    resumed, _ = harness.runner()
+    harness.run(resumed)
+    assert len(harness.lines()) == len(IDS)
+    assert harness.emulator.stats()["batches_created"] == 3
+
+
+def test_two_equal_shards_whose_answers_are_lost_are_each_adopted_once(harness: JobHarness) -> None:
+    """Both creates are carried out by the API and their answers dropped: recovery must not confuse them."""
+    write_prompts(harness.input, IDS[:20])  # two shards of exactly 10
+    harness.emulator.add_fault("drop", endpoint="create", count=2)
+    runner, _ = harness.runner()
+    done = harness.run(runner)
+    assert harness.emulator.stats()["batches_created"] == 2
+    batch_ids = [b["batch_id"] for b in json.loads((harness.destination / "_manifest.json").read_text())["job"]["batch_list"]]
+    assert len(set(batch_ids)) == 2
+    assert done.summary["lines"] == 20
+
+
+def test_a_finished_job_cleared_exports_again_from_the_same_batches(harness: JobHarness) -> None:
+    write_prompts(harness.input, IDS)
+    runner, _ = harness.runner()
+    harness.run(runner)
+    first = sorted(harness.lines())
+    again, _ = harness.runner()
+    harness.run(again)
+    assert sorted(harness.lines()) == first
+    assert harness.emulator.stats()["batches_created"] == 3
+
+
+def test_a_changed_input_is_refused_instead_of_mixed(harness: JobHarness) -> None:
+    write_prompts(harness.input, IDS)
+    runner, _ = harness.runner()
+    assert isinstance(runner.advance(), Wait)
+    write_prompts(harness.input, IDS + ["c-99"])
+    resumed, _ = harness.runner()
+    with pytest.raises(JobError, match="input or the options changed") as info:
+        resumed.advance()
+    assert not info.value.retryable
+
+
+def test_max_batches_in_flight_is_honoured(emulator: EmulatorHandle, emulator_api_key: str, tmp_path: Path) -> None:
+    harness = JobHarness(emulator, emulator_api_key, tmp_path, max_batches_in_flight=2, max_requests_per_batch=5)
+    write_prompts(harness.input, IDS)  # 5 shards
+    runner, _ = harness.runner()
+    step = runner.advance()
+    assert isinstance(step, Wait)
+    assert len(step.batch_ids) == 2 and step.wait_for == "any"
+    assert emulator.stats()["batches_created"] == 2
+    harness.run(runner)
+    assert emulator.stats()["batches_created"] == 5
+
+
+def test_the_deadline_is_kept_across_resumes(harness: JobHarness) -> None:
+    write_prompts(harness.input, IDS)
+    runner, _ = harness.runner()
+    assert isinstance(runner.advance(), Wait)
+    later, _ = harness.runner()
+    later.now = lambda: __import__("pendulum").now("UTC").add(days=3)
+    with pytest.raises(JobError, match="deadline") as info:
+        later.advance()
+    assert not info.value.retryable
