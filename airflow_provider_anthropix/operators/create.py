@@ -1,14 +1,14 @@
 """CreateBatchOperator: validate a batch locally, stream it to the API, never create it twice.
 
-The operator is thin; the work lives in plain functions that can be tested alone:
-reading and validating requests into a spooled body is
-:mod:`airflow_provider_anthropix.io.requests_file`, and finding the batch a create with a lost
-answer made is :func:`airflow_provider_anthropix.api.recovery.find_created_batch`.
+The operator is thin; the work lives in plain code that can be tested alone: reading and
+validating requests into a spooled body is :mod:`airflow_provider_anthropix.io.requests_file`,
+and sending it at most once is the create-once ledger,
+:class:`airflow_provider_anthropix.workflow.ledger.CreateLedger`.
 
-Crash safety (Airflow 3.3+): the task state store survives retries of a task instance, so
-the operator records an "attempt" (start time, request count) before it sends and the batch
-id right after the API answers. A retry that finds a batch id reuses it; one that finds
-only an attempt (the worker died mid-create) looks the batch up instead of paying twice.
+Crash safety (Airflow 3.3+): the ledger keeps its attempt record and the batch id in the task
+state store, which survives retries of a task instance. A retry that finds a batch id reuses
+it; one that finds only an attempt (the worker died mid-create) looks the batch up instead of
+paying twice.
 """
 
 from __future__ import annotations
@@ -18,30 +18,23 @@ import json
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import pendulum
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_anthropix.api import (
-    AnthropixAPIError,
-    AnthropixConnectionError,
     AnthropixError,
     BatchValidationError,
-    MessageBatch,
     NotFoundError,
-    OverloadedError,
-    RateLimitError,
 )
-from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES
-from airflow_provider_anthropix.api.recovery import find_created_batch
 from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
+from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger, RecoverySettings
+from airflow_provider_anthropix.workflow.store import ForgivingStore
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -50,42 +43,7 @@ if TYPE_CHECKING:
 STATE_BATCH_ID = "anthropix_batch_id"
 STATE_ATTEMPT = "anthropix_create_attempt"
 
-#: The slowest upload the lost-answer window allows for (bytes per second).
-SLOWEST_UPLOAD_BYTES_PER_S = 256 * 1024
-
 _warned_no_state_store = False
-
-
-class _StateStore:
-    """The task state store when Airflow has one (3.3+), else a no-op; failures never fail a created batch."""
-
-    def __init__(self, store: Any, log: Any) -> None:
-        self._store = store
-        self._log = log
-
-    @property
-    def available(self) -> bool:
-        return self._store is not None
-
-    def get(self, key: str) -> Any:
-        return self._store.get(key) if self._store is not None else None
-
-    def set(self, key: str, value: Any) -> None:
-        if self._store is None:
-            return
-        try:
-            self._store.set(key, value)
-        except Exception as exc:
-            # After a create, failing the task would make a retry create a second batch: log instead.
-            self._log.warning("Could not record %s in the task state store (%s): a retry will not find it", key, exc)
-
-    def delete(self, key: str) -> None:
-        if self._store is None:
-            return
-        try:
-            self._store.delete(key)
-        except Exception as exc:
-            self._log.warning("Could not delete %s from the task state store (%s)", key, exc)
 
 
 def _human_bytes(size: int) -> str:
@@ -175,30 +133,27 @@ class CreateBatchOperator(BaseOperator):
     # -- execute ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
-        store = _StateStore(context.get("task_state_store"), self.log)
+        store = ForgivingStore(context.get("task_state_store"), self.log)
         if not store.available:
             _warn_no_state_store(self.log)
         reused = self._reuse_recorded_batch(store)
         if reused is not None:
             return reused
-        pending = store.get(STATE_ATTEMPT)
-        if isinstance(pending, Mapping) and pending.get("request_count"):
-            self.log.warning(
-                "An earlier try started a create at %s and stopped before recording its answer; "
-                "looking for that batch instead of sending the requests again",
-                pending.get("started_at"),
-            )
-            found = self._recover(store, pending, "an earlier try stopped during the create")
-            if found is not None:
-                return found
-
+        ledger = self._ledger(store)
+        try:
+            found = ledger.resume()
+        except CreateFailed as exc:
+            raise self._airflow_failure(exc) from None
+        if found is not None:
+            self.batch_id = found.batch_id
+            return found.batch_id
         spooled = self._spool()
         try:
-            return self._create(store, spooled)
+            return self._create(ledger, spooled)
         finally:
             spooled.discard()
 
-    def _reuse_recorded_batch(self, store: _StateStore) -> str | None:
+    def _reuse_recorded_batch(self, store: ForgivingStore) -> str | None:
         recorded = store.get(STATE_BATCH_ID)
         if not recorded:
             return None
@@ -307,147 +262,53 @@ class CreateBatchOperator(BaseOperator):
             )
         return list(value)
 
-    def _create(self, store: _StateStore, spooled: SpooledBatch) -> str:
-        attempt = {
-            "started_at": pendulum.now("UTC").to_iso8601_string(),
-            "request_count": spooled.request_count,
-            "body_bytes": spooled.size,
-        }
-        store.set(STATE_ATTEMPT, attempt)
+    def _ledger(self, store: ForgivingStore) -> CreateLedger:
+        try:
+            config = self.hook.config
+        except ConnectionSettingsError as exc:
+            raise AirflowFailException(str(exc)) from None
+        return CreateLedger(
+            self.hook,
+            store,
+            id_key=STATE_BATCH_ID,
+            attempt_key=STATE_ATTEMPT,
+            settings=RecoverySettings(
+                checks=self.lost_response_checks,
+                interval=self.lost_response_check_interval,
+                clock_skew=self.clock_skew,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+            ),
+            policy=config.retry_policy(),
+            durable=store.available,
+            log=self.log,
+        )
+
+    def _create(self, ledger: CreateLedger, spooled: SpooledBatch) -> str:
         started = time.monotonic()
         try:
-            batch = self.hook.create_batch(spooled.body())
-        except AnthropixConnectionError as exc:
-            if not exc.maybe_sent:
-                store.delete(STATE_ATTEMPT)
-                raise AirflowException(f"The batch was not sent: {exc}") from None
-            self.log.warning("The create's answer was lost (%s); the batch may exist. Looking for it.", exc)
-            return self._recover_or_retry(store, attempt, str(exc))
-        except (RateLimitError, OverloadedError) as exc:
-            # The API says it did not act on the request: nothing exists, a retry may send it again.
-            store.delete(STATE_ATTEMPT)
-            raise AirflowException(f"The API declined the create for now: {exc}") from None
-        except AnthropixAPIError as exc:
-            if exc.status >= 500 or exc.status in (408, 409):
-                # The server failed while handling it: it may or may not have made the batch.
-                self.log.warning("The create failed with %s; the batch may still exist. Looking for it.", exc)
-                return self._recover_or_retry(store, attempt, str(exc))
-            store.delete(STATE_ATTEMPT)
-            raise airflow_error(exc, doing="creating the batch", conn_id=self.anthropix_conn_id) from None
-        self._record(store, batch)
+            created = ledger.create(spooled.body())
+        except CreateFailed as exc:
+            raise self._airflow_failure(exc) from None
+        self.batch_id = created.batch_id
+        batch = created.batch
         self.log.info(
-            "Created batch %s with %s requests (%s body) in %.1f s; status %s, expires at %s",
-            batch.id,
+            "%s batch %s with %s requests (%s body) in %.1f s; status %s, expires at %s",
+            "Created" if created.how == "created" else "Adopted",
+            created.batch_id,
             f"{spooled.request_count:,}",
             _human_bytes(spooled.size),
             time.monotonic() - started,
-            batch.processing_status,
-            batch.expires_at,
+            batch.processing_status if batch else "unknown",
+            batch.expires_at if batch else "unknown",
         )
-        return batch.id
+        return created.batch_id
 
-    def _record(self, store: _StateStore, batch: MessageBatch) -> None:
-        """Remember the batch before anything else can fail: this is what a retry reuses."""
-        self.batch_id = batch.id
-        store.set(STATE_BATCH_ID, batch.id)
-        store.delete(STATE_ATTEMPT)
-
-    def _recover_or_retry(self, store: _StateStore, attempt: Mapping[str, Any], reason: str) -> str:
-        """Recovery right after a create failed: adopt the batch, or fail retryable without sending again."""
-        found = self._recover(store, attempt, reason)
-        if found is None:  # only without a state store: nothing remembers the attempt for the next try
-            raise AirflowException(
-                f"The create's answer was lost ({reason}) and no batch with {attempt['request_count']:,} requests "
-                "has shown up: the request most likely never reached the API. The next try sends it again."
-            )
-        return found
-
-    def _recover(self, store: _StateStore, attempt: Mapping[str, Any], reason: str) -> str | None:
-        """The batch a create with a lost answer made, or None once two rounds of looks found nothing.
-
-        The first round that finds nothing keeps the attempt and fails retryable: a large create can
-        take a while to show up in the list, and Airflow's retry delay gives it that while. The next
-        try looks again (second round); only if that finds nothing either is the request sent again.
-        """
-        request_count = int(attempt["request_count"])
-        started_at = pendulum.parse(str(attempt["started_at"]))
-        if not isinstance(started_at, pendulum.DateTime):
-            raise AirflowFailException(f"the recorded create attempt has no usable start time: {attempt!r}")
-        if self.lost_response_checks == 0:
-            raise AirflowFailException(
-                f"The create's answer was lost ({reason}) and adopting a batch is off (lost_response_checks=0). "
-                f"A batch of {request_count:,} requests created from {started_at} on may exist: check the batch "
-                "list; to send again, clear this task's state store (task_state_store) and clear the task."
-            )
-        skew = timedelta(seconds=self.clock_skew)
-        window_start = started_at - skew
-        latest_arrival = started_at + timedelta(seconds=self._longest_send(attempt))
-        for check in range(1, self.lost_response_checks + 1):
-            # Never later than the send could have reached the API: an attempt recovered days later
-            # (a cleared task) must not adopt the next night's batch of the same size.
-            window_end = min(pendulum.now("UTC"), latest_arrival) + skew
-            try:
-                matches = find_created_batch(
-                    self.hook.iter_batches(page_size=100),
-                    request_count=request_count,
-                    window_start=window_start,
-                    window_end=window_end,
-                )
-            except AnthropixError as exc:
-                raise AirflowException(
-                    f"The create's answer was lost ({reason}) and listing batches to find it failed: {exc}. "
-                    "The next try looks again before sending anything."
-                ) from None
-            if len(matches) == 1:
-                batch = matches[0]
-                self.log.warning(
-                    "Adopting batch %s: the only batch with %s requests created between %s and %s "
-                    "(the create's answer was lost: %s)",
-                    batch.id,
-                    f"{request_count:,}",
-                    window_start,
-                    window_end,
-                    reason,
-                )
-                self._record(store, batch)
-                return batch.id
-            if len(matches) > 1:
-                ids = ", ".join(b.id for b in matches)
-                raise AirflowFailException(
-                    f"The create's answer was lost ({reason}) and {len(matches)} batches with "
-                    f"{request_count:,} requests were created between {window_start} and {window_end}: {ids}. "
-                    "This task cannot tell which one is its own. Check them in the console (or list batches), "
-                    "cancel the ones that are not wanted, then clear this task: it adopts the one that is left."
-                )
-            if check < self.lost_response_checks:
-                time.sleep(self.lost_response_check_interval)
-        if store.available and not attempt.get("looked"):
-            store.set(STATE_ATTEMPT, {**attempt, "looked": True})
-            raise AirflowException(
-                f"The create's answer was lost ({reason}) and no batch with {request_count:,} requests was created "
-                f"between {window_start} and {window_end} ({self.lost_response_checks} looks): the request most "
-                "likely never reached the API, but a large create can take a while to show up, so the next try "
-                "looks once more before sending it again."
-            )
-        self.log.warning(
-            "No batch with %s requests was created between %s and %s after two rounds of looks: the request "
-            "never reached the API. Sending it again.",
-            f"{request_count:,}",
-            window_start,
-            window_end,
-        )
-        store.delete(STATE_ATTEMPT)
-        return None
-
-    def _longest_send(self, attempt: Mapping[str, Any]) -> float:
-        """Seconds after the attempt's start by which its body had reached the API, if it ever did.
-
-        Connect and read timeouts, plus the upload at a very slow 256 KB/s: the worst the
-        client tolerates before giving up on the call.
-        """
-        config = self.hook.config
-        body_bytes = int(attempt.get("body_bytes") or MAX_BODY_BYTES)
-        return config.connect_timeout + config.read_timeout + body_bytes / SLOWEST_UPLOAD_BYTES_PER_S
+    def _airflow_failure(self, exc: CreateFailed) -> AirflowException:
+        """A create that failed: retryable unless a retry cannot help; API errors get the shared hints."""
+        if exc.cause is not None and not exc.retryable:
+            return airflow_error(exc.cause, doing="creating the batch", conn_id=self.anthropix_conn_id)
+        return (AirflowException if exc.retryable else AirflowFailException)(str(exc))
 
     def on_kill(self) -> None:
         if not self.cancel_on_kill or not self.batch_id:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
 from airflow.sdk import ObjectStoragePath
 
@@ -190,7 +191,9 @@ def test_two_equal_shards_whose_answers_are_lost_are_each_adopted_once(harness: 
     runner, _ = harness.runner()
     done = harness.run(runner)
     assert harness.emulator.stats()["batches_created"] == 2
-    batch_ids = [b["batch_id"] for b in json.loads((harness.destination / "_manifest.json").read_text())["job"]["batch_list"]]
+    batch_ids = [
+        b["batch_id"] for b in json.loads((harness.destination / "_manifest.json").read_text())["job"]["batch_list"]
+    ]
     assert len(set(batch_ids)) == 2
     assert done.summary["lines"] == 20
 
@@ -210,7 +213,7 @@ def test_a_changed_input_is_refused_instead_of_mixed(harness: JobHarness) -> Non
     write_prompts(harness.input, IDS)
     runner, _ = harness.runner()
     assert isinstance(runner.advance(), Wait)
-    write_prompts(harness.input, IDS + ["c-99"])
+    write_prompts(harness.input, [*IDS, "c-99"])
     resumed, _ = harness.runner()
     with pytest.raises(JobError, match="input or the options changed") as info:
         resumed.advance()
@@ -234,7 +237,7 @@ def test_the_deadline_is_kept_across_resumes(harness: JobHarness) -> None:
     runner, _ = harness.runner()
     assert isinstance(runner.advance(), Wait)
     later, _ = harness.runner()
-    later.now = lambda: __import__("pendulum").now("UTC").add(days=3)
+    later.now = lambda: pendulum.now("UTC").add(days=3)
     with pytest.raises(JobError, match="deadline") as info:
         later.advance()
     assert not info.value.retryable
