@@ -20,8 +20,8 @@ from airflow_provider_anthropix.api import (
 )
 from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.sensors.batch import batch_summary, validate_event
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -89,7 +89,10 @@ class CancelBatchOperator(BaseOperator):
         return batch_summary(self._wait(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        status, batch, message = validate_event(event)
+        try:
+            status, batch, message = parse_batch_event(event)
+        except EventError as exc:
+            raise AirflowException(str(exc)) from None
         if status == "success" and batch is not None:
             self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_progress(batch, None))
             return batch_summary(batch)

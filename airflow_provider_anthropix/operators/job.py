@@ -34,6 +34,7 @@ from airflow_provider_anthropix.io.pricing import PriceTable
 from airflow_provider_anthropix.io.publish import DestinationError, check_protocol
 from airflow_provider_anthropix.io.shards import InputError
 from airflow_provider_anthropix.io.summary import ResultsFormatError
+from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
 from airflow_provider_anthropix.workflow.job import (
     RETRYABLE_ERROR_TYPES,
     Done,
@@ -186,11 +187,13 @@ class BatchJobOperator(BaseOperator):
         return self._advance(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        if not isinstance(event, Mapping) or event.get("status") not in ("success", "error", "timeout"):
-            raise AirflowException(f"unexpected trigger event {event!r}")
-        if event["status"] == "error":
+        try:
+            status, _, message = parse_batches_event(event)
+        except EventError as exc:
+            raise AirflowException(str(exc)) from None
+        if status == "error":
             # A permanent polling failure (401, 404...) or a long outage: the job's state is safe; a retry resumes.
-            raise AirflowException(f"waiting for the job's batches failed: {event.get('message')}")
+            raise AirflowException(f"waiting for the job's batches failed: {message}")
         # success or timeout: the job itself decides (a passed deadline fails there, with the details).
         return self._advance(context)
 

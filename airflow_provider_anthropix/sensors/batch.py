@@ -15,7 +15,7 @@ is a small summary (:func:`batch_summary`): counts, ``ended_at``, ``results_url`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -30,6 +30,7 @@ from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -37,25 +38,6 @@ if TYPE_CHECKING:
 #: A batch cannot run longer than 24 h (it expires); an hour on top covers queueing and polling.
 DEFAULT_TIMEOUT = timedelta(hours=25)
 ON_TIMEOUT_CHOICES = ("fail", "cancel")
-
-
-def batch_summary(batch: MessageBatch) -> dict[str, Any]:
-    """What downstream tasks need to know about an ended batch, small enough for XCom."""
-    counts = batch.request_counts
-    return {
-        "batch_id": batch.id,
-        "processing_status": batch.processing_status,
-        "request_counts": counts.to_dict(),
-        "total": counts.total,
-        "created_at": _iso(batch.created_at),
-        "ended_at": _iso(batch.ended_at),
-        "expires_at": _iso(batch.expires_at),
-        "results_url": batch.results_url,
-    }
-
-
-def _iso(value: Any) -> str | None:
-    return value.to_iso8601_string() if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -99,20 +81,11 @@ def evaluate_outcome(
 
 
 def validate_event(event: Any) -> tuple[str, MessageBatch | None, str]:
-    """Check a trigger event's shape; return ``(status, batch or None, message)``."""
-    if not isinstance(event, Mapping):
-        raise AirflowException(f"unexpected trigger event {event!r}: expected a dict")
-    status = event.get("status")
-    if status not in ("success", "error", "timeout"):
-        raise AirflowException(f"unexpected trigger event status {status!r}")
-    raw = event.get("batch")
-    batch = None
-    if isinstance(raw, Mapping) and raw.get("processing_status"):
-        batch = MessageBatch.from_dict(raw)
-    message = str(event.get("message") or "")
-    if status == "success" and (batch is None or not batch.is_ended):
-        raise AirflowException(f"trigger reported success without an ended batch: {event!r}")
-    return str(status), batch, message
+    """The trigger's event, checked (a malformed one fails the task, naming it)."""
+    try:
+        return parse_batch_event(event)
+    except EventError as exc:
+        raise AirflowException(str(exc)) from None
 
 
 class BatchEndedSensor(BaseSensorOperator):

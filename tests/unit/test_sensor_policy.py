@@ -8,7 +8,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_anthropix.api import MessageBatch
-from airflow_provider_anthropix.sensors.batch import BatchEndedSensor, batch_summary, evaluate_outcome, validate_event
+from airflow_provider_anthropix.sensors.batch import BatchEndedSensor, evaluate_outcome, validate_event
+from airflow_provider_anthropix.workflow.events import batch_summary
 
 
 def ended(**counts: int) -> MessageBatch:
