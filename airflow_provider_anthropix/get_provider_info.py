@@ -56,7 +56,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-anthropix",
         "name": "Anthropix",
-        "description": "Anthropic Message Batches API for Apache Airflow: submit, wait (deferrable), export results.",
+        "description": "Anthropic Message Batches API for Apache Airflow: submit, wait (deferrable), export results; batch jobs of any size.",
         "versions": [__version__],
         "integrations": [
             {
@@ -73,11 +73,18 @@ def get_provider_info() -> dict[str, Any]:
                     f"{_PACKAGE}.operators.create",
                     f"{_PACKAGE}.operators.cancel",
                     f"{_PACKAGE}.operators.fetch",
+                    f"{_PACKAGE}.operators.job",
+                    f"{_PACKAGE}.operators.split",
                 ],
             }
         ],
         "sensors": [{"integration-name": "Anthropix", "python-modules": [f"{_PACKAGE}.sensors.batch"]}],
-        "triggers": [{"integration-name": "Anthropix", "python-modules": [f"{_PACKAGE}.triggers.batch"]}],
+        "triggers": [
+            {
+                "integration-name": "Anthropix",
+                "python-modules": [f"{_PACKAGE}.triggers.batch", f"{_PACKAGE}.triggers.job"],
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": f"{_PACKAGE}.hooks.anthropix.AnthropixHook",

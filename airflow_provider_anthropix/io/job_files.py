@@ -25,6 +25,7 @@ from airflow_provider_anthropix.io.shards import (
     RetryScan,
     Shard,
     ShardWriter,
+    describe_inputs,
     fingerprint_inputs,
     iter_input_requests,
     merged_results,
@@ -214,14 +215,20 @@ class JobWorkspace(JobFiles):
                 time.monotonic() - started,
             )
 
-        shards = split_requests(
-            iter_input_requests(files),
-            self._writer(0),
-            api_version=self.api_version,
-            default_params=self.default_params,
-            max_problems_shown=self.max_problems_shown,
-            progress=progress,
-        )
+        writer = self._writer(0)
+        try:
+            shards = split_requests(
+                iter_input_requests(files),
+                writer,
+                api_version=self.api_version,
+                default_params=self.default_params,
+                max_problems_shown=self.max_problems_shown,
+                progress=progress,
+                source=describe_inputs(files),
+            )
+        except BaseException:
+            self.remove(writer.abandon())  # a refused input leaves no shard behind
+            raise
         return [shard.to_dict() for shard in shards]
 
     def body(self, shard: Any) -> EncodedBody:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import glob as globlib
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+import gzip
+import zlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
@@ -149,7 +151,8 @@ class ShardWriter:
         ):
             self._close()
         if self._handle is None:
-            name = f"{self.prefix}/shard-{len(self.shards):05d}.jsonl"
+            name = f"shard-{len(self.shards):05d}.jsonl"
+            name = f"{self.prefix}/{name}" if self.prefix else name
             self._handle = self.open_shard(name)
             self.shards.append(Shard(name, 0, 0))
         self._buffer += encoded
@@ -177,11 +180,13 @@ class ShardWriter:
         self._close()
         return list(self.shards)
 
-    def abandon(self) -> None:
+    def abandon(self) -> list[str]:
+        """Stop writing after a failure; returns the names written so far, for the caller to remove."""
         handle, self._handle = self._handle, None
         if handle is not None:
             with contextlib.suppress(Exception):
                 handle.close()
+        return [shard.name for shard in self.shards]
 
 
 @dataclass
@@ -197,12 +202,27 @@ class _Problems:
                 self.shown.append(problem)
 
 
+def describe_inputs(files: Sequence[ObjectStoragePath]) -> str:
+    """The input files for a message: the first few names, and how many more."""
+    names = [str(f) for f in files[:3]]
+    more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+    return ", ".join(names) + more
+
+
 def iter_input_requests(files: Iterable[ObjectStoragePath]) -> Iterator[tuple[str, int, Any]]:
     """``(file, line, decoded request)`` for every request of every input file, in order."""
     for file in files:
         name = str(file)
-        for line, request in iter_jsonl(file):
-            yield name, line, request
+        try:
+            for line, request in iter_jsonl(file):
+                yield name, line, request
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise InputError(
+                f"requests_path {name} is not a readable gzip file ({type(exc).__name__}: {exc}); "
+                "a .gz file must be complete and gzip-compressed"
+            ) from None
+        except FileNotFoundError as exc:
+            raise InputError(f"requests_path {name} does not exist ({exc})") from None
 
 
 def split_requests(
@@ -213,11 +233,13 @@ def split_requests(
     default_params: Mapping[str, Any] | None = None,
     max_problems_shown: int = 10,
     progress: Callable[[int, int], None] | None = None,
+    source: str | None = None,
 ) -> list[Shard]:
     """Validate every request and write the valid ones into shards; raise if anything is wrong.
 
     custom_ids must be unique across the whole input (the job merges results by custom_id).
     Writing stops at the first problem; validation goes on, so the error counts them all.
+    ``source`` names the input in a problem that has no line (an empty input).
 
     :raises BatchValidationError: naming file, line and custom_id of the first problems.
     """
@@ -254,7 +276,7 @@ def split_requests(
             if progress is not None and seen % 100_000 == 0:
                 progress(seen, written_bytes)
         if seen == 0:
-            problems.add([ValidationProblem("the input has no requests")])
+            problems.add([ValidationProblem("the input has no requests (every file is empty or blank)", file=source)])
         if problems.count:
             raise BatchValidationError(problems.shown, count=problems.count, shown=max_problems_shown)
         return writer.finish()

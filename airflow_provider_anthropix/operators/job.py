@@ -31,9 +31,10 @@ from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.io.checks import ResultsMismatchError
 from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions
 from airflow_provider_anthropix.io.pricing import PriceTable
-from airflow_provider_anthropix.io.publish import DestinationError, check_protocol
+from airflow_provider_anthropix.io.publish import DestinationError
 from airflow_provider_anthropix.io.shards import InputError
 from airflow_provider_anthropix.io.summary import ResultsFormatError
+from airflow_provider_anthropix.operators.paths import storage_path
 from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
 from airflow_provider_anthropix.workflow.job import (
     RETRYABLE_ERROR_TYPES,
@@ -262,23 +263,6 @@ class BatchJobOperator(BaseOperator):
 
     # -- building the runner -------------------------------------------------------------------
 
-    def _path(self, value: str | ObjectStoragePath, conn_id: str | None, what: str) -> ObjectStoragePath:
-        if isinstance(value, ObjectStoragePath):
-            return ObjectStoragePath(value, conn_id=conn_id) if conn_id else value
-        text = str(value or "").strip()
-        if not text:
-            raise AirflowFailException(f"{what} is empty")
-        if "://" not in text and not text.startswith("/"):
-            raise AirflowFailException(
-                f"{what} {text!r} is relative: it would depend on the worker's directory; use an absolute path or a URI"
-            )
-        try:
-            path = ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
-            check_protocol(path)
-        except (ValueError, DestinationError) as exc:
-            raise AirflowFailException(f"unusable {what} {text}: {exc}") from None
-        return path
-
     def _identity(self, context: Context) -> dict[str, str]:
         ti = context["ti"]
         return {
@@ -290,7 +274,7 @@ class BatchJobOperator(BaseOperator):
 
     def _work_root(self, destination: ObjectStoragePath, identity: Mapping[str, str]) -> ObjectStoragePath:
         if self.work_prefix:
-            return self._path(self.work_prefix, self.destination_conn_id, "work_prefix")
+            return storage_path(self.work_prefix, self.destination_conn_id, "work_prefix")
         key = hashlib.sha256("\x1f".join(identity[k] for k in sorted(identity)).encode()).hexdigest()[:16]
         return destination / WORK_FOLDER / key
 
@@ -302,8 +286,8 @@ class BatchJobOperator(BaseOperator):
             config = self.hook.config
         except ConnectionSettingsError as exc:
             raise AirflowFailException(str(exc)) from None
-        destination = self._path(self.destination, self.destination_conn_id, "destination")
-        requests_path = self._path(self.requests_path, self.requests_path_conn_id, "requests_path")
+        destination = storage_path(self.destination, self.destination_conn_id, "destination")
+        requests_path = storage_path(self.requests_path, self.requests_path_conn_id, "requests_path")
         identity = self._identity(context)
         root = self._work_root(destination, identity)
         settings = replace(

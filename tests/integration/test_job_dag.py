@@ -112,3 +112,39 @@ def test_job_of_several_shards_merges_one_line_per_custom_id(
     assert emulator.stats()["batches_created"] == 4
     summary = json.loads(summary_file.read_text())
     assert summary["lines"] == 25
+
+
+def test_split_feeds_mapped_creates_one_batch_per_file(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "prompts.jsonl"
+    write_prompts(source, [f"s-{i:02d}" for i in range(7)])
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "shard-00009.jsonl").write_text("left by an earlier, longer split\n")
+    (shards / "keep.txt").write_text("not the operator's")
+    dag = load_dag(
+        airflow_dags,
+        "job_split",
+        f"""
+        from airflow_provider_anthropix.operators.create import CreateBatchOperator
+        from airflow_provider_anthropix.operators.split import SplitRequestsOperator
+
+        {DAG_OPEN}
+            split = SplitRequestsOperator(
+                task_id="split", requests_path={str(source)!r}, destination={str(shards)!r},
+                default_params=DEFAULTS, max_requests_per_batch=3,
+            )
+            CreateBatchOperator.partial(task_id="create").expand(requests_path=split.output)
+        """,
+    )
+    dag_run = dag.test()
+    assert {ti.task_id for ti in dag_run.get_task_instances() if str(ti.state) == "success"} == {"split", "create"}
+    assert sorted(p.name for p in shards.iterdir()) == [
+        "keep.txt",
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+        "shard-00002.jsonl",
+    ]
+    assert [len(p.read_text().splitlines()) for p in sorted(shards.glob("shard-*.jsonl"))] == [3, 3, 1]
+    assert emulator.stats()["batches_created"] == 3
