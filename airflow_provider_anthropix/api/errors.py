@@ -3,7 +3,8 @@
 Both clients raise these and nothing else, so callers (the hook, operators, the trigger)
 decide on retries and messages in one place. No exception text ever carries the API key:
 messages are built from the server's error envelope and the status, never from headers
-we sent.
+we sent, and the clients pass a :class:`~airflow_provider_anthropix.api.redact.Redactor`
+so that a server or proxy that echoes the key in its error body has it masked too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.api.redact import Redactor
 
 
 class AnthropixError(Exception):
@@ -213,11 +217,14 @@ def error_from_response(
     body: bytes,
     *,
     retry_after: float | None = None,
+    redact: Redactor | None = None,
 ) -> AnthropixAPIError:
     """Build the right exception from an error response (status, headers, raw body).
 
     The body is usually the JSON envelope ``{"type": "error", "error": {"type", "message"}}``;
     edges (413, gateways) may send HTML or nothing, in which case a short excerpt is kept.
+    With ``redact``, every text taken from the response (message, type, request id, the
+    parsed body, kept headers) has the secrets masked, whatever the server put there.
     """
     error_type = error_type_for(status)
     message = ""
@@ -225,7 +232,7 @@ def error_from_response(
     request_id = headers.get("request-id") or headers.get("x-request-id")
     try:
         parsed = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         err = parsed.get("error")
@@ -236,6 +243,11 @@ def error_from_response(
     if not message:
         excerpt = body[:200].decode("utf-8", "replace").strip() if body else ""
         message = excerpt or _reason(status)
+    if redact is not None:
+        message, error_type = redact(message), redact(error_type)
+        request_id = redact(str(request_id)) if request_id is not None else None
+        parsed = redact.value(parsed)
+        headers = {name: redact(str(value)) for name, value in headers.items()}
     return error_class_for(status)(
         message,
         status=status,
