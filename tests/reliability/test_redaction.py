@@ -64,6 +64,16 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
 
+class _Fixed(_Echo):
+    """The same echo at one status for every path (the hook probes /v1/messages/batches)."""
+
+    status = "400"
+
+    def do_GET(self) -> None:
+        self.path = f"/{self.status}/json/x"
+        super().do_GET()
+
+
 @pytest.fixture(scope="module")
 def echo_url() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
@@ -144,12 +154,7 @@ def test_airflow_error_and_test_connection_carry_no_echoed_key(echo_url: str, mo
 
     for status in ("400", "403", "500", "401"):
 
-        class _Fixed(_Echo):
-            def do_GET(self) -> None:
-                self.path = f"/{status}/json/x"
-                super().do_GET()
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Fixed)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), type("Fixed", (_Fixed,), {"status": status}))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             url = f"http://127.0.0.1:{server.server_address[1]}"
