@@ -204,6 +204,11 @@ HOSTILE = [
     pytest.param("http://:{api}{path}", id="empty-host-with-port"),
     pytest.param("http://[::ffff:127.0.0.1]:{evil}{path}", id="ipv6-mapped-other-port"),
     pytest.param("http://2130706433:{api}{path}", id="integer-ip"),
+    # Values the libraries could not even build a request from: they used to escape the error family.
+    pytest.param("http://127.0.0.1:{api}/r\ud800", id="surrogate-in-path-httpx-unicodeencodeerror"),
+    pytest.param("http://\u0100:pw@127.0.0.1:{api}{path}", id="non-latin1-userinfo-requests-unicodeencodeerror"),
+    pytest.param("http://127.0.0.1:99999{path}", id="port-out-of-range-urlsplit-valueerror"),
+    pytest.param("http://[::1{path}", id="unclosed-ipv6-bracket"),
 ]
 
 #: Same-origin spellings the check must still accept (it is not a refuse-everything check).

@@ -153,7 +153,6 @@ def test_airflow_error_and_test_connection_carry_no_echoed_key(echo_url: str, mo
     assert "[redacted]" in str(failure)
 
     for status in ("400", "403", "500", "401"):
-
         server = ThreadingHTTPServer(("127.0.0.1", 0), type("Fixed", (_Fixed,), {"status": status}))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
