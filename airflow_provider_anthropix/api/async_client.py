@@ -17,9 +17,11 @@ import httpx
 
 from airflow_provider_anthropix.api import calls
 from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError, AnthropixTimeoutError
+from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
 from airflow_provider_anthropix.api.lines import LineSplitter, parse_result_line
 from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, EncodedBody, MessageBatch
+from airflow_provider_anthropix.api.origin import Origin
+from airflow_provider_anthropix.api.redact import Redactor
 from airflow_provider_anthropix.api.resume import ResumeState
 
 log = logging.getLogger(__name__)
@@ -31,17 +33,18 @@ POOL_LIMITS = httpx.Limits(
 )
 
 
-def _translate(exc: httpx.HTTPError, call_name: str) -> AnthropixConnectionError:
+#: httpx errors raised before a byte of the request left: httpcore reports TCP and TLS set-up
+#: failures as ConnectError, and a request waiting for a pool slot or a connect has sent nothing.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _translate(
+    exc: httpx.HTTPError, call_name: str, config: ClientConfig, redact: Redactor
+) -> AnthropixConnectionError:
     """Map an httpx failure to our tree, noting whether the request may have reached the server."""
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return AnthropixTimeoutError(f"{call_name}: timed out connecting to the API", maybe_sent=False)
-    if isinstance(exc, httpx.TimeoutException):
-        return AnthropixTimeoutError(f"{call_name}: timed out waiting for the API's answer")
-    if isinstance(exc, httpx.ConnectError):
-        return AnthropixConnectionError(
-            f"{call_name}: could not connect to the API ({type(exc).__name__})", maybe_sent=False
-        )
-    return AnthropixConnectionError(f"{call_name}: the connection broke ({type(exc).__name__})")
+    never_sent = isinstance(exc, _NEVER_SENT)
+    timeout = isinstance(exc, httpx.TimeoutException)
+    return calls.connection_error(call_name, config, redact, exc, never_sent=never_sent, timeout=timeout)
 
 
 async def _aiter_body(body: EncodedBody) -> AsyncIterator[bytes]:
@@ -61,6 +64,7 @@ class AsyncClient:
     ) -> None:
         self.config = config
         self._policy = config.retry_policy()
+        self._redact = config.redactor()
         self._sleep = sleep
         # Calls wait here rather than in httpcore's pool queue: the pool scans its whole queue
         # for every request, so thousands of queued polls (a triggerer restarting with
@@ -76,7 +80,9 @@ class AsyncClient:
         )
 
     def __repr__(self) -> str:
-        return f"AsyncClient(base_url={self.config.base_url!r}, version={self.config.anthropic_version!r})"
+        return self._redact(
+            f"AsyncClient(base_url={self.config.base_url!r}, version={self.config.anthropic_version!r})"
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -103,9 +109,15 @@ class AsyncClient:
             content = _aiter_body(call.encoded_body)
             request_headers["content-type"] = "application/json"
             request_headers["content-length"] = str(call.encoded_body.size)
-        request = self._http.build_request(
-            call.method, call.url, params=call.params, content=content, headers=request_headers
-        )
+        try:
+            request = self._http.build_request(
+                call.method, call.url, params=call.params, content=content, headers=request_headers
+            )
+            sent_to = Origin.of(request.url.scheme, request.url.host, request.url.port)
+        except (httpx.InvalidURL, httpx.HTTPError, ValueError, UnicodeError, TypeError) as exc:
+            raise calls.refuse_unsendable(call, self.config, self._redact, exc) from None
+        # The origin httpx itself parsed from the request it is about to send (httpcore connects to it).
+        calls.check_origin(call, sent_to, self.config, self._redact)
         try:
             if stream:
                 response = await self._http.send(request, stream=True)
@@ -115,9 +127,16 @@ class AsyncClient:
             if response.status_code >= 300:
                 body = await response.aread()
                 await response.aclose()
-                calls.raise_for_response(response.status_code, response.headers, body)
+                calls.raise_for_response(response.status_code, response.headers, body, self._redact)
         except httpx.HTTPError as exc:
-            raise _translate(exc, call.name) from None
+            raise _translate(exc, call.name, self.config, self._redact) from None
+        except UnicodeError as exc:
+            raise AnthropixConnectionError(
+                self._redact(
+                    f"{call.name}: the request cannot be encoded for HTTP ({type(exc).__name__}); nothing was sent"
+                ),
+                maybe_sent=False,
+            ) from None
         return response
 
     async def _send(
@@ -148,8 +167,10 @@ class AsyncClient:
         response = await self._send(call)
         try:
             return calls.parse_json(response.content)
-        except ValueError as exc:
-            raise AnthropixConnectionError(f"{call.name}: the API's answer is not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise AnthropixConnectionError(
+                self._redact(f"{call.name}: the API's answer is not valid JSON ({exc})")
+            ) from None
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -186,7 +207,7 @@ class AsyncClient:
 
     async def iter_result_bytes(self, batch: MessageBatch | str, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
         """The results JSONL as raw chunks, resumed transparently after a break (see ``api.resume``)."""
-        url = calls.results_url_for(self.config, batch)
+        url = calls.results_url_for(self.config, batch, redact=self._redact)
         state = ResumeState(self._policy)
         while not state.complete:
             try:
@@ -204,7 +225,7 @@ class AsyncClient:
                     await response.aclose()
                 return
             except httpx.HTTPError as exc:
-                error: AnthropixError = _translate(exc, "results")
+                error: AnthropixError = _translate(exc, "results", self.config, self._redact)
             except AnthropixConnectionError as exc:
                 error = exc
             await self._sleep(state.next_delay(error))

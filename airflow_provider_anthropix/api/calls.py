@@ -2,21 +2,31 @@
 
 Both clients turn a :class:`Call` into a request with their own library and feed the
 answer back through :func:`raise_for_response`; everything about paths, parameters,
-idempotency and the results-host check lives here once.
+idempotency, the origin check made before each send (:func:`check_origin`) and the
+wording of connection failures lives here once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import socket
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.errors import ResultsHostError, error_from_response
+from airflow_provider_anthropix.api.errors import (
+    AnthropixConnectionError,
+    AnthropixTimeoutError,
+    ResultsHostError,
+    error_from_response,
+)
 from airflow_provider_anthropix.api.limits import MAX_LIST_LIMIT, MIN_LIST_LIMIT
 from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch
+from airflow_provider_anthropix.api.origin import AmbiguousURLError, Origin, plain_url
+from airflow_provider_anthropix.api.redact import Redactor
 from airflow_provider_anthropix.api.retry import parse_retry_after
 
 BATCHES_PATH = "/v1/messages/batches"
@@ -74,11 +84,17 @@ def delete_call(config: ClientConfig, batch_id: str) -> Call:
     return Call("delete", "DELETE", _batch_path(config, batch_id))
 
 
-def results_url_for(config: ClientConfig, batch: MessageBatch | str) -> str:
-    """The URL to download results from, refusing URLs on another host.
+def _is_batch_id(value: str) -> bool:
+    # Batch ids are letters, digits, "_" and "-"; anything with ":", "/" or "\\" is treated as a URL.
+    return bool(value) and not any(char in value for char in ":/\\")
+
+
+def results_url_for(config: ClientConfig, batch: MessageBatch | str, *, redact: Redactor | None = None) -> str:
+    """The URL to download results from, refusing URLs on another origin or ambiguous ones.
 
     ``batch`` is a :class:`MessageBatch`, a batch id or a results URL. The key is only ever
-    sent to the configured API host: a ``results_url`` elsewhere raises
+    sent to the configured API origin: a ``results_url`` elsewhere, or one that parsers could
+    read differently (see :mod:`airflow_provider_anthropix.api.origin`), raises
     :class:`ResultsHostError` instead of being fetched with the key.
     """
     if isinstance(batch, MessageBatch):
@@ -87,39 +103,176 @@ def results_url_for(config: ClientConfig, batch: MessageBatch | str) -> str:
                 f"batch {batch.id} has no results yet (processing_status={batch.processing_status}); "
                 "results are available once it has ended"
             )
-        url = batch.results_url
-    elif isinstance(batch, str) and batch.startswith(("http://", "https://")):
+        url: str = batch.results_url
+    elif isinstance(batch, str) and not _is_batch_id(batch):
         url = batch
     else:
         return _batch_path(config, str(batch)) + "/results"
-    if _origin(url) != _origin(config.base_url):
-        raise ResultsHostError(
-            f"results_url origin {_show(_origin(url))} differs from the connection's API origin "
-            f"{_show(_origin(config.base_url))}; refusing to send the API key there"
-        )
+    check_url(url, config, redact=redact, what="results_url")
     return url
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    default_port = 443 if parts.scheme == "https" else 80
-    return (parts.scheme, (parts.hostname or "").lower(), parts.port or default_port)
+def _show_url(url: object, redact: Redactor) -> str:
+    text = repr(url)
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return redact(text)
 
 
-def _show(origin: tuple[str, str, int | None]) -> str:
-    scheme, host, port = origin
-    return f"{scheme}://{host}:{port}"
+def check_url(url: str, config: ClientConfig, *, redact: Redactor | None = None, what: str = "URL") -> None:
+    """Refuse ``url`` unless it is a plain http(s) URL on the connection's origin (by our strict reading)."""
+    redact = redact or config.redactor()
+    try:
+        origin = plain_url(url)
+    except AmbiguousURLError as exc:
+        raise ResultsHostError(
+            f"{what} {_show_url(url, redact)} {exc}; refusing to send the API key to a URL that HTTP libraries "
+            f"may read differently (the connection's API origin is {config.origin})"
+        ) from None
+    if origin != config.origin:
+        raise ResultsHostError(
+            f"{what} origin {origin} differs from the connection's API origin {config.origin}; "
+            "refusing to send the API key there"
+        )
 
 
-def raise_for_response(status: int, headers: Mapping[str, str], body: bytes) -> None:
-    """Raise the mapped exception for an error status; return for 2xx."""
+def check_origin(call: Call, sent_to: Origin, config: ClientConfig, redact: Redactor) -> None:
+    """The last check before a request carrying the key leaves: both readings must name the API origin.
+
+    ``sent_to`` is the origin as the sending library itself parsed the prepared request
+    (urllib3 for requests, ``httpx.URL`` for httpx), so a URL that our strict reading accepts
+    but the library reads differently is still refused.
+    """
+    what = "results_url" if call.name == "results" else f"{call.name} URL"
+    check_url(call.url, config, redact=redact, what=what)
+    if sent_to != config.origin:
+        raise ResultsHostError(
+            f"{what} {_show_url(call.url, redact)} would be sent to {sent_to}, not to the connection's API "
+            f"origin {config.origin}; refusing to send the API key there"
+        )
+
+
+def refuse_unsendable(call: Call, config: ClientConfig, redact: Redactor, exc: BaseException) -> ResultsHostError:
+    """The HTTP library could not even build the request (a malformed URL): nothing was sent."""
+    return ResultsHostError(
+        f"{call.name}: the URL {_show_url(call.url, redact)} cannot be sent ({type(exc).__name__}); "
+        f"refusing it (the connection's API origin is {config.origin})"
+    )
+
+
+# -- connection failures ------------------------------------------------------------------------
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (causes, contexts, ``reason``, exceptions in ``args``)."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack and len(seen) < 64:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [
+            getattr(current, "reason", None),
+            getattr(current, "original_error", None),
+            current.__cause__,
+            current.__context__,
+            *current.args,
+        ]
+        stack.extend(item for item in reversed(linked) if isinstance(item, BaseException))
+
+
+def _in_handshake(error: BaseException) -> bool:
+    handshake = ssl.SSLSocket.do_handshake.__code__
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is handshake:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def tls_handshake_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` wraps a TLS failure that happened while the handshake ran, before any request byte."""
+    return any(
+        isinstance(error, ssl.SSLCertVerificationError) or (isinstance(error, ssl.SSLError) and _in_handshake(error))
+        for error in exception_chain(exc)
+    )
+
+
+def connect_failure_reason(exc: BaseException) -> tuple[str, str]:
+    """A short reason and a fix for a failed connection, from the standard-library error it wraps."""
+    chain = list(exception_chain(exc))
+    for error in chain:
+        if isinstance(error, socket.gaierror):
+            return "the host name could not be resolved", "check the host name in the connection's host field"
+    for error in chain:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            detail = error.verify_message or error.reason or "verification failed"
+            return (
+                f"the server's TLS certificate was not accepted ({detail})",
+                "check the host name, or point SSL_CERT_FILE / REQUESTS_CA_BUNDLE at the right CA bundle",
+            )
+    for error in chain:
+        if isinstance(error, ssl.SSLError):
+            detail = error.reason or type(error).__name__
+            return (
+                f"the TLS handshake failed ({detail})",
+                "if the server speaks plain HTTP (the local emulator does), use http:// in the host field",
+            )
+    for error in chain:
+        if isinstance(error, ConnectionRefusedError):
+            return (
+                "connection refused (nothing is listening on that port)",
+                "check the port in the host field and that the server is running",
+            )
+    for error in chain:
+        if isinstance(error, TimeoutError):
+            return "timed out", "check the host, port and network (firewall, proxy settings)"
+    for error in chain:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror, "check the host, port and scheme of the connection"
+    return type(exc).__name__, "check the host, port and scheme of the connection"
+
+
+def connection_error(
+    call_name: str,
+    config: ClientConfig,
+    redact: Redactor,
+    exc: BaseException,
+    *,
+    never_sent: bool,
+    timeout: bool = False,
+) -> AnthropixConnectionError:
+    """The error for a failed transport, naming the origin and connection and (when nothing was sent) the fix."""
+    where = config.where()
+    cls = AnthropixTimeoutError if timeout else AnthropixConnectionError
+    if never_sent:
+        reason, fix = connect_failure_reason(exc)
+        if timeout:
+            reason = "timed out connecting"
+        text = f"{call_name}: could not connect to {where}: {reason}; nothing was sent. Fix: {fix}."
+    elif timeout:
+        text = f"{call_name}: timed out waiting for the answer of {where}"
+    else:
+        text = (
+            f"{call_name}: the connection to {where} broke ({type(exc).__name__}); the request may have been received"
+        )
+    return cls(redact(text), maybe_sent=not never_sent)
+
+
+def raise_for_response(status: int, headers: Mapping[str, str], body: bytes, redact: Redactor | None = None) -> None:
+    """Raise the mapped exception for an error status (its texts redacted); return for 2xx."""
     if 200 <= status < 300:
         return
     if 300 <= status < 400:
         raise error_from_response(
-            status, headers, b"unexpected redirect from the API; redirects are not followed with the key"
+            status,
+            headers,
+            b"unexpected redirect from the API; redirects are not followed with the key",
+            redact=redact,
         )
-    raise error_from_response(status, headers, body, retry_after=parse_retry_after(headers))
+    raise error_from_response(status, headers, body, retry_after=parse_retry_after(headers), redact=redact)
 
 
 def parse_json(body: bytes) -> Any:

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from airflow_provider_anthropix.api.origin import AmbiguousURLError, Origin, plain_url
+from airflow_provider_anthropix.api.redact import Redactor, url_credentials
 from airflow_provider_anthropix.api.retry import RetryPolicy
 
 USER_AGENT = "airflow-provider-anthropix"
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value (only printable ASCII can), or None.
+
+    Never quotes the value: it may be the key.
+    """
+    for position, char in enumerate(value):
+        if not " " <= char <= "~":
+            kind = "a non-ASCII" if ord(char) > 127 else "a control"
+            return f"has {kind} character at position {position}; only printable ASCII can be sent in a header"
+    return None
 
 
 @dataclass(frozen=True)
@@ -28,7 +41,8 @@ class ClientConfig:
     :param connect_timeout: seconds to wait for a TCP/TLS connection.
     :param read_timeout: seconds to wait between bytes of a response.
     :param max_retries: retries after the first attempt of one call.
-    :param proxies: ``{"http": url, "https": url}``.
+    :param proxies: ``{"http": url, "https": url}``; credentials in them are redacted from messages.
+    :param connection_id: the Airflow connection these settings came from, named in error messages.
     """
 
     api_key: str = field(repr=False)
@@ -41,17 +55,48 @@ class ClientConfig:
     max_retries: int = 2
     max_total_retry_wait: float = 60.0
     proxies: dict[str, str] | None = field(default=None, repr=False)
+    connection_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.api_key:
             raise ValueError("an API key is required")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must look like https://host[:port], got {self.base_url!r}")
+        if (problem := header_value_problem(self.api_key)) is not None:
+            raise ValueError(f"the API key {problem}")
+        try:
+            plain_url(self.base_url)
+        except AmbiguousURLError as exc:
+            shown = Redactor(url_credentials(self.base_url))(repr(self.base_url))
+            raise ValueError(f"base_url must look like https://host[:port], got {shown}: it {exc}") from None
+        if "?" in self.base_url:
+            raise ValueError("base_url must not have a query")
         if self.anthropic_version not in API_VERSIONS:
             raise ValueError(f"anthropic_version {self.anthropic_version!r} is not one of {', '.join(API_VERSIONS)}")
+        for name, values in (("anthropic_beta", self.anthropic_beta), ("workspace_id", [self.workspace_id or ""])):
+            for value in values:
+                if (problem := header_value_problem(value)) is not None:
+                    raise ValueError(f"{name} {value!r} {problem}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         object.__setattr__(self, "anthropic_beta", tuple(b for b in self.anthropic_beta if b))
+
+    @property
+    def origin(self) -> Origin:
+        """Where the key may be sent: the only origin any request of this client goes to."""
+        return plain_url(self.base_url)
+
+    def secrets(self) -> list[str]:
+        """Every string that must never appear in a message: the key and proxy credentials."""
+        found = [self.api_key]
+        for url in (self.proxies or {}).values():
+            found += url_credentials(url)
+        return found
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.secrets())
+
+    def where(self) -> str:
+        """The origin, and the connection when known, for error messages (no secrets: userinfo is refused)."""
+        text = str(self.base_url)
+        return f"{text} (connection {self.connection_id!r})" if self.connection_id else text
 
     def headers(self) -> dict[str, str]:
         """Headers for every call. Contains the key: never log the result."""
@@ -84,6 +129,7 @@ class ClientConfig:
             self.max_retries,
             self.max_total_retry_wait,
             proxies,
+            self.connection_id,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -96,4 +142,5 @@ class ClientConfig:
             "timeouts": [self.connect_timeout, self.read_timeout],
             "max_retries": self.max_retries,
             "proxies": sorted(self.proxies) if self.proxies else None,
+            "connection_id": self.connection_id,
         }

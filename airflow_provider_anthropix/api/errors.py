@@ -3,15 +3,19 @@
 Both clients raise these and nothing else, so callers (the hook, operators, the trigger)
 decide on retries and messages in one place. No exception text ever carries the API key:
 messages are built from the server's error envelope and the status, never from headers
-we sent.
+we sent, and the clients pass a :class:`~airflow_provider_anthropix.api.redact.Redactor`
+so that a server or proxy that echoes the key in its error body has it masked too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.api.redact import Redactor
 
 
 class AnthropixError(Exception):
@@ -139,31 +143,96 @@ class ValidationProblem:
     file: str | None = None
     line: int | None = None
 
-    def __str__(self) -> str:
-        where = []
+    def location(self) -> str:
+        """``file:line``, ``line N`` or ``requests[i]`` (empty when the problem is about the whole batch)."""
         if self.file is not None:
-            where.append(f"{self.file}:{self.line}" if self.line is not None else self.file)
-        elif self.line is not None:
-            where.append(f"line {self.line}")
-        elif self.index is not None:
-            where.append(f"requests[{self.index}]")
-        if self.custom_id:
-            where.append(f"custom_id {self.custom_id}")
+            return f"{self.file}:{self.line}" if self.line is not None else self.file
+        if self.line is not None:
+            return f"line {self.line}"
+        if self.index is not None:
+            return f"requests[{self.index}]"
+        return ""
+
+    def __str__(self) -> str:
+        where = [part for part in (self.location(), f"custom_id {self.custom_id}" if self.custom_id else "") if part]
         return f"{' '.join(where)}: {self.message}" if where else self.message
 
 
-class BatchValidationError(AnthropixError):
-    """The batch was rejected before anything was sent. ``problems`` lists the first few, ``count`` all."""
+@dataclass
+class ProblemGroup:
+    """Every request with the same problem message: how many, and the first few of them."""
 
-    def __init__(self, problems: list[ValidationProblem], *, count: int | None = None, shown: int = 10) -> None:
+    message: str
+    count: int = 0
+    examples: list[ValidationProblem] = field(default_factory=list)
+
+    #: How many places a grouped line names before "...".
+    EXAMPLES: ClassVar[int] = 5
+
+    def add(self, problem: ValidationProblem) -> None:
+        self.count += 1
+        if len(self.examples) < self.EXAMPLES:
+            self.examples.append(problem)
+
+    def __str__(self) -> str:
+        if self.count == 1:
+            return str(self.examples[0])
+        places = []
+        for problem in self.examples:
+            where = problem.location()
+            if problem.custom_id:
+                where = f"{where} (custom_id {problem.custom_id})" if where else f"custom_id {problem.custom_id}"
+            places.append(where)
+        more = self.count - len(self.examples)
+        listed = ", ".join(place for place in places if place)
+        tail = f", ... and {more:,} more" if more > 0 else ""
+        return f"{self.message} \u2014 {self.count:,} requests: {listed}{tail}"
+
+
+def group_problems(problems: Iterable[ValidationProblem]) -> list[ProblemGroup]:
+    """Identical messages together, in the order they first appear."""
+    groups: dict[str, ProblemGroup] = {}
+    for problem in problems:
+        groups.setdefault(problem.message, ProblemGroup(problem.message)).add(problem)
+    return list(groups.values())
+
+
+class BatchValidationError(AnthropixError):
+    """The batch was rejected before anything was sent.
+
+    ``problems`` lists the first few, ``count`` all. The message groups identical problems
+    (forgetting ``max_tokens`` is one line saying how many requests, not one line per
+    request) and ends with ``hints`` when the caller has a fix for the whole batch.
+
+    :param problems: the problems found (or the first few of them).
+    :param count: how many there are in all (default: ``len(problems)``).
+    :param shown: how many lines (groups) the message lists.
+    :param groups: the problems grouped over the whole input (default: grouped from ``problems``).
+    :param hints: lines appended as ``hint: ...``.
+    """
+
+    def __init__(
+        self,
+        problems: list[ValidationProblem],
+        *,
+        count: int | None = None,
+        shown: int = 10,
+        groups: list[ProblemGroup] | None = None,
+        hints: Sequence[str] = (),
+    ) -> None:
         self.problems = list(problems)
         self.count = count if count is not None else len(self.problems)
-        lines = [str(problem) for problem in self.problems[:shown]]
-        more = self.count - len(lines)
+        self.groups = groups if groups is not None else group_problems(self.problems)
+        self.hints = list(hints)
+        listed = self.groups[:shown]
+        lines = [str(group) for group in listed]
+        more = self.count - sum(group.count for group in listed)
         head = f"{self.count} problem{'s' if self.count != 1 else ''} in the batch requests, nothing was sent:"
         text = "\n  ".join([head, *lines])
         if more > 0:
             text += f"\n  ... and {more} more"
+        for hint in self.hints:
+            text += f"\n  hint: {hint}"
         super().__init__(text)
 
 
@@ -213,11 +282,14 @@ def error_from_response(
     body: bytes,
     *,
     retry_after: float | None = None,
+    redact: Redactor | None = None,
 ) -> AnthropixAPIError:
     """Build the right exception from an error response (status, headers, raw body).
 
     The body is usually the JSON envelope ``{"type": "error", "error": {"type", "message"}}``;
     edges (413, gateways) may send HTML or nothing, in which case a short excerpt is kept.
+    With ``redact``, every text taken from the response (message, type, request id, the
+    parsed body, kept headers) has the secrets masked, whatever the server put there.
     """
     error_type = error_type_for(status)
     message = ""
@@ -225,7 +297,7 @@ def error_from_response(
     request_id = headers.get("request-id") or headers.get("x-request-id")
     try:
         parsed = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         err = parsed.get("error")
@@ -236,6 +308,11 @@ def error_from_response(
     if not message:
         excerpt = body[:200].decode("utf-8", "replace").strip() if body else ""
         message = excerpt or _reason(status)
+    if redact is not None:
+        message, error_type = redact(message), redact(error_type)
+        request_id = redact(str(request_id)) if request_id is not None else None
+        parsed = redact.value(parsed)
+        headers = {name: redact(str(value)) for name, value in headers.items()}
     return error_class_for(status)(
         message,
         status=status,

@@ -9,16 +9,19 @@ from typing import Any
 
 import requests
 from requests import exceptions as rex
+from urllib3 import exceptions as urllib3_exceptions
+from urllib3.util import parse_url
 
 from airflow_provider_anthropix.api import calls
 from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import (
     AnthropixConnectionError,
     AnthropixError,
-    AnthropixTimeoutError,
 )
 from airflow_provider_anthropix.api.lines import LineSplitter, parse_result_line
 from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, EncodedBody, MessageBatch
+from airflow_provider_anthropix.api.origin import Origin
+from airflow_provider_anthropix.api.redact import Redactor
 from airflow_provider_anthropix.api.resume import ResumeState
 
 log = logging.getLogger(__name__)
@@ -37,21 +40,36 @@ class _SizedChunks:
         return self._body.size
 
 
-def _translate(exc: rex.RequestException, call_name: str) -> AnthropixConnectionError:
-    """Map a requests failure to our tree, noting whether the request may have reached the server."""
+#: urllib3 errors raised before a single byte of the request left: no TCP connection, no name, a connect timeout.
+_NEVER_SENT = (urllib3_exceptions.NewConnectionError, urllib3_exceptions.ConnectTimeoutError)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Decided by exception type along requests' chain (``ConnectionError`` -> ``MaxRetryError.reason`` -> ...).
+
+    A TLS failure counts as never sent only when it happened inside the handshake: an SSL
+    error while reading an answer (the request already left) stays "maybe sent".
+    """
     if isinstance(exc, rex.ConnectTimeout):
-        return AnthropixTimeoutError(f"{call_name}: timed out connecting to the API", maybe_sent=False)
-    if isinstance(exc, rex.Timeout):
-        return AnthropixTimeoutError(f"{call_name}: timed out waiting for the API's answer")
-    if isinstance(exc, rex.ConnectionError):
-        text = str(exc)
-        never_sent = any(
-            marker in text
-            for marker in ("NewConnectionError", "NameResolutionError", "Connection refused", "Failed to resolve")
-        )
-        reason = "could not connect to the API" if never_sent else "the connection broke"
-        return AnthropixConnectionError(f"{call_name}: {reason} ({type(exc).__name__})", maybe_sent=not never_sent)
-    return AnthropixConnectionError(f"{call_name}: {type(exc).__name__}")
+        return True
+    return any(isinstance(error, _NEVER_SENT) for error in calls.exception_chain(exc)) or calls.tls_handshake_failed(
+        exc
+    )
+
+
+def _translate(
+    exc: rex.RequestException, call_name: str, config: ClientConfig, redact: Redactor
+) -> AnthropixConnectionError:
+    """Map a requests failure to our tree, noting whether the request may have reached the server."""
+    never_sent = _never_sent(exc)
+    timeout = isinstance(exc, rex.Timeout)
+    return calls.connection_error(call_name, config, redact, exc, never_sent=never_sent, timeout=timeout)
+
+
+def _sent_to(prepared_url: str | None) -> Origin:
+    """The origin urllib3 will connect to for this prepared URL (the adapter parses it the same way)."""
+    parsed = parse_url(prepared_url or "")
+    return Origin.of(parsed.scheme, parsed.host, parsed.port)
 
 
 class SyncClient:
@@ -69,6 +87,7 @@ class SyncClient:
     ) -> None:
         self.config = config
         self._policy = config.retry_policy()
+        self._redact = config.redactor()
         self._sleep = sleep
         self._session = session or requests.Session()
         self._session.headers.update(config.headers())
@@ -77,7 +96,7 @@ class SyncClient:
         self._timeout = (config.connect_timeout, config.read_timeout)
 
     def __repr__(self) -> str:
-        return f"SyncClient(base_url={self.config.base_url!r}, version={self.config.anthropic_version!r})"
+        return self._redact(f"SyncClient(base_url={self.config.base_url!r}, version={self.config.anthropic_version!r})")
 
     def close(self) -> None:
         self._session.close()
@@ -100,22 +119,31 @@ class SyncClient:
             data = _SizedChunks(call.encoded_body)
             request_headers["content-type"] = "application/json"
         try:
-            response = self._session.request(
-                call.method,
-                call.url,
-                params=call.params,
-                data=data,
-                headers=request_headers,
-                timeout=self._timeout,
-                stream=stream,
-                allow_redirects=False,
+            # Prepared here rather than inside Session.request so the URL checked is the URL sent.
+            prepared = self._session.prepare_request(
+                requests.Request(call.method, call.url, params=call.params, data=data, headers=request_headers)
             )
+            sent_to = _sent_to(prepared.url)
+        except (rex.RequestException, ValueError, UnicodeError) as exc:
+            raise calls.refuse_unsendable(call, self.config, self._redact, exc) from None
+        calls.check_origin(call, sent_to, self.config, self._redact)
+        settings = self._session.merge_environment_settings(prepared.url, {}, stream, None, None)
+        try:
+            response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, **settings)
             if response.status_code >= 300:
                 body = response.content
                 response.close()
-                calls.raise_for_response(response.status_code, response.headers, body)
+                calls.raise_for_response(response.status_code, response.headers, body, self._redact)
         except rex.RequestException as exc:
-            raise _translate(exc, call.name) from None
+            raise _translate(exc, call.name, self.config, self._redact) from None
+        except UnicodeError as exc:
+            # http.client encodes the request line and headers before anything is written.
+            raise AnthropixConnectionError(
+                self._redact(
+                    f"{call.name}: the request cannot be encoded for HTTP ({type(exc).__name__}); nothing was sent"
+                ),
+                maybe_sent=False,
+            ) from None
         return response
 
     def _send(
@@ -146,8 +174,10 @@ class SyncClient:
         response = self._send(call)
         try:
             return calls.parse_json(response.content)
-        except ValueError as exc:
-            raise AnthropixConnectionError(f"{call.name}: the API's answer is not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise AnthropixConnectionError(
+                self._redact(f"{call.name}: the API's answer is not valid JSON ({exc})")
+            ) from None
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -186,7 +216,7 @@ class SyncClient:
         supports it sends only the rest; otherwise the bytes already delivered are skipped),
         up to ``max_retries`` times: the caller sees one uninterrupted, byte-identical stream.
         """
-        url = calls.results_url_for(self.config, batch)
+        url = calls.results_url_for(self.config, batch, redact=self._redact)
         state = ResumeState(self._policy)
         while not state.complete:
             try:
@@ -202,7 +232,7 @@ class SyncClient:
                     response.close()
                 return
             except rex.RequestException as exc:
-                error: AnthropixError = _translate(exc, "results")
+                error: AnthropixError = _translate(exc, "results", self.config, self._redact)
             except AnthropixConnectionError as exc:
                 error = exc
             delay = state.next_delay(error)

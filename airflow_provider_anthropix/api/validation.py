@@ -39,6 +39,8 @@ _STRICT_VERSIONS = frozenset({"2026-10-21"})
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
 _ENTRY_FIELDS = frozenset({"custom_id", "params"})
 _ROLES = ("user", "assistant")
+#: The message for a required param that is absent (callers match it to suggest ``default_params``).
+MISSING_PARAM = "params.{} is missing"
 
 
 def check_api_version(api_version: str) -> str | None:
@@ -159,12 +161,12 @@ def _check_params(params: Any, api_version: str, problems: list[str]) -> None:
         return
     model = params.get("model")
     if model is None:
-        problems.append("params.model is missing")
+        problems.append(MISSING_PARAM.format("model"))
     elif not isinstance(model, str) or not model:
         problems.append(f"params.model must be a non-empty string; got {model!r}")
     max_tokens = params.get("max_tokens")
     if max_tokens is None:
-        problems.append("params.max_tokens is missing")
+        problems.append(MISSING_PARAM.format("max_tokens"))
     elif not _is_int(max_tokens) or max_tokens < 1:
         problems.append(f"params.max_tokens must be an integer >= 1; got {max_tokens!r}")
     _check_messages(params.get("messages"), api_version, problems)

@@ -121,7 +121,17 @@ class AnthropixHook(BaseHook):
     # -- UI ----------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Called by the UI's Test button: one cheap list call, and a message that says what failed."""
+        """Called by the UI's Test button: one cheap list call, and a message that says what failed.
+
+        Every message is redacted with the connection's secrets: a proxy or server that echoes
+        the key in an error body must not get it shown in the UI.
+        """
+        ok, message = self._probe()
+        if "config" in self.__dict__:
+            message = self.config.redactor()(message)
+        return ok, message
+
+    def _probe(self) -> tuple[bool, str]:
         try:
             config = self.config
             page = self.client.list_batches(limit=1)
@@ -135,7 +145,8 @@ class AnthropixHook(BaseHook):
             hint = " Check extra.anthropic_version." if "version" in exc.message.lower() else ""
             return False, f"The API rejected the request (HTTP 400): {exc.message}.{hint}"
         except AnthropixConnectionError as exc:
-            return False, f"Could not reach {self.config.base_url}: {exc}. Check the host field and the network."
+            # The error names the URL, the connection and the fix.
+            return False, f"Could not reach the API: {exc}"
         except AnthropixAPIError as exc:
             return False, f"The API answered with an error: {exc}"
         except AnthropixError as exc:

@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_provider_anthropix.api.config import ClientConfig
+from airflow_provider_anthropix.api.config import ClientConfig, header_value_problem
 from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from airflow_provider_anthropix.api.origin import AmbiguousURLError, plain_url
+from airflow_provider_anthropix.api.redact import Redactor, url_credentials
 
 
 class ConnectionLike(Protocol):
@@ -32,29 +34,65 @@ def _fail(conn_id: str, field: str, problem: str) -> ConnectionSettingsError:
     return ConnectionSettingsError(f"connection {conn_id!r}: {field}: {problem}")
 
 
+_HOST_FIELD = "host (Base URL)"
+
+
 def base_url_from(conn_id: str, host: str | None, port: int | None) -> str:
-    """``https://api.anthropic.com`` by default; a bare host gets https; the port field is honoured."""
+    """``https://api.anthropic.com`` by default; otherwise the host field as a plain ``http(s)://host[:port]``.
+
+    A host without a scheme is refused rather than guessed: taking ``127.0.0.1:8787`` as
+    https turns a local emulator into a TLS failure that reads like a lost create. Userinfo
+    (``user:password@``) is refused too, and never echoed: the key goes in the password field.
+    """
     host = (host or "").strip()
     if not host:
         return DEFAULT_BASE_URL
-    candidate = host if "://" in host else f"https://{host}"
-    try:
-        parts = urlsplit(candidate)
-        parsed_port = parts.port
-    except ValueError as exc:
-        raise _fail(conn_id, "host (Base URL)", f"{host!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or " " in host:
-        raise _fail(conn_id, "host (Base URL)", f"{host!r} is not a valid URL; expected e.g. https://api.anthropic.com")
-    if parts.path.strip("/") or parts.query:
+    shown = Redactor(url_credentials(host if "://" in host else f"//{host}"))(repr(host))
+    if "://" not in host:
+        bare = host.lstrip("/")
         raise _fail(
             conn_id,
-            "host (Base URL)",
-            f"{host!r} has a path; give only scheme, host and port (paths start with /v1 by themselves)",
+            _HOST_FIELD,
+            f"{shown} has no scheme; write http://{bare} for a plain-HTTP server such as the local emulator, "
+            f"or https://{bare} for the Anthropic API or a TLS gateway",
         )
-    netloc = parts.netloc
-    if port and parsed_port is None:
-        netloc = f"{netloc}:{port}"
-    return f"{parts.scheme}://{netloc}"
+    scheme, _, rest = host.partition("://")
+    if scheme.lower() not in ("http", "https"):
+        raise _fail(
+            conn_id, _HOST_FIELD, f"{shown} is not an http:// or https:// URL; expected e.g. https://api.anthropic.com"
+        )
+    if "@" in rest.split("/", 1)[0]:
+        raise _fail(
+            conn_id,
+            _HOST_FIELD,
+            f"{shown} has user:password@ in it; remove it (the API key goes in the password field, "
+            "proxy credentials in extra.proxies)",
+        )
+    candidate = f"{scheme.lower()}://{rest}"
+    try:
+        origin = plain_url(candidate)
+    except AmbiguousURLError as exc:
+        raise _fail(conn_id, _HOST_FIELD, f"{shown} is not a valid URL: it {exc}") from None
+    parts = urlsplit(candidate)
+    if parts.query or parts.path.strip("/"):
+        raise _fail(
+            conn_id,
+            _HOST_FIELD,
+            f"{shown} has a path; give only scheme, host and port (paths start with /v1 by themselves)",
+        )
+    base = candidate.rstrip("/")
+    if port and parts.port is None:
+        base = f"{base}:{port}"
+    elif port and origin.port != port:
+        raise _fail(conn_id, "port", f"{port} differs from the port in the host field ({origin.port}); keep one")
+    return base
+
+
+def _header_field(conn_id: str, field: str, value: str, *, secret: bool = False) -> str:
+    problem = header_value_problem(value)
+    if problem is not None:
+        raise _fail(conn_id, field, problem if secret else f"{value!r} {problem}")
+    return value
 
 
 def _number(conn_id: str, field: str, value: Any) -> float:
@@ -99,6 +137,7 @@ def config_from_connection(conn_id: str, conn: ConnectionLike) -> ClientConfig:
     key = (conn.password or "").strip()
     if not key:
         raise _fail(conn_id, "password (API Key)", "is empty; put the Anthropic API key in the connection's password")
+    _header_field(conn_id, "password (API Key)", key, secret=True)
     extra = conn.extra_dejson or {}
     version = str(extra.get("anthropic_version") or DEFAULT_API_VERSION)
     if version not in API_VERSIONS:
@@ -113,15 +152,22 @@ def config_from_connection(conn_id: str, conn: ConnectionLike) -> ClientConfig:
     proxies = extra.get("proxies") or None
     if proxies is not None and not (isinstance(proxies, Mapping) and all(isinstance(v, str) for v in proxies.values())):
         raise _fail(conn_id, "extra.proxies", 'expected {"http": "http://proxy:3128", "https": "..."}')
+    beta = tuple(
+        _header_field(conn_id, "extra.anthropic_beta", item) for item in _beta(conn_id, extra.get("anthropic_beta"))
+    )
+    workspace = str(extra["workspace_id"]) if extra.get("workspace_id") else None
+    if workspace is not None:
+        _header_field(conn_id, "extra.workspace_id", workspace)
     connect_timeout, read_timeout = _timeouts(conn_id, extra.get("timeout"))
     return ClientConfig(
         api_key=key,
         base_url=base_url_from(conn_id, conn.host, conn.port),
         anthropic_version=version,
-        anthropic_beta=_beta(conn_id, extra.get("anthropic_beta")),
-        workspace_id=(str(extra["workspace_id"]) if extra.get("workspace_id") else None),
+        anthropic_beta=beta,
+        workspace_id=workspace,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_retries=max_retries,
         proxies=dict(proxies) if proxies else None,
+        connection_id=conn_id,
     )

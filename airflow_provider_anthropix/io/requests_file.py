@@ -25,13 +25,19 @@ import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api import BatchValidationError, EncodedBody, ValidationProblem
+from airflow_provider_anthropix.api.errors import ProblemGroup
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
-from airflow_provider_anthropix.api.validation import BatchChecker, check_body_size
+from airflow_provider_anthropix.api.validation import MISSING_PARAM, BatchChecker, check_body_size
 
 _BODY_HEAD = b'{"requests":['
 _BODY_TAIL = b"]}"
 _FLUSH_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20
+_TOO_DEEP = "the line is nested too deeply to read (arrays or objects over about 1,000 levels deep)"
+#: Distinct problem messages grouped; past this, problems are still counted but not grouped.
+_MAX_GROUPS = 1_000
+#: Params a hint can point at ``default_params`` for when every request lacks them.
+_DEFAULTABLE = ("model", "max_tokens")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
                 yield number, decoder.decode(line)
             except msgspec.DecodeError as exc:
                 yield number, Undecodable(f"the line is not valid JSON ({exc})")
+            except RecursionError:
+                yield number, Undecodable(_TOO_DEEP)
             except UnicodeDecodeError as exc:
                 yield number, Undecodable(f"the line is not UTF-8 text ({exc.reason} at byte {exc.start})")
 
@@ -113,17 +121,42 @@ class SpooledBatch:
 
 @dataclass
 class _ProblemLog:
-    """Keeps the first few problems and counts the rest, so a file of 100,000 bad lines stays cheap."""
+    """Keeps the first few problems, groups identical messages and counts the rest.
+
+    A file of 100,000 bad lines stays cheap: at most ``keep`` problems, and a handful of
+    examples for each of at most :data:`_MAX_GROUPS` distinct messages, are held.
+    """
 
     keep: int
     shown: list[ValidationProblem] = field(default_factory=list)
+    groups: dict[str, ProblemGroup] = field(default_factory=dict)
     count: int = 0
+    ungrouped: int = 0
 
     def add(self, problems: Iterable[ValidationProblem]) -> None:
         for problem in problems:
             self.count += 1
             if len(self.shown) < self.keep:
                 self.shown.append(problem)
+            group = self.groups.get(problem.message)
+            if group is None and len(self.groups) < _MAX_GROUPS:
+                group = self.groups[problem.message] = ProblemGroup(problem.message)
+            if group is None:
+                self.ungrouped += 1
+            else:
+                group.add(problem)
+
+    def hints(self, requests: int) -> list[str]:
+        """A fix for the whole batch: a required param missing from every request belongs in default_params."""
+        found = []
+        for name in _DEFAULTABLE:
+            group = self.groups.get(MISSING_PARAM.format(name))
+            if group is not None and requests > 0 and group.count == requests:
+                found.append(
+                    f"params.{name} is missing in every request; set it once for all of them with "
+                    f'default_params={{"{name}": ...}} (CreateBatchOperator\'s default_params argument)'
+                )
+        return found
 
 
 def spool_batch(
@@ -173,7 +206,10 @@ def spool_batch(
                     problems.add([ValidationProblem(request.reason, index=index, file=file, line=line)])
                 else:
                     request = merge_defaults(request, default_params)
-                    problems.add(checker.check(request, file=file, line=line))
+                    try:
+                        problems.add(checker.check(request, file=file, line=line))
+                    except RecursionError:
+                        problems.add([ValidationProblem(_TOO_DEEP, index=index, file=file, line=line)])
                     # The checker keeps every problem it finds; we keep our own bounded copy.
                     checker.problems.clear()
                     if not problems.count:
@@ -197,7 +233,15 @@ def spool_batch(
             if too_big is not None:
                 problems.add([too_big])
         if problems.count:
-            raise BatchValidationError(problems.shown, count=problems.count, shown=max_problems_shown)
+            # Grouped over the whole input only while every problem found a group; else the plain first few.
+            groups = list(problems.groups.values()) if not problems.ungrouped else None
+            raise BatchValidationError(
+                problems.shown,
+                count=problems.count,
+                shown=max_problems_shown,
+                groups=groups,
+                hints=problems.hints(checker.count),
+            )
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spool_path)

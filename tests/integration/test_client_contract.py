@@ -8,6 +8,7 @@ the test bodies are shared word for word.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -253,7 +254,12 @@ def test_retries_are_bounded(client: Any, emulator: EmulatorHandle) -> None:
 def test_connection_reset_on_a_read_is_retried(client: Any, emulator: EmulatorHandle) -> None:
     batch = client.create_batch(make_requests(1))
     emulator.add_fault("reset", endpoint="retrieve", count=1)
+    SLEEPS.clear()
     assert client.get_batch(batch.id).id == batch.id
+    stats = emulator.stats()
+    assert stats["faults_fired"] == 1 and stats["faults"] == []  # the reset really happened
+    assert stats["calls"]["retrieve"] == 2  # the reset attempt and its retry
+    assert len(SLEEPS) == 1  # one backoff between them
 
 
 @pytest.mark.smoke
@@ -287,6 +293,42 @@ def test_unreachable_host_is_a_connection_error(client_factory: Callable[..., An
     with pytest.raises(AnthropixConnectionError) as info:
         client.list_batches(limit=1)
     assert not info.value.maybe_sent
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_refused_connection_was_never_sent_and_names_the_url(
+    client_factory: Callable[..., Any], emulator: EmulatorHandle
+) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    client = client_factory(base_url=url, max_retries=0, connection_id="nightly_llm")
+    with pytest.raises(AnthropixConnectionError) as info:
+        client.create_batch(make_requests(1))
+    assert not info.value.maybe_sent
+    message = str(info.value)
+    assert f"could not connect to {url} (connection 'nightly_llm'): connection refused" in message
+    assert "nothing was sent" in message and "check the port" in message
+    assert KEY not in message
+
+
+def test_https_against_a_plain_http_server_was_never_sent_and_says_use_http(
+    client_factory: Callable[..., Any], emulator: EmulatorHandle
+) -> None:
+    """A TLS handshake failure happens before any request byte: never "maybe sent", and the fix is http://."""
+    url = emulator.url.replace("http://", "https://")
+    client = client_factory(base_url=url, max_retries=2)
+    with pytest.raises(AnthropixConnectionError) as info:
+        client.create_batch(make_requests(1))
+    assert not info.value.maybe_sent
+    message = str(info.value)
+    assert f"could not connect to {url}: the TLS handshake failed" in message
+    assert "use http:// in the host field" in message
+    assert emulator.stats()["batches_created"] == 0
+    assert len(SLEEPS) == 2  # never sent, so even a create was retried (and failed the same way)
 
 
 def test_cancel_then_ended_with_canceled_counts(client: Any, emulator: EmulatorHandle) -> None:

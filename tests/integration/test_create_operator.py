@@ -125,14 +125,15 @@ def test_batch_level_rules_also_fail_before_http(
 def test_many_bad_lines_show_the_first_few_and_the_count(
     emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
 ) -> None:
-    rows = [req(f"bad-{i}", stream=True) for i in range(250)]
+    # Distinct problems (each max_tokens differs), so none are grouped: the first 10 and a count.
+    rows = [req(f"bad-{i}", max_tokens=-i) for i in range(250)]
     path = write_jsonl(tmp_path / "many.jsonl.gz", rows)
     with pytest.raises(AirflowFailException) as info:
         run(CreateBatchOperator(task_id="c", requests_path=f"file://{path}", default_params=DEFAULTS))
     message = str(info.value)
     assert message.startswith("250 problems in the batch requests, nothing was sent")
-    assert "custom_id bad-0: params.stream" in message
-    assert "custom_id bad-9: params.stream" in message
+    assert "custom_id bad-0: params.max_tokens must be an integer >= 1; got 0" in message
+    assert "custom_id bad-9: params.max_tokens" in message
     assert "bad-10:" not in message
     assert "... and 240 more" in message
     assert api_calls(emulator) == 0

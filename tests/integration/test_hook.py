@@ -57,7 +57,8 @@ def test_test_connection_says_the_host_is_unreachable(monkeypatch: pytest.Monkey
     set_connection(monkeypatch, "nowhere", password=KEY, host="http://127.0.0.1:9", extra={"max_retries": 0})
     ok, message = AnthropixHook("nowhere").test_connection()
     assert not ok
-    assert "Could not reach http://127.0.0.1:9" in message
+    assert "could not connect to http://127.0.0.1:9 (connection 'nowhere'): connection refused" in message
+    assert "check the port in the host field" in message
 
 
 def test_test_connection_names_the_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:

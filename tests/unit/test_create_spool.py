@@ -122,8 +122,13 @@ def test_jsonl_gz_errors_name_file_line_and_custom_id_and_count_the_rest(tmp_pat
     text = str(info.value)
     assert info.value.count == 31
     assert f"{opath}:3: the line is not valid JSON" in text
-    assert f"{opath}:4 custom_id bad-0: params.stream is not allowed" in text
-    assert "... and 26 more" in text
+    # 30 identical problems are one line naming the first few places and how many more.
+    assert (
+        f"params.stream is not allowed in a batch request; remove it \u2014 30 requests: {opath}:4 (custom_id bad-0)"
+        in text
+    )
+    assert f"{opath}:8 (custom_id bad-4), ... and 25 more" in text
+    assert len(text.splitlines()) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl.gz"]
 
 

@@ -89,12 +89,23 @@ def test_api_error_survives_pickling() -> None:
 
 def test_validation_error_lists_first_problems_and_count() -> None:
     problems = [
-        errors.ValidationProblem("custom_id is duplicated", file="in.jsonl", line=n, custom_id=f"q-{n}")
+        errors.ValidationProblem(f"params.max_tokens is {n}", file="in.jsonl", line=n, custom_id=f"q-{n}")
         for n in range(30)
     ]
     exc = errors.BatchValidationError(problems, shown=3)
     text = str(exc)
     assert text.startswith("30 problems")
-    assert "in.jsonl:0 custom_id q-0: custom_id is duplicated" in text
+    assert "in.jsonl:0 custom_id q-0: params.max_tokens is 0" in text
     assert "in.jsonl:3" not in text
     assert "... and 27 more" in text
+
+
+def test_validation_error_groups_identical_messages() -> None:
+    problems = [errors.ValidationProblem("params.model is missing", line=n + 1, custom_id=f"q-{n}") for n in range(7)]
+    problems.insert(1, errors.ValidationProblem("other", line=99))
+    text = str(errors.BatchValidationError(problems, shown=2))
+    assert text.splitlines()[1:] == [
+        "  params.model is missing \u2014 7 requests: line 1 (custom_id q-0), line 2 (custom_id q-1), "
+        "line 3 (custom_id q-2), line 4 (custom_id q-3), line 5 (custom_id q-4), ... and 2 more",
+        "  line 99: other",
+    ]

@@ -55,12 +55,67 @@ def test_extras_are_applied() -> None:
     assert config.proxies == {"https": "http://proxy:3128"}
 
 
-def test_bare_host_gets_https_and_comma_beta() -> None:
+def test_comma_separated_beta() -> None:
     config = config_from_connection(
-        "c", FakeConnection(host="api.example.com", extra_dejson={"anthropic_beta": "x, y"})
+        "c", FakeConnection(host="https://api.example.com", extra_dejson={"anthropic_beta": "x, y"})
     )
     assert config.base_url == "https://api.example.com"
     assert config.anthropic_beta == ("x", "y")
+    assert config.connection_id == "c"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8787", "localhost:8787/", "api.example.com"])
+def test_host_without_scheme_is_a_settings_error_naming_the_fix(host: str) -> None:
+    """Guessing https turned a local emulator into a TLS failure that read like a lost create."""
+    with pytest.raises(ConnectionSettingsError) as info:
+        config_from_connection("nightly_llm", FakeConnection(host=host))
+    message = str(info.value)
+    assert message.startswith("connection 'nightly_llm': host (Base URL)")
+    assert "no scheme" in message
+    bare = host.rstrip("/")
+    assert f"http://{bare}" in message and f"https://{bare}" in message
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://user:s3cr3t-pw@127.0.0.1:8787",
+        "https://sk-ant-in-the-host-0123@api.example.com",
+        "http://user:s3cr3t-pw@127.0.0.1:notaport",
+    ],
+)
+def test_userinfo_in_the_host_is_refused_without_echoing_it(host: str) -> None:
+    with pytest.raises(ConnectionSettingsError) as info:
+        config_from_connection("c", FakeConnection(host=host))
+    message = str(info.value)
+    assert message.startswith("connection 'c': host (Base URL)")
+    assert "s3cr3t-pw" not in message and "sk-ant-in-the-host-0123" not in message
+    assert "[redacted]" in message
+
+
+@pytest.mark.parametrize(
+    ("conn", "field_name"),
+    [
+        (FakeConnection(host="http://127.0.0.1\\@evil:1"), "host (Base URL)"),
+        (FakeConnection(host="http://127.0.0.1.:8787 x"), "host (Base URL)"),
+        (FakeConnection(host="http://h\u00f6st:1"), "host (Base URL)"),
+        (FakeConnection(host="http://127.0.0.1:8787", port=9000), "port"),
+        (FakeConnection(extra_dejson={"anthropic_beta": ["b\u0113ta"]}), "extra.anthropic_beta"),
+        (FakeConnection(extra_dejson={"workspace_id": "w\nx"}), "extra.workspace_id"),
+    ],
+)
+def test_values_that_cannot_be_sent_are_settings_errors(conn: FakeConnection, field_name: str) -> None:
+    with pytest.raises(ConnectionSettingsError) as info:
+        config_from_connection("c", conn)
+    assert str(info.value).startswith(f"connection 'c': {field_name}")
+
+
+def test_a_key_that_cannot_be_a_header_is_refused_without_echoing_it() -> None:
+    key = "sk-ant-caf\u00e9-0123456789"
+    with pytest.raises(ConnectionSettingsError) as info:
+        config_from_connection("c", FakeConnection(password=key))
+    assert str(info.value).startswith("connection 'c': password (API Key)")
+    assert key not in str(info.value) and "caf" not in str(info.value)
 
 
 @pytest.mark.smoke
@@ -95,6 +150,9 @@ def test_key_never_in_repr() -> None:
     for text in (repr(config), str(config), str(config.describe())):
         assert KEY not in text
         assert "u:p" not in text
+    assert config.redactor()("proxy said http://u:p@proxy and " + KEY) == "proxy said http://u:p@proxy and [redacted]"
+    secret = config_from_connection("c", FakeConnection(extra_dejson={"proxies": {"https": "http://u:pr0xy-pw@proxy"}}))
+    assert secret.redactor()("auth pr0xy-pw failed") == "auth [redacted] failed"
 
 
 def test_config_rejects_unknown_version_directly() -> None:
