@@ -74,17 +74,88 @@ def destination_uri(path: ObjectStoragePath) -> str:
     return f"{protocol}://{path.path}"
 
 
+#: The Airflow provider package that registers a filesystem for each common scheme.
+FILESYSTEM_PACKAGES: dict[str, str] = {
+    "s3": "apache-airflow-providers-amazon[s3fs]",
+    "s3a": "apache-airflow-providers-amazon[s3fs]",
+    "s3n": "apache-airflow-providers-amazon[s3fs]",
+    "gs": "apache-airflow-providers-google",
+    "gcs": "apache-airflow-providers-google",
+    "abfs": "apache-airflow-providers-microsoft-azure",
+    "abfss": "apache-airflow-providers-microsoft-azure",
+    "adl": "apache-airflow-providers-microsoft-azure",
+    "az": "apache-airflow-providers-microsoft-azure",
+    "oss": "apache-airflow-providers-alibaba",
+}
+#: Name of the small object :func:`check_destination_writable` writes and deletes again.
+PROBE_PREFIX = "_anthropix_probe_"
+
+
 def check_protocol(path: ObjectStoragePath) -> None:
-    """Fail early, naming the fix, when no filesystem is registered for the destination's scheme."""
+    """Fail early, naming the package to install, when no filesystem is registered for the scheme."""
     from airflow.sdk.io import has_fs
 
     protocol = _protocol(path)
     if not has_fs(protocol):
-        hint = " (pip install 'apache-airflow-providers-amazon[s3fs]')" if protocol.startswith("s3") else ""
-        raise DestinationError(
-            f"no filesystem is registered for {protocol}:// destinations; install the Airflow provider "
-            f"that brings it{hint} or use file://, s3://, gs://, ..."
+        package = FILESYSTEM_PACKAGES.get(protocol)
+        fix = (
+            f"pip install '{package}' on every worker"
+            if package
+            else "install the Airflow provider package that registers a filesystem for it"
         )
+        raise DestinationError(
+            f"no filesystem is registered for {protocol}:// destinations; {fix}, or use another scheme "
+            "(file:// needs nothing; s3:// needs apache-airflow-providers-amazon[s3fs], gs:// "
+            "apache-airflow-providers-google, abfs:// apache-airflow-providers-microsoft-azure)"
+        )
+
+
+def resolve_destination(value: str | ObjectStoragePath, conn_id: str | None = None) -> ObjectStoragePath:
+    """A destination argument (URI, absolute path or ``ObjectStoragePath``) as a path whose scheme has a filesystem.
+
+    Raises :class:`DestinationError` naming the value and the fix; nothing is touched.
+    """
+    try:
+        if isinstance(value, ObjectStoragePath):
+            path = ObjectStoragePath(value, conn_id=conn_id) if conn_id else value
+        else:
+            text = str(value).strip()
+            if not text:
+                raise ValueError("destination is empty")
+            if "://" not in text and not text.startswith("/"):
+                raise ValueError("a relative path depends on the worker's directory; use an absolute path or a URI")
+            path = ObjectStoragePath(text, conn_id=conn_id)
+        check_protocol(path)
+    except (ValueError, DestinationError) as exc:
+        raise DestinationError(f"unusable destination {value!s}: {exc}") from None
+    return path
+
+
+def check_destination_writable(path: ObjectStoragePath) -> None:
+    """Prove the destination can take an export: its scheme has a filesystem, and we may write and delete there.
+
+    Writes a tiny ``_anthropix_probe_<token>`` object directly under the folder and deletes it
+    again. On object stores no bucket or folder is created (a missing bucket fails here, which
+    is the point); on file systems the folder is created, as the export would. Raises
+    :class:`DestinationError` naming the URI and what to check.
+    """
+    check_protocol(path)
+    fs = path.fs
+    protocol = _protocol(path)
+    root = path.path.rstrip("/")
+    probe = f"{root}/{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+    uri = destination_uri(path)
+    try:
+        if protocol not in OBJECT_STORE_PROTOCOLS:
+            fs.makedirs(root, exist_ok=True)
+        with fs.open(probe, "wb") as handle:
+            handle.write(b"{}")
+        fs.rm_file(probe)
+    except Exception as exc:
+        raise DestinationError(
+            f"cannot write to {uri}: {type(exc).__name__}: {_short(exc)}. Check that the bucket/folder exists "
+            "and that the connection may write and delete objects there."
+        ) from None
 
 
 def is_staging_name(name: str) -> bool:

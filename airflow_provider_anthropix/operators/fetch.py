@@ -21,7 +21,12 @@ from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.io.checks import ResultsMismatchError
 from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions, export_results
 from airflow_provider_anthropix.io.pricing import PriceTable
-from airflow_provider_anthropix.io.publish import AtomicPublisher, DestinationError, check_protocol, destination_uri
+from airflow_provider_anthropix.io.publish import (
+    AtomicPublisher,
+    DestinationError,
+    destination_uri,
+    resolve_destination,
+)
 from airflow_provider_anthropix.io.summary import ResultsFormatError
 
 if TYPE_CHECKING:
@@ -159,25 +164,10 @@ class FetchBatchResultsOperator(BaseOperator):
         return batch
 
     def _destination_path(self) -> ObjectStoragePath:
-        destination = self.destination
         try:
-            if isinstance(destination, ObjectStoragePath):
-                path = (
-                    ObjectStoragePath(destination, conn_id=self.destination_conn_id)
-                    if self.destination_conn_id
-                    else destination
-                )
-            else:
-                text = str(destination).strip()
-                if not text:
-                    raise ValueError("destination is empty")
-                if "://" not in text and not text.startswith("/"):
-                    raise ValueError("a relative path depends on the worker's directory; use an absolute path or a URI")
-                path = ObjectStoragePath(text, conn_id=self.destination_conn_id)
-            check_protocol(path)
-        except (ValueError, DestinationError) as exc:
-            raise AirflowFailException(f"unusable destination {destination!s}: {exc}") from None
-        return path
+            return resolve_destination(self.destination, self.destination_conn_id)
+        except DestinationError as exc:
+            raise AirflowFailException(str(exc)) from None
 
     # -- the task --------------------------------------------------------------------------------
 

@@ -186,3 +186,16 @@ def test_commit_refuses_to_remove_names_that_are_not_plain(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="plain"):
         publisher.commit([], {"files": []}, remove=[".."])
     publisher.abort()
+
+
+def test_a_folder_where_an_output_goes_fails_the_export_and_is_kept(tmp_path: Path) -> None:
+    from airflow_provider_anthropix.io import DestinationError
+
+    dest = neighbourhood(tmp_path)
+    (dest / "results.jsonl").mkdir()
+    (dest / "results.jsonl" / "precious").write_text("not ours")
+    with pytest.raises(DestinationError, match=r"results\.jsonl is a folder"):
+        export(dest)
+    assert (dest / "results.jsonl" / "precious").read_text() == "not ours"
+    assert not (dest / MANIFEST_NAME).exists()
+    assert not [p for p in dest.iterdir() if p.name.startswith("_tmp_")]
