@@ -64,6 +64,7 @@ def test_jsonl_export_is_byte_exact_with_a_manifest(tmp_path: Path) -> None:
     assert manifest["batch_id"] == "msgbatch_test"
     assert manifest["expected_counts"] == {**counts_of(DATA), "processing": 0}
     assert manifest["counts"] == counts_of(DATA)
+    assert manifest["errored_by_type"] == {"api_error": counts_of(DATA)["errored"]}
     assert manifest["complete"] is True and manifest["problems"] == []
     succeeded = counts_of(DATA)["succeeded"]
     assert manifest["tokens"] == {

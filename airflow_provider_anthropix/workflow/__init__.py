@@ -1,0 +1,1 @@
+"""What to do with batches, without Airflow: policies and plans the operators and sensors share."""
