@@ -131,6 +131,7 @@ def test_s3_fetch_that_breaks_leaves_no_object(s3: Any, batch: MessageBatch, emu
     with pytest.raises(AirflowException, match="downloading the results") as info:
         fetch(batch.id, f"s3://{BUCKET}/{prefix}", format="parquet")
     assert not isinstance(info.value, AirflowFailException)  # a broken network is worth a retry
+    assert emulator.stats()["faults_fired"] >= 1, "the cut never happened"
     assert keys(s3, prefix) == []
 
 
