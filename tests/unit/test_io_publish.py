@@ -199,3 +199,37 @@ def test_a_folder_where_an_output_goes_fails_the_export_and_is_kept(tmp_path: Pa
     assert (dest / "results.jsonl" / "precious").read_text() == "not ours"
     assert not (dest / MANIFEST_NAME).exists()
     assert not [p for p in dest.iterdir() if p.name.startswith("_tmp_")]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "package"),
+    [
+        ("gs", "apache-airflow-providers-google"),
+        ("gcs", "apache-airflow-providers-google"),
+        ("abfs", "apache-airflow-providers-microsoft-azure"),
+        ("az", "apache-airflow-providers-microsoft-azure"),
+        ("oss", "apache-airflow-providers-alibaba"),
+        ("s3", "apache-airflow-providers-amazon[s3fs]"),
+    ],
+)
+def test_no_filesystem_names_the_package_to_install(scheme: str, package: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import airflow.sdk.io
+
+    from airflow_provider_anthropix.io import DestinationError
+    from airflow_provider_anthropix.io.publish import check_protocol
+
+    monkeypatch.setattr(airflow.sdk.io, "has_fs", lambda protocol: False)
+
+    class Path:
+        protocol = scheme
+
+    with pytest.raises(DestinationError) as info:
+        check_protocol(Path())  # type: ignore[arg-type]
+    assert f"no filesystem is registered for {scheme}:// destinations; pip install '{package}'" in str(info.value)
+
+
+def test_the_writability_probe_leaves_nothing_behind(tmp_path: Path) -> None:
+    from airflow_provider_anthropix.io.publish import check_destination_writable
+
+    check_destination_writable(ObjectStoragePath(f"file://{tmp_path / 'new' / 'folder'}"))
+    assert list((tmp_path / "new" / "folder").iterdir()) == []
