@@ -2,10 +2,16 @@
 
 ``build_requests`` turns the shipped sample prompts (``data/prompts.jsonl``) into batch
 requests and writes them next to the run's results, so every task reads its input from
-object storage and none needs the disk of another. ``create_batch`` validates and submits
-them (crash-safe: a retry reuses the batch), ``wait_for_batch`` waits in the triggerer
+object storage and none needs the disk of another. ``create_batch`` validates them, checks
+that the results folder can be written (``results_destination``) and submits them
+(crash-safe: a retry reuses the batch), ``wait_for_batch`` waits in the triggerer
 (deferrable: no worker slot while the batch runs), ``fetch_results`` streams the results
 into the output folder and ``report`` logs counts and the estimated cost.
+
+Land, then gate: the sensor only waits (it does not fail on errored requests), the fetch
+publishes every result, errored ones included, and only then applies the outcome policy
+(more than 10% errored fails the run, with the errors counted by type). A failed night
+still leaves the errored lines in the results folder for a person to read.
 
 Settings (environment, read when the DAG is parsed, or the ``output`` DAG param per run):
 
@@ -87,6 +93,8 @@ with DAG(
             "max_tokens": 300,
             "system": "You are a concise assistant for an online shop. Answer in at most three sentences.",
         },
+        # Checked before anything is sent: a folder that cannot be written fails before the batch is paid for.
+        results_destination=RUN_FOLDER + "/results",
     )
 
     wait = BatchEndedSensor(
@@ -94,7 +102,7 @@ with DAG(
         batch_id=create.output,
         deferrable=True,
         poll_interval=POLL_INTERVAL,
-        max_errored_ratio=0.10,
+        # No outcome policy here: failing now would skip the fetch and lose the errored lines.
     )
 
     fetch = FetchBatchResultsOperator(
@@ -102,6 +110,7 @@ with DAG(
         batch_id=create.output,
         destination=RUN_FOLDER + "/results",
         compression="gzip",
+        max_errored_ratio=0.10,  # applied after the results are published: land, then gate
     )
 
     @task

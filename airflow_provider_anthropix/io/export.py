@@ -22,7 +22,7 @@ from airflow_provider_anthropix.io.blocks import BlockSplitter
 from airflow_provider_anthropix.io.checks import ResultsMismatchError, check_on_mismatch, completeness_problems
 from airflow_provider_anthropix.io.jsonl import DEFAULT_GZIP_LEVEL, FileInfo, JsonlWriter
 from airflow_provider_anthropix.io.manifest import build_manifest, xcom_summary
-from airflow_provider_anthropix.io.parquet import DEFAULT_ROW_GROUP_ROWS, PARQUET_CODECS
+from airflow_provider_anthropix.io.parquet import DEFAULT_PARQUET_CODEC, DEFAULT_ROW_GROUP_ROWS, PARQUET_CODECS
 from airflow_provider_anthropix.io.pipeline import OrderedWorker, Prefetcher
 from airflow_provider_anthropix.io.pricing import PriceTable, estimate_cost, validate_price_table
 from airflow_provider_anthropix.io.progress import Progress
@@ -33,6 +33,10 @@ from airflow_provider_anthropix.io.summary import Summariser
 FORMATS = ("jsonl", "parquet")
 JSONL_COMPRESSIONS = (None, "gzip")
 _SAFE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: The object for results of a type this version does not know, whose name is not a safe stem.
+OTHER_STEM = "other"
+#: Every stem a file of an export can have, except an unknown result type's own name.
+OUTPUT_STEMS = ("results", *RESULT_TYPES, OTHER_STEM)
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +94,35 @@ class ExportOptions:
         if self.price_table is not None:
             object.__setattr__(self, "price_table", validate_price_table(self.price_table))
 
+    @property
+    def codec(self) -> str | None:
+        """The compression actually applied: ``gzip``, a Parquet codec (``zstd`` by default), or None."""
+        if self.output_format == "parquet":
+            codec = self.compression or DEFAULT_PARQUET_CODEC
+            return None if codec == "none" else codec
+        return self.compression
+
     def file_name(self, stem: str) -> str:
         if self.output_format == "parquet":
             return f"{stem}.parquet"
         return f"{stem}.jsonl.gz" if self.compression == "gzip" else f"{stem}.jsonl"
+
+
+def all_output_names() -> frozenset[str]:
+    """Every object name an export writes with some options (``results.jsonl``, ``errored.parquet``, ...).
+
+    This is the export's deletion rule: an export removes earlier objects only from this
+    set (those it does not write now), never a name read from a manifest it finds. Results of
+    an unknown type whose name is a safe stem are written as ``<type>.*``; those are not in
+    the set, so a later export leaves them in place rather than guess.
+    """
+    names = set()
+    for stem in OUTPUT_STEMS:
+        for output_format in FORMATS:
+            compressions = JSONL_COMPRESSIONS if output_format == "jsonl" else (None,)
+            for compression in compressions:
+                names.add(ExportOptions(output_format=output_format, compression=compression).file_name(stem))
+    return frozenset(names)
 
 
 @dataclass
@@ -137,7 +166,7 @@ class _Outputs:
         sink = self.publisher.open(name)
         writer: _Writer
         if self.options.output_format == "parquet":
-            from airflow_provider_anthropix.io.parquet import DEFAULT_PARQUET_CODEC, ParquetWriter
+            from airflow_provider_anthropix.io.parquet import ParquetWriter
 
             writer = ParquetWriter(
                 name,
@@ -161,7 +190,7 @@ class _Outputs:
         writer = self.writers.get(result_type)
         if writer is None:
             # A result type this version does not know: keep it, in its own object.
-            stem = result_type if _SAFE_TYPE.match(result_type) else "other"
+            stem = result_type if _SAFE_TYPE.match(result_type) else OTHER_STEM
             writer = self.writers.get(stem) or self._open(stem, stem)
             self.writers[result_type] = writer
         return writer
@@ -206,7 +235,7 @@ def export_results(
     publisher = publisher or AtomicPublisher(destination)
     started_at = pendulum.now("UTC")
     publisher.prepare({"batch_id": batch_id, "started_at": started_at.to_iso8601_string()})
-    logger.info("Exporting results of %s to %s (staging in %s)", batch_id, publisher.uri, publisher.staging)
+    logger.info("Exporting results of %s to %s (staging in %s)", batch_id, publisher.uri, publisher.staging_uri)
     summary = Summariser()
     progress = Progress(
         expected_lines=expected.total if expected else None, interval=options.progress_interval, logger=logger
@@ -259,7 +288,7 @@ def export_results(
             batch_id=batch_id,
             destination=publisher.uri,
             output_format=options.output_format,
-            compression=options.compression,
+            compression=options.codec,
             split_by_result_type=split,
             files=files,
             summary=summary,
@@ -272,7 +301,7 @@ def export_results(
         )
         if manifest_extra:
             manifest.update(manifest_extra)
-        manifest_uri = publisher.commit([info.name for info in files], manifest)
+        manifest_uri = publisher.commit([info.name for info in files], manifest, remove=all_output_names())
     except BaseException:
         if source is not None:
             source.close()

@@ -49,6 +49,7 @@ def build_manifest(
         "files": [{**info.to_dict(), "uri": f"{base}/{info.name}"} for info in files],
         "lines": summary.lines,
         "counts": dict(summary.counts),
+        "errored_by_type": dict(sorted(summary.errored_by_type.items())),
         "expected_counts": expected.to_dict() if expected is not None else None,
         "complete": not problems,
         "problems": list(problems),

@@ -100,6 +100,8 @@ class Summariser:
 
     lines: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULT_TYPES, 0))
+    #: errored results per ``result.error.error.type`` (``unknown`` when the line names none).
+    errored_by_type: dict[str, int] = field(default_factory=dict)
     tokens_by_model: dict[str, TokenTotals] = field(default_factory=dict)
     duplicate_count: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
@@ -131,10 +133,17 @@ class Summariser:
         self._check_ids(list(map(_CUSTOM_ID, decoded)))
         counts = self.counts
         by_model = self.tokens_by_model
+        by_error = self.errored_by_type
         for item in decoded:
             result = item.result
             kind = result.type
             counts[kind] = counts.get(kind, 0) + 1
+            if kind == "errored":
+                envelope = result.error
+                detail = envelope.error if envelope is not None else None
+                # Capped: the name comes from the server and ends up in messages and the manifest.
+                error_type = (detail.type[:64] if detail is not None else "") or "unknown"
+                by_error[error_type] = by_error.get(error_type, 0) + 1
             message = result.message
             if message is not None and message.usage is not None:
                 totals = by_model.get(message.model)
@@ -190,6 +199,7 @@ class Summariser:
         return {
             "lines": self.lines,
             "counts": dict(self.counts),
+            "errored_by_type": dict(sorted(self.errored_by_type.items())),
             "duplicates": {"count": self.duplicate_count, "examples": list(self.duplicate_examples)},
             "tokens": self.tokens.to_dict(),
             "tokens_by_model": {model: t.to_dict() for model, t in sorted(self.tokens_by_model.items())},

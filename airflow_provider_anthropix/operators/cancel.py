@@ -27,6 +27,19 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def describe_counts(batch: MessageBatch) -> str:
+    """``batch msgbatch_x ended: 2 succeeded, 0 errored, 3 canceled, 0 expired, 0 processing of 5``.
+
+    Every count, the canceled one included: after a cancel it is the number a person looks for.
+    """
+    counts = batch.request_counts
+    return (
+        f"batch {batch.id} {batch.processing_status}: {counts.succeeded:,} succeeded, {counts.errored:,} errored, "
+        f"{counts.canceled:,} canceled, {counts.expired:,} expired, {counts.processing:,} processing "
+        f"of {counts.total:,}"
+    )
+
+
 class CancelBatchOperator(BaseOperator):
     """Cancel a Message Batch by id; returns a summary of the batch (counts, status, ``results_url``).
 
@@ -94,7 +107,7 @@ class CancelBatchOperator(BaseOperator):
         except EventError as exc:
             raise AirflowException(str(exc)) from None
         if status == "success" and batch is not None:
-            self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_progress(batch, None))
+            self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_counts(batch))
             return batch_summary(batch)
         raise AirflowException(message or f"waiting for canceled batch {self.batch_id} to end failed")
 
@@ -109,7 +122,7 @@ class CancelBatchOperator(BaseOperator):
                     "Batch %s had already ended (at %s); nothing to cancel: %s",
                     current.id,
                     current.ended_at,
-                    describe_progress(current, None),
+                    describe_counts(current),
                 )
                 return current
             raise airflow_error(exc, doing=f"canceling batch {self.batch_id}", conn_id=self.anthropix_conn_id) from None
@@ -119,7 +132,7 @@ class CancelBatchOperator(BaseOperator):
             "Cancel requested for batch %s (cancel initiated at %s); now %s",
             batch.id,
             batch.cancel_initiated_at,
-            describe_progress(batch, None),
+            describe_counts(batch),
         )
         return batch
 
@@ -139,5 +152,5 @@ class CancelBatchOperator(BaseOperator):
                 )
             time.sleep(self.poll_interval)
             batch = self._get(batch.id)
-        self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_progress(batch, None))
+        self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_counts(batch))
         return batch

@@ -32,6 +32,12 @@ from airflow_provider_anthropix.api import (
 from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+from airflow_provider_anthropix.io.publish import (
+    DestinationError,
+    check_destination_writable,
+    destination_uri,
+    resolve_destination,
+)
 from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
 from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger, RecoverySettings
 from airflow_provider_anthropix.workflow.store import ForgivingStore
@@ -84,6 +90,10 @@ class CreateBatchOperator(BaseOperator):
         0 never adopts a batch: the task fails without retries and says what to check.
     :param lost_response_check_interval: seconds between those looks.
     :param clock_skew: seconds of tolerance between this worker's clock and the API's ``created_at``.
+    :param results_destination: where the results will go (templated; the fetch's ``destination``):
+        checked before anything is sent (scheme, filesystem installed, a probe object written and
+        deleted), so a destination that cannot take the results fails before the batch is paid for.
+    :param results_destination_conn_id: connection for that store (the fetch's ``destination_conn_id``).
     """
 
     template_fields: Sequence[str] = (
@@ -92,6 +102,8 @@ class CreateBatchOperator(BaseOperator):
         "requests_path_conn_id",
         "default_params",
         "anthropix_conn_id",
+        "results_destination",
+        "results_destination_conn_id",
     )
     template_fields_renderers = {"requests": "json", "default_params": "json"}
     ui_color = "#e8d5c4"
@@ -109,6 +121,8 @@ class CreateBatchOperator(BaseOperator):
         lost_response_checks: int = 3,
         lost_response_check_interval: float = 5.0,
         clock_skew: float = 60.0,
+        results_destination: str | ObjectStoragePath | None = None,
+        results_destination_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -124,6 +138,8 @@ class CreateBatchOperator(BaseOperator):
         self.lost_response_checks = max(0, lost_response_checks)
         self.lost_response_check_interval = lost_response_check_interval
         self.clock_skew = clock_skew
+        self.results_destination = results_destination
+        self.results_destination_conn_id = results_destination_conn_id
         self.batch_id: str | None = None
 
     @cached_property
@@ -147,6 +163,8 @@ class CreateBatchOperator(BaseOperator):
         if found is not None:
             self.batch_id = found.batch_id
             return found.batch_id
+
+        self._check_results_destination()
         spooled = self._spool()
         try:
             return self._create(ledger, spooled)
@@ -181,6 +199,17 @@ class CreateBatchOperator(BaseOperator):
         )
         self.batch_id = batch.id
         return batch.id
+
+    def _check_results_destination(self) -> None:
+        """Fail without retries, before anything is sent, when the results could not be stored."""
+        if self.results_destination is None:
+            return
+        try:
+            path = resolve_destination(self.results_destination, self.results_destination_conn_id)
+            check_destination_writable(path)
+        except DestinationError as exc:
+            raise AirflowFailException(f"results_destination: {exc}; nothing was sent") from None
+        self.log.info("results_destination %s is writable", destination_uri(path))
 
     def _spool(self) -> SpooledBatch:
         try:

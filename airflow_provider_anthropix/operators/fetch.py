@@ -21,8 +21,14 @@ from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.io.checks import ResultsMismatchError
 from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions, export_results
 from airflow_provider_anthropix.io.pricing import PriceTable
-from airflow_provider_anthropix.io.publish import AtomicPublisher, DestinationError, check_protocol, destination_uri
+from airflow_provider_anthropix.io.publish import (
+    AtomicPublisher,
+    DestinationError,
+    destination_uri,
+    resolve_destination,
+)
 from airflow_provider_anthropix.io.summary import ResultsFormatError
+from airflow_provider_anthropix.workflow.outcome import check_max_errored_ratio, evaluate_outcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -73,6 +79,15 @@ class FetchBatchResultsOperator(BaseOperator):
         batch's request_counts or repeat a custom_id.
     :param destination_conn_id: Airflow connection for the store (e.g. an ``aws`` one for s3://).
     :param progress_interval: seconds between progress lines in the log.
+    :param max_errored_ratio: after publishing, fail the task when more than this share of
+        requests errored (``None``, the default: never). The results and the manifest stay in
+        place, so the errored lines can be looked at: "land, then gate".
+    :param fail_on_canceled: after publishing, fail when any request was canceled.
+    :param fail_on_expired: after publishing, fail when any request expired.
+
+    The policy is the sensor's (:mod:`airflow_provider_anthropix.workflow.outcome`); its failure
+    message counts the errors by type (``invalid_request_error: 12, overloaded_error: 3``), as
+    the manifest's ``errored_by_type`` does.
 
     Outlets: an Asset for a destination known at parse time is added automatically, so
     downstream DAGs can be scheduled on it. For a templated destination, pass
@@ -98,9 +113,13 @@ class FetchBatchResultsOperator(BaseOperator):
         on_mismatch: str = "fail",
         destination_conn_id: str | None = None,
         progress_interval: float = 5.0,
+        max_errored_ratio: float | None = None,
+        fail_on_canceled: bool = False,
+        fail_on_expired: bool = False,
         **kwargs: Any,
     ) -> None:
         # Bad options fail when the DAG is parsed, not hours later.
+        ratio = check_max_errored_ratio(max_errored_ratio)
         self.export_options = ExportOptions(
             output_format=format,
             compression=compression,
@@ -124,6 +143,9 @@ class FetchBatchResultsOperator(BaseOperator):
         self.on_mismatch = on_mismatch
         self.destination_conn_id = destination_conn_id
         self.progress_interval = progress_interval
+        self.max_errored_ratio = ratio
+        self.fail_on_canceled = fail_on_canceled
+        self.fail_on_expired = fail_on_expired
         self._kill_requested = False
 
     @cached_property
@@ -159,25 +181,10 @@ class FetchBatchResultsOperator(BaseOperator):
         return batch
 
     def _destination_path(self) -> ObjectStoragePath:
-        destination = self.destination
         try:
-            if isinstance(destination, ObjectStoragePath):
-                path = (
-                    ObjectStoragePath(destination, conn_id=self.destination_conn_id)
-                    if self.destination_conn_id
-                    else destination
-                )
-            else:
-                text = str(destination).strip()
-                if not text:
-                    raise ValueError("destination is empty")
-                if "://" not in text and not text.startswith("/"):
-                    raise ValueError("a relative path depends on the worker's directory; use an absolute path or a URI")
-                path = ObjectStoragePath(text, conn_id=self.destination_conn_id)
-            check_protocol(path)
-        except (ValueError, DestinationError) as exc:
-            raise AirflowFailException(f"unusable destination {destination!s}: {exc}") from None
-        return path
+            return resolve_destination(self.destination, self.destination_conn_id)
+        except DestinationError as exc:
+            raise AirflowFailException(str(exc)) from None
 
     # -- the task --------------------------------------------------------------------------------
 
@@ -217,8 +224,27 @@ class FetchBatchResultsOperator(BaseOperator):
                 exc, doing=f"downloading the results of batch {batch.id}", conn_id=self.anthropix_conn_id
             ) from None
         summary = result.xcom()
+        self._gate(batch, result.manifest, summary["manifest"])
         self._record_asset_events(context, publisher.uri.rstrip("/"), summary)
         return summary
+
+    def _gate(self, batch: MessageBatch, manifest: Mapping[str, Any], manifest_uri: str) -> None:
+        """Land, then gate: the results are published; now apply the outcome policy to them."""
+        if self.max_errored_ratio is None and not self.fail_on_canceled and not self.fail_on_expired:
+            return
+        outcome = evaluate_outcome(
+            batch,
+            max_errored_ratio=self.max_errored_ratio,
+            fail_on_canceled=self.fail_on_canceled,
+            fail_on_expired=self.fail_on_expired,
+            errored_by_type=manifest.get("errored_by_type") or {},
+        )
+        if outcome.ok:
+            self.log.info("%s", outcome.message)
+            return
+        message = f"{outcome.message}. The results were published first, see {manifest_uri}"
+        self.log.error("%s", message)
+        raise AirflowFailException(message)
 
     def _record_asset_events(self, context: Context, uri: str, summary: Mapping[str, Any]) -> None:
         """Attach the manifest to the outlet event; resolve an AssetAlias to the rendered destination."""

@@ -31,7 +31,7 @@ from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.io.checks import ResultsMismatchError
 from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions
 from airflow_provider_anthropix.io.pricing import PriceTable
-from airflow_provider_anthropix.io.publish import DestinationError
+from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
 from airflow_provider_anthropix.io.shards import InputError
 from airflow_provider_anthropix.io.summary import ResultsFormatError
 from airflow_provider_anthropix.operators.paths import storage_path
@@ -287,6 +287,10 @@ class BatchJobOperator(BaseOperator):
         except ConnectionSettingsError as exc:
             raise AirflowFailException(str(exc)) from None
         destination = storage_path(self.destination, self.destination_conn_id, "destination")
+        try:
+            check_destination_writable(destination)  # before the split writes shards, or anything is sent
+        except DestinationError as exc:
+            raise AirflowFailException(f"destination: {exc}; nothing was sent") from None
         requests_path = storage_path(self.requests_path, self.requests_path_conn_id, "requests_path")
         identity = self._identity(context)
         root = self._work_root(destination, identity)

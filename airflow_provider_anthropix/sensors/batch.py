@@ -16,7 +16,6 @@ is a small summary (:func:`batch_summary`): counts, ``ended_at``, ``results_url`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,9 @@ from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
 from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
+from airflow_provider_anthropix.workflow.outcome import Outcome, evaluate_outcome
+
+__all__ = ["BatchEndedSensor", "Outcome", "batch_summary", "evaluate_outcome", "validate_event"]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -38,46 +40,6 @@ if TYPE_CHECKING:
 #: A batch cannot run longer than 24 h (it expires); an hour on top covers queueing and polling.
 DEFAULT_TIMEOUT = timedelta(hours=25)
 ON_TIMEOUT_CHOICES = ("fail", "cancel")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The policy's verdict on an ended batch, and the sentence that explains it."""
-
-    ok: bool
-    message: str
-
-
-def evaluate_outcome(
-    batch: MessageBatch,
-    *,
-    max_errored_ratio: float = 1.0,
-    fail_on_canceled: bool = False,
-    fail_on_expired: bool = False,
-) -> Outcome:
-    """Judge an ended batch by its request counts.
-
-    :param max_errored_ratio: fail when errored / total is above this (1.0 never fails on errors).
-    :param fail_on_canceled: fail when any request was canceled.
-    :param fail_on_expired: fail when any request expired (the batch hit its 24 h limit).
-    """
-    counts = batch.request_counts
-    total = counts.total
-    ratio = counts.errored / total if total else 0.0
-    facts = (
-        f"batch {batch.id}: {counts.succeeded:,} succeeded, {counts.errored:,} errored, "
-        f"{counts.canceled:,} canceled, {counts.expired:,} expired of {total:,}"
-    )
-    reasons = []
-    if ratio > max_errored_ratio:
-        reasons.append(f"errored ratio {ratio:.1%} is above max_errored_ratio {max_errored_ratio:.1%}")
-    if fail_on_canceled and counts.canceled:
-        reasons.append(f"{counts.canceled:,} requests were canceled and fail_on_canceled is set")
-    if fail_on_expired and counts.expired:
-        reasons.append(f"{counts.expired:,} requests expired and fail_on_expired is set")
-    if reasons:
-        return Outcome(False, f"{facts}; failing: {'; '.join(reasons)}")
-    return Outcome(True, f"{facts}; accepted (errored {ratio:.1%} <= max_errored_ratio {max_errored_ratio:.1%})")
 
 
 def validate_event(event: Any) -> tuple[str, MessageBatch | None, str]:

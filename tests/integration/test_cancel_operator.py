@@ -37,13 +37,19 @@ def test_cancel_a_running_batch(emulator: EmulatorHandle, anthropix_conn_env: st
     assert emulator.stats()["calls"]["cancel"] == 1
 
 
-def test_cancel_and_wait_in_the_worker(emulator: EmulatorHandle, anthropix_conn_env: str) -> None:
+def test_cancel_and_wait_in_the_worker(
+    emulator: EmulatorHandle, anthropix_conn_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     emulator.config.processing_seconds = 600
     emulator.config.cancel_seconds = 0.3
     batch_id = make_batch(3)
     summary = run(CancelBatchOperator(task_id="c", batch_id=batch_id, wait_for_end=True, poll_interval=0.1))
     assert summary["processing_status"] == "ended"
     assert summary["request_counts"]["canceled"] == 3
+    # The log says how many were canceled, not only how many are "done".
+    assert f"batch {batch_id} ended: 0 succeeded, 0 errored, 3 canceled, 0 expired, 0 processing of 3" in (
+        capsys.readouterr().out
+    )
 
 
 def test_cancel_and_wait_defers_to_the_trigger(emulator: EmulatorHandle, anthropix_conn_env: str) -> None:

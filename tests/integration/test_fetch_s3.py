@@ -131,6 +131,7 @@ def test_s3_fetch_that_breaks_leaves_no_object(s3: Any, batch: MessageBatch, emu
     with pytest.raises(AirflowException, match="downloading the results") as info:
         fetch(batch.id, f"s3://{BUCKET}/{prefix}", format="parquet")
     assert not isinstance(info.value, AirflowFailException)  # a broken network is worth a retry
+    assert emulator.stats()["faults_fired"] >= 1, "the cut never happened"
     assert keys(s3, prefix) == []
 
 
@@ -139,3 +140,35 @@ def test_s3_missing_bucket_fails_before_downloading(s3: Any, batch: MessageBatch
     with pytest.raises(AirflowFailException, match="cannot write to s3://no-such-bucket/x"):
         fetch(batch.id, "s3://no-such-bucket/x")
     assert emulator.stats()["calls"].get("results", 0) == before
+
+
+def _create(**kwargs: Any) -> str:
+    from support_airflow import DictStateStore
+
+    from airflow_provider_anthropix.operators.create import CreateBatchOperator
+
+    request = {"custom_id": "q-1", "params": {"messages": [{"role": "user", "content": "hi"}]}}
+    operator = CreateBatchOperator(
+        task_id="create",
+        requests=[request],
+        default_params={"model": "claude-haiku-4-5", "max_tokens": 8},
+        results_destination_conn_id=CONN_ID,
+        **kwargs,
+    )
+    batch_id: str = operator.execute({"task_state_store": DictStateStore()})  # type: ignore[arg-type]
+    return batch_id
+
+
+def test_create_checks_the_results_bucket_before_paying(
+    s3: Any, emulator: EmulatorHandle, anthropix_conn_env: str
+) -> None:
+    with pytest.raises(AirflowFailException, match=r"cannot write to s3://no-such-bucket/x.*nothing was sent"):
+        _create(results_destination="s3://no-such-bucket/x")
+    assert emulator.stats()["batches_created"] == 0
+    assert emulator.stats()["calls"].get("create", 0) == 0
+    buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
+    assert "no-such-bucket" not in buckets  # the check never creates a bucket
+    # A writable prefix passes, and the probe object is gone again.
+    assert _create(results_destination=f"s3://{BUCKET}/checked/run-1").startswith("msgbatch_")
+    assert emulator.stats()["batches_created"] == 1
+    assert keys(s3, "checked/") == []

@@ -8,8 +8,10 @@ retry cannot fix the input), with nothing sent to the API and nothing written.
   what each must produce is in ``requests/EXPECT.json``.
 - ``cases/*.json`` describe the other inputs: generated files too big to keep in git
   (100,001 requests, a body over 256 MB, a 40 MB broken line), bad connections,
-  destinations, batch ids, templates that render to None, for the create and fetch
-  operators, the sensor and the trigger.
+  destinations (also a create's ``results_destination``), batch ids, templates that render
+  to None, for the create and fetch operators, the sensor and the trigger. A case marked
+  ``"landed": true`` is an outcome policy on the fetch: the results must be published
+  before the task fails ("land, then gate").
 
 The operators run with ``execute()`` on a context carrying what they use (a task state
 store, params for templates, which are rendered by Airflow's own ``render_template_fields``);
@@ -240,7 +242,12 @@ def test_bad_input_fails_clearly_without_retry_or_side_effects(
         allowed = case.get("api_calls", {})
         assert stats["batches_created"] == batches_before, "a bad input created a batch"
         assert stats["calls"].get("create", 0) == allowed.get("create", 0)
-    assert stats["calls"].get("results", 0) == 0, "results were downloaded for a bad input"
     assert list(spool_dir.iterdir()) == [], "a temporary body file was left behind"
     out = tmp_path / "out"
+    if case.get("landed"):
+        # Land, then gate: the policy fails the task only after the results were published.
+        assert stats["calls"].get("results", 0) == 1
+        assert (out / "_manifest.json").is_file(), "the results were not landed before the gate"
+        return
+    assert stats["calls"].get("results", 0) == 0, "results were downloaded for a bad input"
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), "something was written"

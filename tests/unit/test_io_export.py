@@ -64,6 +64,7 @@ def test_jsonl_export_is_byte_exact_with_a_manifest(tmp_path: Path) -> None:
     assert manifest["batch_id"] == "msgbatch_test"
     assert manifest["expected_counts"] == {**counts_of(DATA), "processing": 0}
     assert manifest["counts"] == counts_of(DATA)
+    assert manifest["errored_by_type"] == {"api_error": counts_of(DATA)["errored"]}
     assert manifest["complete"] is True and manifest["problems"] == []
     succeeded = counts_of(DATA)["succeeded"]
     assert manifest["tokens"] == {
@@ -177,13 +178,13 @@ class RecordingFS:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._fs, name)
-        if name not in ("mv", "rm", "open"):
+        if name not in ("mv", "rm", "rm_file", "open"):
             return attr
 
         def record(path: str, *args: Any, **kwargs: Any) -> Any:
             target = args[0] if name == "mv" else path
             if name != "open" or "w" in (args[0] if args else kwargs.get("mode", "rb")):
-                self._calls.append((name, str(target).rsplit("/", 1)[-1]))
+                self._calls.append(("rm" if name == "rm_file" else name, str(target).rsplit("/", 1)[-1]))
             return attr(path, *args, **kwargs)
 
         return record
@@ -233,8 +234,8 @@ def test_destination_problems_fail_before_any_download(tmp_path: Path) -> None:
 
 def test_staging_left_by_a_killed_export_is_cleaned_by_the_next(tmp_path: Path) -> None:
     dest = tmp_path / "out"
-    (dest / "_tmp_deadbeef").mkdir(parents=True)
-    (dest / "_tmp_deadbeef" / "results.jsonl").write_bytes(DATA[:100])
+    (dest / "_tmp_0123456789ab").mkdir(parents=True)
+    (dest / "_tmp_0123456789ab" / "results.jsonl").write_bytes(DATA[:100])
     export(dest)
     assert visible(dest) == [MANIFEST_NAME, "results.jsonl"]
 
@@ -273,3 +274,32 @@ def test_progress_line_reads_well() -> None:
     now[0] = 5.0
     progress.update(11_345, 40_000_000)
     assert messages == ["12,345 / 100,000 results, 41.0 MB, 8.2 MB/s, 5.0 s"]
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        pytest.param({"output_format": "parquet"}, "zstd", id="parquet-default"),
+        pytest.param({"output_format": "parquet", "compression": "snappy"}, "snappy", id="parquet-snappy"),
+        pytest.param({"output_format": "parquet", "compression": "none"}, None, id="parquet-none"),
+        pytest.param({"compression": "gzip"}, "gzip", id="jsonl-gzip"),
+        pytest.param({}, None, id="jsonl"),
+    ],
+)
+def test_the_manifest_names_the_codec_used(tmp_path: Path, options: dict[str, Any], shown: str | None) -> None:
+    if options.get("output_format") == "parquet":
+        pq = pytest.importorskip("pyarrow.parquet")
+    result = export(tmp_path / "out", **options)
+    assert result.manifest["compression"] == shown
+    if options.get("output_format") == "parquet":
+        column = pq.ParquetFile(tmp_path / "out" / "results.parquet").metadata.row_group(0).column(0)
+        assert column.compression.lower() == (shown or "uncompressed")
+
+
+def test_the_log_names_the_staging_folder_as_a_full_uri(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dest = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        export(dest)
+    assert f"(staging in file://{dest}/_tmp_" in caplog.text
+    s3 = AtomicPublisher(ObjectStoragePath("s3://bucket/results/run"))
+    assert s3.staging_uri == f"s3://bucket/results/run/_tmp_{s3.token}"

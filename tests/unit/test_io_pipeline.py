@@ -73,12 +73,39 @@ def test_ordered_worker_runs_in_order_and_reports_the_first_failure() -> None:
 
 
 def test_ordered_worker_cancel_drops_queued_work() -> None:
+    """Work queued behind a blocked write never runs once the worker is canceled."""
+    started = threading.Event()
     gate = threading.Event()
     ran: list[int] = []
     worker = OrderedWorker(depth=4)
-    worker.submit(lambda: gate.wait(5))
+
+    def blocked_write() -> None:
+        started.set()
+        gate.wait(10)
+
+    worker.submit(blocked_write)
+    assert started.wait(5), "the worker never started the first write"
+    for i in range(3):
+        worker.submit(ran.append, i)  # queued behind the blocked write (depth 4: no wait)
+    canceller = threading.Thread(target=worker.cancel)
+    canceller.start()
+    # cancel() has told the worker to stop (it drops the queue and joins); only now may the write end.
+    assert worker._stop.wait(5)
+    gate.set()
+    canceller.join(10)
+    assert not canceller.is_alive()
+    assert not worker._thread.is_alive(), "the worker thread is still running after cancel()"
+    assert ran == [], f"queued work ran after cancel(): {ran}"
+
+
+def test_ordered_worker_finish_runs_queued_work() -> None:
+    """The counterpart of the test above: without a cancel, the same queued work does run."""
+    gate = threading.Event()
+    ran: list[int] = []
+    worker = OrderedWorker(depth=4)
+    worker.submit(gate.wait, 10)
     for i in range(3):
         worker.submit(ran.append, i)
     gate.set()
-    worker.cancel()
-    assert len(ran) <= 3
+    worker.finish()
+    assert ran == [0, 1, 2]

@@ -123,3 +123,24 @@ def test_cost_uses_the_longest_prefix_and_the_batch_discount() -> None:
         validate_price_table({"m": {"input": 1, "output": 1, "cachewrite": 1}})
     with pytest.raises(ValueError, match="needs at least"):
         validate_price_table({"m": {"input": 1}})
+
+
+def test_errored_results_are_counted_by_error_type() -> None:
+    lines = [
+        result_line("a", "errored", error_type="invalid_request_error"),
+        result_line("b", "errored", error_type="overloaded_error"),
+        result_line("c", "errored", error_type="invalid_request_error"),
+        b'{"custom_id":"d","result":{"type":"errored"}}\n',
+        b'{"custom_id":"e","result":{"type":"errored","error":{"type":"error","error":{"type":""}}}}\n',
+        result_line("f", "errored", error_type="x" * 500),
+        result_line("g"),
+    ]
+    summary = Summariser()
+    summary.feed_block(b"".join(lines))
+    assert summary.errored_by_type == {
+        "invalid_request_error": 2,
+        "overloaded_error": 1,
+        "unknown": 2,
+        "x" * 64: 1,
+    }
+    assert summary.to_dict()["errored_by_type"]["invalid_request_error"] == 2
