@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="arm a fault, e.g. 'status,endpoint=retrieve,status=529,count=3,retry_after=1' (repeatable)",
     )
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    p.add_argument("--header-seconds", type=float, default=10.0, help="deadline for a request's headers (default 10)")
+    p.add_argument("--body-seconds", type=float, default=60.0, help="deadline for a request's body (default 60)")
+    p.add_argument(
+        "--max-inflight-body-bytes",
+        type=int,
+        default=None,
+        help="budget of request-body bytes received at once, all clients (default 1 GiB; over it: 503)",
+    )
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return p
 
@@ -62,6 +70,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         limits["max_requests"] = args.max_requests
     if args.max_body_bytes is not None:
         limits["max_body_bytes"] = args.max_body_bytes
+    if args.max_inflight_body_bytes is not None:
+        limits["max_inflight_body_bytes"] = args.max_inflight_body_bytes
     return EmulatorConfig(
         api_key=args.api_key,
         processing_seconds=args.processing_seconds,
@@ -73,6 +83,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         result_bytes=args.result_bytes,
         admin=args.admin,
         faults=faults,
+        header_seconds=args.header_seconds,
+        body_seconds=args.body_seconds,
         **limits,
     )
 

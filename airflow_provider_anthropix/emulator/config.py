@@ -27,6 +27,12 @@ class EmulatorConfig:
     :param admin: serve the ``/_emulator/*`` admin endpoints (faults, stats, reset, clock).
     :param faults: faults armed from the start (e.g. from ``--fault`` flags).
     :param chunk_bytes: size of the pieces the results stream is sent in.
+    :param header_seconds: a request's line and headers must arrive within this time (slow-loris guard).
+    :param max_header_bytes: the most bytes a request line plus headers may take (else 431).
+    :param body_seconds: a request body must arrive within this time (else 408).
+    :param keep_alive_seconds: an idle keep-alive connection is closed after this time.
+    :param max_inflight_body_bytes: the most bytes of request bodies being received or decoded at
+        once, over all clients; a body that does not fit gets a 503 with ``retry-after``.
     """
 
     api_key: str | None = None
@@ -42,6 +48,11 @@ class EmulatorConfig:
     admin: bool = False
     faults: list[Fault] = field(default_factory=list)
     chunk_bytes: int = 256 * 1024
+    header_seconds: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    body_seconds: float = 60.0
+    keep_alive_seconds: float = 5.0
+    max_inflight_body_bytes: int = 4 * MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
@@ -51,3 +62,9 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.chunk_bytes < 1:
             raise ValueError("chunk_bytes must be >= 1")
+        for name in ("header_seconds", "body_seconds", "keep_alive_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        for name in ("max_header_bytes", "max_inflight_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")

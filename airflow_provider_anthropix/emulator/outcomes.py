@@ -45,6 +45,19 @@ _FILLER = (
     "It repeats plain words without any meaning, in the spirit of lorem ipsum, because "
     "exporters, parsers and benchmarks care about bytes, lines and token counts, not prose. "
 ) * 200
+#: Where the filler's words start: padding begins and ends on a word boundary, never mid-word.
+_WORD_STARTS = [0] + [i + 1 for i, ch in enumerate(_FILLER[:2000]) if ch == " "]
+
+
+def _cut_at_word(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, at the last word boundary before it."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    if text[limit] == " ":
+        return head
+    space = head.rfind(" ")
+    return head[:space] if space > 0 else head
 
 
 @dataclass(slots=True)
@@ -145,12 +158,12 @@ class LineRenderer:
         body = {"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}
         # Pad the reply so the line reaches about result_bytes (one encode to measure, one to emit).
         missing = self.result_bytes - len(self._encode(body)) - 4
-        if missing > 0:
-            start = len(entry.custom_id) % 50
-            text = f"{text} {_FILLER[start : start + missing]}"
+        if missing > 1:
+            start = _WORD_STARTS[len(entry.custom_id) % 50]
+            text = f"{text} {_cut_at_word(_FILLER[start:], missing - 1)}".rstrip()
         output_tokens = max(1, len(text) // 4)
         if output_tokens > entry.max_tokens:
-            text = text[: entry.max_tokens * 4]
+            text = _cut_at_word(text, entry.max_tokens * 4)
             output_tokens = entry.max_tokens
             message["stop_reason"] = "max_tokens"
         message["content"][0]["text"] = text
