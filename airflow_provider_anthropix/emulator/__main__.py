@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processing-seconds", type=float, default=2.0, help="time for a batch to end (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of outcomes, result order and ids (default 0)")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of requests that error (0-1, default 0)")
+    p.add_argument("--expire-rate", type=float, default=0.0, help="share of requests that expire (0-1, default 0)")
+    p.add_argument(
+        "--rates-every-attempt",
+        action="store_true",
+        help="roll --error-rate/--expire-rate on every attempt of a custom_id, not only its first batch",
+    )
     p.add_argument("--cancel-seconds", type=float, default=0.5, help="time a canceled batch stays canceling")
     p.add_argument("--expiry-seconds", type=float, default=DAY, help="batch expiry after creation (default 24 h)")
     p.add_argument(
@@ -77,6 +83,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         processing_seconds=args.processing_seconds,
         seed=args.seed,
         error_rate=args.error_rate,
+        expire_rate=args.expire_rate,
+        rates_every_attempt=args.rates_every_attempt,
         cancel_seconds=args.cancel_seconds,
         expiry_seconds=args.expiry_seconds,
         archive_seconds=args.archive_seconds,

@@ -34,7 +34,7 @@ from airflow_provider_anthropix.emulator.clock import Clock, rfc3339
 from airflow_provider_anthropix.emulator.config import EmulatorConfig
 from airflow_provider_anthropix.emulator.faults import Fault, FaultBook
 from airflow_provider_anthropix.emulator.ids import IdMaker
-from airflow_provider_anthropix.emulator.outcomes import Entry, decide
+from airflow_provider_anthropix.emulator.outcomes import Dice, Entry, decide
 from airflow_provider_anthropix.emulator.responses import (
     AbortResponse,
     BytesStreamResponse,
@@ -128,6 +128,7 @@ class EmulatorApp:
                 Route("/_emulator/stats", self._admin(self._admin_stats), methods=["GET"]),
                 Route("/_emulator/reset", self._admin(self._admin_reset), methods=["POST"]),
                 Route("/_emulator/clock", self._admin(self._admin_clock), methods=["POST"]),
+                Route("/_emulator/attempts", self._admin(self._admin_attempts), methods=["GET", "DELETE"]),
                 Route("/_emulator/batches/{batch_id}/results", self._admin(self._admin_results), methods=["POST"]),
             ]
         self.starlette = Starlette(
@@ -339,8 +340,12 @@ class EmulatorApp:
             first, more = checker.problems[0], len(checker.problems) - 1
             suffix = f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""
             raise EmulatorError(400, "invalid_request_error", f"{first}{suffix}")
-        seed, rate = self.config.seed, self.config.error_rate
-        return [decide(request, seed=seed, error_rate=rate) for request in requests]
+        config = self.config
+        dice = Dice(config.seed, config.error_rate, config.expire_rate, config.rates_every_attempt)
+        attempts = self.store.claim_attempts([request["custom_id"] for request in requests])
+        return [
+            decide(request, attempt=attempt, dice=dice) for request, attempt in zip(requests, attempts, strict=True)
+        ]
 
     async def _create(self, request: Request, version: str, _fault: Fault | None) -> Response:
         # The budget is held while the body is decoded too: that is when it costs most memory.
@@ -488,6 +493,16 @@ class EmulatorApp:
         except ValueError as exc:
             return self._admin_error(f"bad clock change {expected}: {exc}")
         return json_response({"now": rfc3339(self.clock.now())})
+
+    async def _admin_attempts(self, request: Request) -> Response:
+        """``DELETE``: forget attempt counts; ``GET ?custom_id=X``: how many batches carried X."""
+        if request.method == "DELETE":
+            self.store.reset_attempts()
+            return json_response({"attempts": "reset"})
+        custom_id = request.query_params.get("custom_id")
+        if not custom_id:
+            return self._admin_error("give ?custom_id=... to read its attempt count")
+        return json_response({"custom_id": custom_id, "attempts": self.store.attempts(custom_id)})
 
     async def _admin_results(self, request: Request) -> Response:
         """Change the served bytes of an ended batch's results (a new etag), to test resumes and duplicates."""

@@ -17,7 +17,11 @@ class EmulatorConfig:
     :param api_key: the only key accepted; ``None`` accepts any non-empty key (a missing key is still 401).
     :param processing_seconds: how long every batch takes to end; ``request_counts`` move over that time.
     :param seed: drives outcomes (with ``error_rate``), result order and message ids, so runs repeat.
-    :param error_rate: share of requests (0-1) whose result is ``errored`` (``api_error``).
+    :param error_rate: share of requests (0-1) whose result is ``errored`` (``api_error``), drawn
+        by seed and custom_id on a request's first attempt (see ``rates_every_attempt``).
+    :param expire_rate: share of requests (0-1) whose result is ``expired``, drawn the same way.
+    :param rates_every_attempt: roll ``error_rate``/``expire_rate`` on every attempt of a custom_id,
+        not only on its first batch (so a retry round can fail again).
     :param cancel_seconds: how long a canceled batch stays ``canceling`` before it ends.
     :param expiry_seconds: a batch that has not ended this long after creation expires (API: 24 h).
     :param archive_seconds: results are archived (download fails) this long after creation (API: 29 days).
@@ -39,6 +43,8 @@ class EmulatorConfig:
     processing_seconds: float = 2.0
     seed: int = 0
     error_rate: float = 0.0
+    expire_rate: float = 0.0
+    rates_every_attempt: bool = False
     cancel_seconds: float = 0.5
     expiry_seconds: float = DAY
     archive_seconds: float = 29 * DAY
@@ -55,8 +61,9 @@ class EmulatorConfig:
     max_inflight_body_bytes: int = 4 * MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.error_rate <= 1.0:
-            raise ValueError(f"error_rate must be between 0 and 1; got {self.error_rate}")
+        for name in ("error_rate", "expire_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1; got {getattr(self, name)}")
         for name in ("processing_seconds", "cancel_seconds", "expiry_seconds", "archive_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")

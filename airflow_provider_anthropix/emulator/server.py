@@ -121,6 +121,14 @@ class EmulatorHandle:
         """Forget batches, statistics, faults and clock offset (cheap: use it between tests)."""
         self.app.reset()
 
+    def attempts(self, custom_id: str) -> int:
+        """How many batches of this emulator have carried ``custom_id`` so far."""
+        return self.app.store.attempts(custom_id)
+
+    def reset_attempts(self) -> None:
+        """Forget attempt counts (``reset()`` does too): the next batch of each custom_id is attempt 1."""
+        self.app.store.reset_attempts()
+
     def call_times(self, endpoint: str) -> list[float]:
         """When the latest calls of ``endpoint`` arrived (``time.monotonic()``, oldest first).
 
@@ -166,6 +174,7 @@ def run_emulator(
     processing_seconds: float = 2.0,
     seed: int = 0,
     error_rate: float = 0.0,
+    expire_rate: float = 0.0,
     admin: bool = True,
     start_timeout: float = 10.0,
     **options: Any,
@@ -177,7 +186,8 @@ def run_emulator(
     :param api_key: the only key accepted; None accepts any key.
     :param processing_seconds: how long each batch takes to end.
     :param seed: makes outcomes, result order and ids repeatable.
-    :param error_rate: share of requests that come back ``errored``.
+    :param error_rate: share of requests that come back ``errored`` (first attempts only by default).
+    :param expire_rate: share of requests that come back ``expired`` (first attempts only by default).
     :param admin: also serve the ``/_emulator/*`` HTTP admin endpoints.
     :param options: any other :class:`EmulatorConfig` field (``cancel_seconds``, ``expiry_seconds``,
         ``result_bytes``, ``max_requests``, ``max_body_bytes``, ``faults``, ...).
@@ -187,6 +197,7 @@ def run_emulator(
         processing_seconds=processing_seconds,
         seed=seed,
         error_rate=error_rate,
+        expire_rate=expire_rate,
         admin=admin,
         **options,
     )

@@ -203,6 +203,33 @@ class BatchStore:
         #: API calls refused by the key or version check (not in ``calls``, no fault applied)
         self.rejected = 0
         self.batches_created = 0
+        #: custom_id -> how many batches have carried it (outcomes depend on the attempt)
+        self._attempts: dict[str, int] = {}
+
+    # -- attempts --------------------------------------------------------------------------
+    def claim_attempts(self, custom_ids: list[str]) -> list[int]:
+        """Count one more batch for each custom_id; return each one's attempt number (1 = first).
+
+        Called once a create is valid and about to be stored, so a refused create uses none.
+        """
+        with self._lock:
+            attempts = self._attempts
+            claimed = []
+            for custom_id in custom_ids:
+                attempt = attempts.get(custom_id, 0) + 1
+                attempts[custom_id] = attempt
+                claimed.append(attempt)
+            return claimed
+
+    def attempts(self, custom_id: str) -> int:
+        """How many batches have carried ``custom_id`` so far."""
+        with self._lock:
+            return self._attempts.get(custom_id, 0)
+
+    def reset_attempts(self) -> None:
+        """Forget every custom_id's attempt count (the next batch of each is attempt 1 again)."""
+        with self._lock:
+            self._attempts.clear()
 
     # -- batches -------------------------------------------------------------------------
     def create(self, entries: list[Entry]) -> Batch:
@@ -371,6 +398,7 @@ class BatchStore:
             self.arrivals.clear()
             self.rejected = 0
             self.batches_created = 0
+            self._attempts.clear()
 
     def close(self) -> None:
         """Stop the render worker (pending renders are dropped)."""
