@@ -200,8 +200,8 @@ class BatchStore:
         self.calls: Counter[str] = Counter()
         #: (endpoint, time.monotonic()) of the latest API calls, oldest first (tests check pacing with it)
         self.arrivals: deque[tuple[str, float]] = deque(maxlen=10_000)
-        #: API calls refused by the key or version check (not in ``calls``, no fault applied)
-        self.rejected = 0
+        #: API calls per endpoint refused by the key or version check (not in ``calls``, no fault applied)
+        self.rejected: Counter[str] = Counter()
         self.batches_created = 0
         #: custom_id -> how many batches have carried it (outcomes depend on the attempt)
         self._attempts: dict[str, int] = {}
@@ -368,10 +368,10 @@ class BatchStore:
             self.calls[endpoint] += 1
             self.arrivals.append((endpoint, time.monotonic()))
 
-    def record_rejected(self) -> None:
-        """Count one call refused before it reached an endpoint (bad or missing key or version)."""
+    def record_rejected(self, endpoint: str) -> None:
+        """Count one call refused before it reached its endpoint (bad or missing key or version)."""
         with self._lock:
-            self.rejected += 1
+            self.rejected[endpoint] += 1
 
     def call_times(self, endpoint: str) -> list[float]:
         """``time.monotonic()`` at which the latest calls of ``endpoint`` arrived, oldest first."""
@@ -383,7 +383,7 @@ class BatchStore:
         with self._lock:
             return {
                 "calls": dict(self.calls),
-                "rejected": self.rejected,
+                "rejected": dict(self.rejected),
                 "batches_created": self.batches_created,
                 "batches": len(self._batches),
             }
@@ -396,7 +396,7 @@ class BatchStore:
             self._due.clear()
             self.calls.clear()
             self.arrivals.clear()
-            self.rejected = 0
+            self.rejected.clear()
             self.batches_created = 0
             self._attempts.clear()
 

@@ -200,7 +200,7 @@ def test_unauthenticated_calls_neither_consume_faults_nor_count(
         assert response.status_code in (400, 401)
     stats = emulator.stats()
     assert stats["calls"] == {} and stats["faults_fired"] == 0 and len(stats["faults"]) == 1
-    assert stats["rejected"] == 3
+    assert stats["rejected"] == {"list": 3}
     good = httpx.get(emulator.url + BATCHES, headers={**HEADERS, "x-api-key": emulator_api_key})
     assert good.status_code == 529, "the armed fault is still there for the real client"
     assert emulator.stats()["calls"] == {"list": 1} and emulator.stats()["faults_fired"] == 1
