@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pendulum
@@ -133,7 +134,8 @@ async def test_progress_is_logged_with_counts(
     [event] = await events_of(BatchEndedTrigger(batch_id=batch_id, poll_interval=0.1, progress_log_interval=0.3))
     assert event["status"] == "success"
     out = capsys.readouterr().out
-    assert f"batch {batch_id} in_progress: 0/20 done (0%)" in out
+    # The first poll may land after the first requests finished (a busy machine): match the shape.
+    assert re.search(rf"batch {batch_id} in_progress: \d+/20 done \(\d+%\)", out), out
     assert "eta ~" in out
 
 
