@@ -168,3 +168,72 @@ def test_split_feeds_mapped_creates_one_batch_per_file(
     assert sorted(line["custom_id"] for line in read_lines(out)) == [f"s-{i:02d}" for i in range(7)]
     manifest = json.loads((out / "_manifest.json").read_text())
     assert sorted(b["batch_id"] for b in manifest["batches"]) == sorted(summary["batch_ids"])
+
+
+def test_transient_errors_and_expiries_are_fixed_by_one_retry_round(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    ids = [f"t1-{i:03d}" for i in range(30)]
+    markers = {
+        ids[2]: "[[emulator:errored-once:overloaded_error]]",
+        ids[11]: "[[emulator:errored-once:api_error]]",
+        ids[25]: "[[emulator:expired-once]]",
+    }
+    source = tmp_path / "prompts.jsonl"
+    write_prompts(source, ids, markers)
+    out = tmp_path / "out"
+    summary_file = tmp_path / "summary.json"
+    dag = load_dag(
+        airflow_dags,
+        "job_retry_round",
+        f"""
+        {DAG_OPEN}
+            job = BatchJobOperator(
+                task_id="job", requests_path={str(source)!r}, destination={str(out)!r},
+                default_params=DEFAULTS, max_requests_per_batch=10, poll_interval=0.2,
+            )
+            record({str(summary_file)!r}, job.output)
+        """,
+    )
+    dag_run = dag.test()
+    assert states(dag_run) == {"job": "success", "record": "success"}  # max_errored_ratio=0.0: nothing errored
+    lines = read_lines(out)
+    assert sorted(line["custom_id"] for line in lines) == ids
+    assert {line["result"]["type"] for line in lines} == {"succeeded"}
+    summary = json.loads(summary_file.read_text())
+    assert summary["job"]["rounds"] == 2
+    assert summary["job"]["retried"][0]["requests"] == 3
+    assert summary["job"]["retried"][0]["reasons"] == {"errored": 2, "expired": 1}
+    assert summary["job"]["retried"][0]["outcome"]["succeeded"] == 3
+    assert emulator.stats()["batches_created"] == 4
+
+
+def test_a_round_that_cannot_fix_permanent_errors_stops_and_reports_them(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    ids = [f"p1-{i:02d}" for i in range(8)]
+    markers = {ids[1]: "[[emulator:errored:invalid_request_error]]", ids[5]: "[[emulator:errored-once:api_error]]"}
+    source = tmp_path / "prompts.jsonl"
+    write_prompts(source, ids, markers)
+    out = tmp_path / "out"
+    dag = load_dag(
+        airflow_dags,
+        "job_permanent",
+        f"""
+        {DAG_OPEN}
+            job = BatchJobOperator(
+                task_id="job", requests_path={str(source)!r}, destination={str(out)!r},
+                default_params=DEFAULTS, poll_interval=0.2, retries=0,
+            )
+        """,
+    )
+    dag_run = dag.test()
+    assert states(dag_run) == {"job": "failed"}
+    # Land, then gate: every answer is published, the permanent error included.
+    lines = {line["custom_id"]: line for line in read_lines(out)}
+    assert sorted(lines) == ids
+    assert lines[ids[1]]["result"]["error"]["error"]["type"] == "invalid_request_error"
+    assert lines[ids[5]]["result"]["type"] == "succeeded"
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["job"]["not_retried_errors"] == {"invalid_request_error": 1}
+    assert emulator.stats()["batches_created"] == 2  # the first round, then only the api_error request
