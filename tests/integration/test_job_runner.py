@@ -120,6 +120,7 @@ IDS = [f"c-{i:02d}" for i in range(23)]
 MARKERS = {"c-04": "[[emulator:errored:api_error]]", "c-15": "[[emulator:errored:invalid_request_error]]"}
 
 
+@pytest.mark.smoke
 def test_an_undisturbed_job_sends_each_shard_once_and_merges_one_line_per_request(harness: JobHarness) -> None:
     write_prompts(harness.input, IDS, MARKERS)
     runner, _ = harness.runner()
@@ -169,6 +170,7 @@ def test_a_crash_at_every_step_resumes_without_a_second_batch_or_a_lost_result(
         assert sorted(json.loads(line)["custom_id"] for line in case.lines()) == expected_lines
 
 
+@pytest.mark.smoke
 def test_a_crash_during_the_export_publishes_nothing_and_the_resumed_job_exports_the_same_batches(
     harness: JobHarness,
 ) -> None:
@@ -184,6 +186,7 @@ def test_a_crash_during_the_export_publishes_nothing_and_the_resumed_job_exports
     assert harness.emulator.stats()["batches_created"] == 3
 
 
+@pytest.mark.smoke
 def test_two_equal_shards_whose_answers_are_lost_are_each_adopted_once(harness: JobHarness) -> None:
     """Both creates are carried out by the API and their answers dropped: recovery must not confuse them."""
     write_prompts(harness.input, IDS[:20])  # two shards of exactly 10
