@@ -18,3 +18,11 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 MIN_LIST_LIMIT = 1
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 20
+
+
+def check_batch_limits(max_requests: int, max_body_bytes: int) -> None:
+    """Refuse shard limits the API would not take (raises ValueError naming the argument)."""
+    if not 1 <= max_requests <= MAX_REQUESTS:
+        raise ValueError(f"max_requests_per_batch must be 1 to {MAX_REQUESTS:,}, got {max_requests}")
+    if not 1024 <= max_body_bytes <= MAX_BODY_BYTES:
+        raise ValueError(f"max_bytes_per_batch must be 1,024 to {MAX_BODY_BYTES:,}, got {max_body_bytes}")

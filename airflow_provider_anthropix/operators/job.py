@@ -24,7 +24,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_anthropix.api import AnthropixError, BatchValidationError
-from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
 from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
@@ -142,10 +142,7 @@ class BatchJobOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 1 <= max_requests_per_batch <= MAX_REQUESTS:
-            raise ValueError(f"max_requests_per_batch must be 1 to {MAX_REQUESTS:,}, got {max_requests_per_batch}")
-        if not 1024 <= max_bytes_per_batch <= MAX_BODY_BYTES:
-            raise ValueError(f"max_bytes_per_batch must be 1,024 to {MAX_BODY_BYTES:,}, got {max_bytes_per_batch}")
+        check_batch_limits(max_requests_per_batch, max_bytes_per_batch)
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         # Options are checked while the DAG is parsed, not hours later.
         self.export_options = ExportOptions(

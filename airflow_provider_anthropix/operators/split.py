@@ -17,7 +17,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_anthropix.api import BatchValidationError
-from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 from airflow_provider_anthropix.operators.paths import storage_path
@@ -64,10 +64,7 @@ class SplitRequestsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 1 <= max_requests_per_batch <= MAX_REQUESTS:
-            raise ValueError(f"max_requests_per_batch must be 1 to {MAX_REQUESTS:,}, got {max_requests_per_batch}")
-        if not 1024 <= max_bytes_per_batch <= MAX_BODY_BYTES:
-            raise ValueError(f"max_bytes_per_batch must be 1,024 to {MAX_BODY_BYTES:,}, got {max_bytes_per_batch}")
+        check_batch_limits(max_requests_per_batch, max_bytes_per_batch)
         self.requests_path = requests_path
         self.destination = destination
         self.default_params = default_params

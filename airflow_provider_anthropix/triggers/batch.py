@@ -38,6 +38,36 @@ def jittered(interval: float, jitter: float, rng: random.Random | None = None) -
     return max(0.0, interval + draw)
 
 
+def deadline_epoch(deadline: str | None) -> float | None:
+    """A trigger's ISO 8601 deadline as a Unix time, or None for no deadline."""
+    if not deadline:
+        return None
+    parsed = pendulum.parse(deadline)
+    if not isinstance(parsed, pendulum.DateTime):
+        raise ValueError(f"deadline must be an ISO 8601 date-time, got {deadline!r}")
+    return float(parsed.timestamp())
+
+
+def next_poll_wait(poll_interval: float, jitter: float, failures: int, retry_hint: float | None) -> float:
+    """Seconds until the next poll: the interval when all is well; the server's hint or a backoff after failures."""
+    if failures == 0:
+        return jittered(poll_interval, jitter)
+    if retry_hint is not None and retry_hint >= 0:
+        return min(retry_hint, MAX_BACKOFF)  # a proxy's "retry-after: 86400" must not outlast the deadline
+    backoff = min(MAX_BACKOFF, poll_interval * 2.0 ** (failures - 1))
+    return jittered(backoff, max(jitter, 0.25))
+
+
+async def sleep_before_first_poll(first_poll_delay: float, jitter: float, deadline: float | None) -> None:
+    """Wait ``first_poll_delay`` (jittered), never past the deadline."""
+    if first_poll_delay <= 0:
+        return
+    wait = jittered(first_poll_delay, jitter)
+    if deadline is not None:
+        wait = min(wait, max(0.0, deadline - time.time()))
+    await asyncio.sleep(wait)
+
+
 def describe_progress(batch: MessageBatch, rate: float | None) -> str:
     """``batch msgbatch_x 41,200/100,000 done (41%), 312 errored, eta ~14 min`` (eta when known)."""
     counts = batch.request_counts
@@ -118,31 +148,19 @@ class BatchEndedTrigger(BaseTrigger):
             },
         )
 
-    def _deadline_epoch(self) -> float | None:
-        if not self.deadline:
-            return None
-        parsed = pendulum.parse(self.deadline)
-        if not isinstance(parsed, pendulum.DateTime):
-            raise ValueError(f"deadline must be an ISO 8601 date-time, got {self.deadline!r}")
-        return float(parsed.timestamp())
-
     def _event(self, status: str, batch: MessageBatch | None, message: str) -> TriggerEvent:
         payload = batch.to_dict() if batch is not None else {"id": self.batch_id}
         return TriggerEvent({"status": status, "batch": payload, "message": message})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            deadline = self._deadline_epoch()
+            deadline = deadline_epoch(self.deadline)
             client = await AnthropixHook.aget_async_client(self.anthropix_conn_id)
         except Exception as exc:  # settings errors, missing connection: retrying cannot fix them
             yield self._event("error", None, f"cannot wait for batch {self.batch_id}: {exc}")
             return
 
-        if self.first_poll_delay > 0:
-            wait = jittered(self.first_poll_delay, self.jitter)
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.time()))
-            await asyncio.sleep(wait)
+        await sleep_before_first_poll(self.first_poll_delay, self.jitter, deadline)
 
         last: MessageBatch | None = None
         failures = 0
@@ -190,7 +208,7 @@ class BatchEndedTrigger(BaseTrigger):
                     last_status = batch.processing_status
                     last_log = now
 
-            wait = self._next_wait(failures, retry_hint)
+            wait = next_poll_wait(self.poll_interval, self.jitter, failures, retry_hint)
             if deadline is not None:
                 remaining = deadline - time.time()
                 if remaining <= 0:
@@ -203,11 +221,3 @@ class BatchEndedTrigger(BaseTrigger):
                     return
                 wait = min(wait, remaining)
             await asyncio.sleep(wait)
-
-    def _next_wait(self, failures: int, retry_hint: float | None) -> float:
-        if failures == 0:
-            return jittered(self.poll_interval, self.jitter)
-        if retry_hint is not None and retry_hint >= 0:
-            return min(retry_hint, MAX_BACKOFF)  # a proxy's "retry-after: 86400" must not outlast the deadline
-        backoff = min(MAX_BACKOFF, self.poll_interval * 2.0 ** (failures - 1))
-        return jittered(backoff, max(self.jitter, 0.25))

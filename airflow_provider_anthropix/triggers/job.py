@@ -14,13 +14,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pendulum
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_anthropix.api import AnthropixAPIError, AnthropixError, MessageBatch
 from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.triggers.batch import MAX_BACKOFF, _duration, jittered
+from airflow_provider_anthropix.triggers.batch import (
+    _duration,
+    deadline_epoch,
+    next_poll_wait,
+    sleep_before_first_poll,
+)
 
 WAIT_FOR = ("any", "all")
 
@@ -90,30 +94,18 @@ class BatchesEndedTrigger(BaseTrigger):
             },
         )
 
-    def _deadline_epoch(self) -> float | None:
-        if not self.deadline:
-            return None
-        parsed = pendulum.parse(self.deadline)
-        if not isinstance(parsed, pendulum.DateTime):
-            raise ValueError(f"deadline must be an ISO 8601 date-time, got {self.deadline!r}")
-        return float(parsed.timestamp())
-
     def _event(self, status: str, ended: dict[str, MessageBatch], message: str) -> TriggerEvent:
         payload = {batch_id: batch.request_counts.to_dict() for batch_id, batch in ended.items()}
         return TriggerEvent({"status": status, "ended": payload, "message": message})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            deadline = self._deadline_epoch()
+            deadline = deadline_epoch(self.deadline)
             client = await AnthropixHook.aget_async_client(self.anthropix_conn_id)
         except Exception as exc:  # settings errors, missing connection: retrying cannot fix them
             yield self._event("error", {}, f"cannot wait for batches {', '.join(self.batch_ids)}: {exc}")
             return
-        if self.first_poll_delay > 0:
-            wait = jittered(self.first_poll_delay, self.jitter)
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.time()))
-            await asyncio.sleep(wait)
+        await sleep_before_first_poll(self.first_poll_delay, self.jitter, deadline)
 
         pending = list(self.batch_ids)
         ended: dict[str, MessageBatch] = {}
@@ -168,7 +160,7 @@ class BatchesEndedTrigger(BaseTrigger):
                     rate = (done - first_seen[1]) / elapsed if elapsed > 0 else None
                     self.log.info("%s", self._describe(latest, rate))
                     last_log = now
-            wait = self._next_wait(failures, retry_hint)
+            wait = next_poll_wait(self.poll_interval, self.jitter, failures, retry_hint)
             if deadline is not None:
                 remaining = deadline - time.time()
                 if remaining <= 0:
@@ -198,11 +190,3 @@ class BatchesEndedTrigger(BaseTrigger):
         if rate and rate > 0 and left:
             text += f", eta ~{_duration(left / rate)}"
         return text
-
-    def _next_wait(self, failures: int, retry_hint: float | None) -> float:
-        if failures == 0:
-            return jittered(self.poll_interval, self.jitter)
-        if retry_hint is not None and retry_hint >= 0:
-            return min(retry_hint, MAX_BACKOFF)
-        backoff = min(MAX_BACKOFF, self.poll_interval * 2.0 ** (failures - 1))
-        return jittered(backoff, max(self.jitter, 0.25))

@@ -17,7 +17,7 @@ from airflow_provider_anthropix.api import (
 )
 from airflow_provider_anthropix.api.errors import error_from_response
 from airflow_provider_anthropix.api.retry import is_transient
-from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, jittered
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, jittered, next_poll_wait
 
 
 @pytest.mark.smoke
@@ -77,6 +77,6 @@ def test_progress_line_reads_like_a_sentence() -> None:
 
 def test_a_huge_retry_after_is_capped() -> None:
     """A proxy's ``retry-after: 86400`` must not put the wait to sleep past its deadline."""
-    trigger = BatchEndedTrigger(batch_id="msgbatch_1", poll_interval=5)
-    assert trigger._next_wait(1, 86_400.0) == 600.0
-    assert trigger._next_wait(1, 7.0) == 7.0
+    assert next_poll_wait(5.0, 0.1, 1, 86_400.0) == 600.0
+    assert next_poll_wait(5.0, 0.1, 1, 7.0) == 7.0
+    assert 4.5 <= next_poll_wait(5.0, 0.1, 0, 86_400.0) <= 5.5  # no failure: the interval, hint or not
