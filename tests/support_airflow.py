@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,3 +59,28 @@ class DictStateStore:
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
+
+
+def load_dag_source(dags: Path, dag_id: str, header: str, body: str) -> Any:
+    """Write a DAG file (``header`` + dedented ``body``, ``DAG_ID`` filled in) into ``dags`` and import its ``dag``.
+
+    ``dag.test()`` needs the DAG in a bundle, so the file lives in the DAGs folder.
+    """
+    source = header + textwrap.dedent(body).replace("DAG_ID", repr(dag_id))
+    path = dags / f"{dag_id}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"test_dag_{dag_id}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def write_prompts(path: Path, ids: list[str], markers: dict[str, str] | None = None) -> None:
+    """A request file: one request per custom_id, with an emulator marker appended where ``markers`` says."""
+    markers = markers or {}
+    with path.open("w") as fh:
+        for custom_id in ids:
+            text = f"question {custom_id} {markers.get(custom_id, '')}".strip()
+            fh.write(json.dumps({"custom_id": custom_id, "params": {"messages": [{"role": "user", "content": text}]}}))
+            fh.write("\n")

@@ -11,13 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support_airflow import migrated_airflow_home
+from support_airflow import load_dag_source, migrated_airflow_home
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
@@ -76,15 +75,7 @@ def airflow_dags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def load_dag(dags: Path, dag_id: str, body: str) -> Any:
-    """Write a DAG file (HEADER + body, with ``dag_id`` filled in) and import its ``dag``."""
-    source = HEADER + textwrap.dedent(body).replace("DAG_ID", repr(dag_id))
-    path = dags / f"{dag_id}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"lifecycle_dag_{dag_id}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return load_dag_source(dags, dag_id, HEADER, body)
 
 
 def states(dag_run: Any) -> dict[str, str]:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support_airflow import migrated_airflow_home
+from support_airflow import load_dag_source, migrated_airflow_home, write_prompts
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 
@@ -47,23 +45,7 @@ def airflow_dags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def load_dag(dags: Path, dag_id: str, body: str) -> Any:
-    source = HEADER + textwrap.dedent(body).replace("DAG_ID", repr(dag_id))
-    path = dags / f"{dag_id}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"job_dag_{dag_id}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
-def write_prompts(path: Path, ids: list[str], marker: dict[str, str] | None = None) -> None:
-    marker = marker or {}
-    with path.open("w") as fh:
-        for custom_id in ids:
-            text = f"question {custom_id} {marker.get(custom_id, '')}".strip()
-            fh.write(json.dumps({"custom_id": custom_id, "params": {"messages": [{"role": "user", "content": text}]}}))
-            fh.write("\n")
+    return load_dag_source(dags, dag_id, HEADER, body)
 
 
 def states(dag_run: Any) -> dict[str, str]:

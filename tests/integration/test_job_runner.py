@@ -16,6 +16,7 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import ObjectStoragePath
+from support_airflow import write_prompts
 
 from airflow_provider_anthropix.api import ClientConfig, SyncClient
 from airflow_provider_anthropix.emulator import EmulatorHandle
@@ -55,15 +56,6 @@ class CrashingWorkspace(JobWorkspace):
 
             return super().export(sources, dying, *args)
         return super().export(sources, chunks_of, *args)
-
-
-def write_prompts(path: Path, ids: list[str], markers: dict[str, str] | None = None) -> None:
-    markers = markers or {}
-    with path.open("w") as fh:
-        for custom_id in ids:
-            text = f"question {custom_id} {markers.get(custom_id, '')}".strip()
-            fh.write(json.dumps({"custom_id": custom_id, "params": {"messages": [{"role": "user", "content": text}]}}))
-            fh.write("\n")
 
 
 class JobHarness:
