@@ -117,7 +117,6 @@ class EmulatorApp:
         self.registry: Registry = {}
         #: bytes of request bodies being received or decoded now, over all clients
         self._inflight_bytes = 0
-        self._budget_tokens: list[_BudgetToken] = []
         routes = [
             Route("/v1/messages/batches", self._api("create", self._create), methods=["POST"]),
             Route("/v1/messages/batches", self._api("list", self._list), methods=["GET"]),
@@ -244,10 +243,10 @@ class EmulatorApp:
         return endpoint
 
     # -- API endpoints -----------------------------------------------------------------------
-    async def _read_body(self, request: Request, limit: int) -> bytearray:
+    async def _read_body(self, request: Request, limit: int, budget: _BudgetToken | None = None) -> bytearray:
         """The whole body, within ``limit`` bytes and ``body_seconds``, else the API's 413/408.
 
-        Call it inside :meth:`_body_budget`: the bytes are counted against the budget of
+        Give it the ``budget`` of :meth:`_body_budget`: the bytes are counted against the budget of
         bodies in flight as they arrive (a body without content-length is counted as it grows).
         """
         too_large = EmulatorError(
@@ -275,7 +274,8 @@ class EmulatorApp:
                         body += chunk
                         if len(body) > limit:
                             raise too_large
-                        self._grow_budget(len(body))
+                        if budget is not None:
+                            self._grow_budget(budget, len(body))
                     if not message.get("more_body", False):
                         return body  # not copied to bytes: 256 MB would be copied once more for nothing
         except TimeoutError:
@@ -287,7 +287,7 @@ class EmulatorApp:
             ) from None
 
     @contextlib.contextmanager
-    def _body_budget(self, request: Request) -> Iterator[None]:
+    def _body_budget(self, request: Request) -> Iterator[_BudgetToken]:
         """Reserve the request's declared body bytes in the server-wide budget, or raise a 503.
 
         The reservation lasts until the handler is done, decoding included: that is when the
@@ -299,17 +299,14 @@ class EmulatorApp:
             raise self._busy(declared)
         token = _BudgetToken(declared)
         self._inflight_bytes += declared
-        self._budget_tokens.append(token)
         try:
-            yield
+            yield token
         finally:
             self._inflight_bytes -= token.reserved
-            self._budget_tokens.remove(token)
 
-    def _grow_budget(self, received: int) -> None:
+    def _grow_budget(self, token: _BudgetToken, received: int) -> None:
         """Count bytes beyond the declared length (chunked bodies) against the budget as they arrive."""
-        token = self._budget_tokens[-1] if self._budget_tokens else None
-        if token is None or received <= token.reserved:
+        if received <= token.reserved:
             return
         extra = received - token.reserved
         if self._inflight_bytes + extra > self.config.max_inflight_body_bytes:
@@ -408,8 +405,8 @@ class EmulatorApp:
 
     async def _create(self, request: Request, version: str, _fault: Fault | None) -> Response:
         # The budget is held while the body is decoded too: that is when it costs most memory.
-        with self._body_budget(request):
-            body = await self._read_body(request, self.config.max_body_bytes)
+        with self._body_budget(request) as budget:
+            body = await self._read_body(request, self.config.max_body_bytes, budget)
             if len(body) > _OFFLOAD_BYTES:
                 entries = await asyncio.get_running_loop().run_in_executor(None, self._entries, body, version)
             else:
@@ -451,8 +448,8 @@ class EmulatorApp:
         N is ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens`` of a
         result for the same params (one function, :func:`.intake.prompt_usage`, counts both).
         """
-        with self._body_budget(request):
-            payload = decode_json(await self._read_body(request, self.config.max_body_bytes))
+        with self._body_budget(request) as budget:
+            payload = decode_json(await self._read_body(request, self.config.max_body_bytes, budget))
         if not isinstance(payload, dict):
             raise EmulatorError(400, "invalid_request_error", "the body must be a Messages body (a JSON object)")
         refused = sorted(set(payload) & _NOT_COUNTED)
