@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="arm a fault, e.g. 'status,endpoint=retrieve,status=529,count=3,retry_after=1' (repeatable)",
     )
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    p.add_argument(
+        "--unknown-models",
+        choices=("accept", "errored"),
+        default="accept",
+        help="requests naming a model /v1/models does not list: accept them (default) or end them errored",
+    )
     p.add_argument("--header-seconds", type=float, default=10.0, help="deadline for a request's headers (default 10)")
     p.add_argument("--body-seconds", type=float, default=60.0, help="deadline for a request's body (default 60)")
     p.add_argument(
@@ -91,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         result_bytes=args.result_bytes,
         admin=args.admin,
         faults=faults,
+        unknown_models=args.unknown_models,
         header_seconds=args.header_seconds,
         body_seconds=args.body_seconds,
         **limits,

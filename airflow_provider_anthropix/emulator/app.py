@@ -30,13 +30,15 @@ from starlette.routing import Route
 
 from airflow_provider_anthropix.api.errors import error_type_for
 from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, MIN_LIST_LIMIT
-from airflow_provider_anthropix.api.validation import BatchChecker, check_api_version
+from airflow_provider_anthropix.api.validation import BatchChecker, check_api_version, validate_request
 from airflow_provider_anthropix.emulator.clock import Clock, rfc3339
 from airflow_provider_anthropix.emulator.config import EmulatorConfig
 from airflow_provider_anthropix.emulator.faults import Fault, FaultBook
 from airflow_provider_anthropix.emulator.ids import IdMaker
-from airflow_provider_anthropix.emulator.intake import fast_requests, texts_of
-from airflow_provider_anthropix.emulator.outcomes import Dice, Entry, decide, make_entry
+from airflow_provider_anthropix.emulator.intake import Params, fast_requests, params_of, prompt_usage, summarize
+from airflow_provider_anthropix.emulator.models import page as model_page
+from airflow_provider_anthropix.emulator.models import resolve as resolve_model
+from airflow_provider_anthropix.emulator.outcomes import ERRORED, Dice, Entry, make_entry
 from airflow_provider_anthropix.emulator.responses import (
     AbortResponse,
     BytesStreamResponse,
@@ -115,7 +117,6 @@ class EmulatorApp:
         self.registry: Registry = {}
         #: bytes of request bodies being received or decoded now, over all clients
         self._inflight_bytes = 0
-        self._budget_tokens: list[_BudgetToken] = []
         routes = [
             Route("/v1/messages/batches", self._api("create", self._create), methods=["POST"]),
             Route("/v1/messages/batches", self._api("list", self._list), methods=["GET"]),
@@ -123,6 +124,9 @@ class EmulatorApp:
             Route("/v1/messages/batches/{batch_id}", self._api("delete", self._delete), methods=["DELETE"]),
             Route("/v1/messages/batches/{batch_id}/cancel", self._api("cancel", self._cancel), methods=["POST"]),
             Route("/v1/messages/batches/{batch_id}/results", self._api("results", self._results), methods=["GET"]),
+            Route("/v1/messages/count_tokens", self._api("count_tokens", self._count_tokens), methods=["POST"]),
+            Route("/v1/models", self._api("models", self._models), methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self._api("models", self._model), methods=["GET"]),
         ]
         if self.config.admin:
             routes += [
@@ -239,10 +243,10 @@ class EmulatorApp:
         return endpoint
 
     # -- API endpoints -----------------------------------------------------------------------
-    async def _read_body(self, request: Request, limit: int) -> bytearray:
+    async def _read_body(self, request: Request, limit: int, budget: _BudgetToken | None = None) -> bytearray:
         """The whole body, within ``limit`` bytes and ``body_seconds``, else the API's 413/408.
 
-        Call it inside :meth:`_body_budget`: the bytes are counted against the budget of
+        Give it the ``budget`` of :meth:`_body_budget`: the bytes are counted against the budget of
         bodies in flight as they arrive (a body without content-length is counted as it grows).
         """
         too_large = EmulatorError(
@@ -254,33 +258,36 @@ class EmulatorApp:
         declared = _content_length(request)
         if declared is not None and declared > limit:
             raise too_large
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.body_seconds
         body = bytearray()
-        while True:
-            try:
-                message = await asyncio.wait_for(request.receive(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise EmulatorError(
-                    408,
-                    "invalid_request_error",
-                    f"the request body did not arrive within {self.config.body_seconds:g} s "
-                    f"({len(body):,} bytes received)",
-                    {"connection": "close"},
-                ) from None
-            if message["type"] == "http.disconnect":
-                raise EmulatorError(400, "invalid_request_error", "the client disconnected before sending the body")
-            chunk = message.get("body", b"")
-            if chunk:
-                body += chunk
-                if len(body) > limit:
-                    raise too_large
-                self._grow_budget(len(body))
-            if not message.get("more_body", False):
-                return body  # not copied to bytes: 256 MB would be copied once more for nothing
+        receive = request.receive
+        try:
+            # One deadline for the whole body (not one timer per chunk: a 256 MB body has thousands).
+            async with asyncio.timeout(self.config.body_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise EmulatorError(
+                            400, "invalid_request_error", "the client disconnected before sending the body"
+                        )
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        body += chunk
+                        if len(body) > limit:
+                            raise too_large
+                        if budget is not None:
+                            self._grow_budget(budget, len(body))
+                    if not message.get("more_body", False):
+                        return body  # not copied to bytes: 256 MB would be copied once more for nothing
+        except TimeoutError:
+            raise EmulatorError(
+                408,
+                "invalid_request_error",
+                f"the request body did not arrive within {self.config.body_seconds:g} s ({len(body):,} bytes received)",
+                {"connection": "close"},
+            ) from None
 
     @contextlib.contextmanager
-    def _body_budget(self, request: Request) -> Iterator[None]:
+    def _body_budget(self, request: Request) -> Iterator[_BudgetToken]:
         """Reserve the request's declared body bytes in the server-wide budget, or raise a 503.
 
         The reservation lasts until the handler is done, decoding included: that is when the
@@ -292,17 +299,14 @@ class EmulatorApp:
             raise self._busy(declared)
         token = _BudgetToken(declared)
         self._inflight_bytes += declared
-        self._budget_tokens.append(token)
         try:
-            yield
+            yield token
         finally:
             self._inflight_bytes -= token.reserved
-            self._budget_tokens.remove(token)
 
-    def _grow_budget(self, received: int) -> None:
+    def _grow_budget(self, token: _BudgetToken, received: int) -> None:
         """Count bytes beyond the declared length (chunked bodies) against the budget as they arrive."""
-        token = self._budget_tokens[-1] if self._budget_tokens else None
-        if token is None or received <= token.reserved:
+        if received <= token.reserved:
             return
         extra = received - token.reserved
         if self._inflight_bytes + extra > self.config.max_inflight_body_bytes:
@@ -332,28 +336,47 @@ class EmulatorApp:
 
     def _fast_entries(self, body: bytes | bytearray, version: str, dice: Dice) -> list[Entry] | None:
         """The entries of a body the typed path accepts, else None (nothing claimed then)."""
-        config = self.config
-        fast = fast_requests(body, api_version=version, max_requests=config.max_requests)
-        if fast is not None:
-            attempts = self.store.claim_attempts([request.custom_id for request in fast])
-            entries = []
-            for request, attempt in zip(fast, attempts, strict=True):
-                params = request.params
-                joined, prompt = texts_of(params)
-                entries.append(
-                    make_entry(
-                        request.custom_id,
-                        params.model,
-                        params.max_tokens,
-                        joined,
-                        prompt,
-                        len(params.messages),
-                        attempt=attempt,
-                        dice=dice,
-                    )
-                )
-            return entries
-        return None
+        fast = fast_requests(body, api_version=version, max_requests=self.config.max_requests)
+        if fast is None:
+            return None
+        return self._build([(request.custom_id, request.params) for request in fast], dice)
+
+    def _build(self, requests: list[tuple[str, Params]], dice: Dice) -> list[Entry]:
+        """Entries of a valid batch: attempts claimed, outcomes drawn, tokens and cache use counted.
+
+        The prompt cache is per batch and in submission order: the first request with a
+        given cacheable prefix writes it, later ones read it.
+        """
+        attempts = self.store.claim_attempts([custom_id for custom_id, _ in requests])
+        strict_models = self.config.unknown_models == "errored"
+        cached: set[bytes] = set()
+        entries = []
+        for (custom_id, params), attempt in zip(requests, attempts, strict=True):
+            joined, prompt, usage = summarize(params)
+            write = read = 0
+            if usage.prefix_key is not None:
+                if usage.prefix_key in cached:
+                    read = usage.prefix
+                else:
+                    write = usage.prefix
+                    cached.add(usage.prefix_key)
+            entry = make_entry(
+                custom_id,
+                params.model,
+                params.max_tokens,
+                joined,
+                prompt,
+                attempt=attempt,
+                dice=dice,
+                input_tokens=usage.total - write - read,
+                cache_creation_input_tokens=write,
+                cache_read_input_tokens=read,
+            )
+            if strict_models and resolve_model(params.model) is None:
+                entry.outcome, entry.error_type = ERRORED, "invalid_request_error"
+                entry.error_message = f"model: {params.model!r} is not a model this API serves (see GET /v1/models)"
+            entries.append(entry)
+        return entries
 
     def _checked_entries(self, body: bytes | bytearray, version: str, dice: Dice) -> list[Entry]:
         """The generic path: dicts and the shared validator; raises its 400 for a bad body."""
@@ -378,15 +401,12 @@ class EmulatorApp:
             first, more = checker.problems[0], len(checker.problems) - 1
             suffix = f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""
             raise EmulatorError(400, "invalid_request_error", f"{first}{suffix}")
-        attempts = self.store.claim_attempts([request["custom_id"] for request in requests])
-        return [
-            decide(request, attempt=attempt, dice=dice) for request, attempt in zip(requests, attempts, strict=True)
-        ]
+        return self._build([(request["custom_id"], params_of(request["params"])) for request in requests], dice)
 
     async def _create(self, request: Request, version: str, _fault: Fault | None) -> Response:
         # The budget is held while the body is decoded too: that is when it costs most memory.
-        with self._body_budget(request):
-            body = await self._read_body(request, self.config.max_body_bytes)
+        with self._body_budget(request) as budget:
+            body = await self._read_body(request, self.config.max_body_bytes, budget)
             if len(body) > _OFFLOAD_BYTES:
                 entries = await asyncio.get_running_loop().run_in_executor(None, self._entries, body, version)
             else:
@@ -400,30 +420,57 @@ class EmulatorApp:
         return json_response(batch.to_dict(self.clock.now(), _base_url(request)))
 
     async def _list(self, request: Request, _version: str, _fault: Fault | None) -> Response:
-        query = request.query_params
-        raw_limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
-        # Digits only: int() would also take " 20", "1_0" and 5,000-digit strings (which raise).
-        limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 8 else 0
-        if not MIN_LIST_LIMIT <= limit <= MAX_LIST_LIMIT:
+        limit, before_id, after_id = _page_query(request)
+        batches, has_more = self.store.page(limit, before_id, after_id)
+        now, base = self.clock.now(), _base_url(request)
+        return _page_response([b.to_dict(now, base) for b in batches], has_more)
+
+    async def _models(self, request: Request, _version: str, _fault: Fault | None) -> Response:
+        limit, before_id, after_id = _page_query(request)
+        cursor = before_id or after_id
+        if cursor is not None:
+            listed = resolve_model(cursor)
+            if listed is None or listed.id != cursor:
+                raise EmulatorError(400, "invalid_request_error", f"{_short(cursor)} is not the id of a listed model")
+        models, has_more = model_page(limit, before_id, after_id)
+        return _page_response([m.to_dict() for m in models], has_more)
+
+    async def _model(self, request: Request, _version: str, _fault: Fault | None) -> Response:
+        name = request.path_params["model_id"]
+        model = resolve_model(name)
+        if model is None:
+            raise EmulatorError(404, "not_found_error", f"model: {_short(name)}")
+        return json_response(model.to_dict())
+
+    async def _count_tokens(self, request: Request, version: str, _fault: Fault | None) -> Response:
+        """``{"input_tokens": N}`` for a Messages body, the same N the request's result would report.
+
+        N is ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens`` of a
+        result for the same params (one function, :func:`.intake.prompt_usage`, counts both).
+        """
+        with self._body_budget(request) as budget:
+            payload = decode_json(await self._read_body(request, self.config.max_body_bytes, budget))
+        if not isinstance(payload, dict):
+            raise EmulatorError(400, "invalid_request_error", "the body must be a Messages body (a JSON object)")
+        refused = sorted(set(payload) & _NOT_COUNTED)
+        if refused:
             raise EmulatorError(
                 400,
                 "invalid_request_error",
-                f"limit must be an integer from {MIN_LIST_LIMIT} to {MAX_LIST_LIMIT}; got {_short(raw_limit)}",
+                f"{refused[0]}: Extra inputs are not permitted (count_tokens takes a Messages body "
+                "without max_tokens and generation settings)",
             )
-        before_id, after_id = query.get("before_id") or None, query.get("after_id") or None
-        if before_id and after_id:
-            raise EmulatorError(400, "invalid_request_error", "give before_id or after_id, not both")
-        batches, has_more = self.store.page(limit, before_id, after_id)
-        now, base = self.clock.now(), _base_url(request)
-        data = [b.to_dict(now, base) for b in batches]
-        return json_response(
-            {
-                "data": data,
-                "has_more": has_more,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            }
-        )
+        params = {**payload, "max_tokens": 1}
+        problems = [
+            p.removeprefix("params.")
+            for p in validate_request({"custom_id": "count", "params": params}, api_version=version)
+        ]
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise EmulatorError(400, "invalid_request_error", problems[0] + more)
+        if self.config.unknown_models == "errored" and resolve_model(payload["model"]) is None:
+            raise EmulatorError(404, "not_found_error", f"model: {_short(payload['model'])}")
+        return json_response({"input_tokens": prompt_usage(params_of(params)).total})
 
     async def _cancel(self, request: Request, _version: str, _fault: Fault | None) -> Response:
         batch = self.store.cancel(request.path_params["batch_id"])
@@ -569,6 +616,39 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+#: Fields of a Messages body that only matter for generation; count_tokens refuses them.
+_NOT_COUNTED = frozenset({"max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"})
+
+
+def _page_query(request: Request) -> tuple[int, str | None, str | None]:
+    """``limit``, ``before_id``, ``after_id`` of a list call, checked like the API checks them."""
+    query = request.query_params
+    raw_limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
+    # Digits only: int() would also take " 20", "1_0" and 5,000-digit strings (which raise).
+    limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 8 else 0
+    if not MIN_LIST_LIMIT <= limit <= MAX_LIST_LIMIT:
+        raise EmulatorError(
+            400,
+            "invalid_request_error",
+            f"limit must be an integer from {MIN_LIST_LIMIT} to {MAX_LIST_LIMIT}; got {_short(raw_limit)}",
+        )
+    before_id, after_id = query.get("before_id") or None, query.get("after_id") or None
+    if before_id and after_id:
+        raise EmulatorError(400, "invalid_request_error", "give before_id or after_id, not both")
+    return limit, before_id, after_id
+
+
+def _page_response(data: list[dict[str, Any]], has_more: bool) -> Response:
+    return json_response(
+        {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
 
 
 class _BudgetToken:

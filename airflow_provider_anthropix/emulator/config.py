@@ -31,6 +31,9 @@ class EmulatorConfig:
     :param admin: serve the ``/_emulator/*`` admin endpoints (faults, stats, reset, clock).
     :param faults: faults armed from the start (e.g. from ``--fault`` flags).
     :param chunk_bytes: size of the pieces the results stream is sent in.
+    :param unknown_models: ``"accept"`` any model name (tests use made-up ones), or ``"errored"``:
+        requests naming a model ``GET /v1/models`` does not list end as ``errored`` results
+        (``invalid_request_error``), as the API reports invalid params per request.
     :param header_seconds: a request's line and headers must arrive within this time (slow-loris guard).
     :param max_header_bytes: the most bytes a request line plus headers may take (else 431).
     :param body_seconds: a request body must arrive within this time (else 408).
@@ -54,6 +57,7 @@ class EmulatorConfig:
     admin: bool = False
     faults: list[Fault] = field(default_factory=list)
     chunk_bytes: int = 256 * 1024
+    unknown_models: str = "accept"
     header_seconds: float = 10.0
     max_header_bytes: int = 64 * 1024
     body_seconds: float = 60.0
@@ -67,6 +71,8 @@ class EmulatorConfig:
         for name in ("processing_seconds", "cancel_seconds", "expiry_seconds", "archive_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if self.unknown_models not in ("accept", "errored"):
+            raise ValueError(f"unknown_models must be 'accept' or 'errored'; got {self.unknown_models!r}")
         if self.chunk_bytes < 1:
             raise ValueError("chunk_bytes must be >= 1")
         for name in ("header_seconds", "body_seconds", "keep_alive_seconds"):

@@ -20,7 +20,7 @@ import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "count_tokens", "models")
 KINDS = ("status", "latency", "reset", "drop", "cut")
 #: The longest latency or retry-after a fault may ask for: longer only hangs a test.
 MAX_FAULT_SECONDS = 3600.0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,27 +79,13 @@ class Entry(msgspec.Struct, gc=False):
     outcome: str
     error_type: str | None
     snippet: str
+    #: input tokens not read from or written to the prompt cache
     input_tokens: int
     max_tokens: int
-
-
-def _texts(params: Mapping[str, Any]) -> tuple[list[str], str]:
-    """All text of the request, and the last user turn's text (the 'prompt' a reply echoes)."""
-    texts: list[str] = []
-    prompt = ""
-    system = params.get("system")
-    if isinstance(system, str):
-        texts.append(system)
-    for message in params.get("messages") or ():
-        content = message.get("content")
-        if isinstance(content, str):
-            turn = [content]
-        else:
-            turn = [b["text"] for b in content if b.get("type") == "text" and isinstance(b.get("text"), str)]
-        texts.extend(turn)
-        if message.get("role") == "user" and turn:
-            prompt = " ".join(turn)
-    return texts, prompt
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    #: the errored result's message, when not the default one of its type
+    error_message: str | None = None
 
 
 def _dice(seed: int, custom_id: str, attempt: int, salt: str = "") -> float:
@@ -140,44 +125,35 @@ def choose(joined: str, custom_id: str, attempt: int, dice: Dice) -> tuple[str, 
     return SUCCEEDED, None
 
 
-def decide(
-    request: Mapping[str, Any],
-    *,
-    seed: int = 0,
-    error_rate: float = 0.0,
-    attempt: int = 1,
-    dice: Dice | None = None,
-) -> Entry:
-    """Turn one validated request into its :class:`Entry` (outcome fixed now, rendered at the end)."""
-    params: Mapping[str, Any] = request["params"]
-    texts, prompt = _texts(params)
-    return make_entry(
-        request["custom_id"],
-        params["model"],
-        params["max_tokens"],
-        "\n".join(texts),
-        prompt,
-        len(params.get("messages") or ()),
-        attempt=attempt,
-        dice=dice or Dice(seed=seed, error_rate=error_rate),
-    )
-
-
 def make_entry(
     custom_id: str,
     model: str,
     max_tokens: int,
     joined: str,
     prompt: str,
-    n_messages: int,
     *,
     attempt: int,
     dice: Dice,
+    input_tokens: int,
+    cache_creation_input_tokens: int = 0,
+    cache_read_input_tokens: int = 0,
 ) -> Entry:
-    """The :class:`Entry` of one request from its parts (both decode paths end here)."""
-    outcome, error_type = choose(joined, custom_id, attempt, dice)
-    input_tokens = max(1, len(joined) // 4) + 4 * n_messages
-    return Entry(custom_id, model, outcome, error_type, _snippet(prompt), input_tokens, max_tokens)
+    """The :class:`Entry` of one request from its parts (outcome fixed now, rendered at the end)."""
+    if _MARKER_HINT in joined or dice.error_rate or dice.expire_rate:
+        outcome, error_type = choose(joined, custom_id, attempt, dice)
+    else:  # no marker and no dice to roll: the common case of a large create
+        outcome, error_type = SUCCEEDED, None
+    return Entry(
+        custom_id,
+        model,
+        outcome,
+        error_type,
+        _snippet(prompt),
+        input_tokens,
+        max_tokens,
+        cache_creation_input_tokens,
+        cache_read_input_tokens,
+    )
 
 
 def _snippet(prompt: str) -> str:
@@ -208,7 +184,7 @@ class LineRenderer:
         result: dict[str, Any] = {"type": outcome}
         if outcome == ERRORED:
             kind = entry.error_type or "api_error"
-            message = _ERROR_MESSAGES.get(kind, f"{kind} (emulated).")
+            message = entry.error_message or _ERROR_MESSAGES.get(kind, f"{kind} (emulated).")
             result["error"] = {"type": "error", "error": {"type": kind, "message": message}}
         return self._encode({"custom_id": entry.custom_id, "result": result}) + b"\n"
 
@@ -225,8 +201,8 @@ class LineRenderer:
             "usage": {
                 "input_tokens": entry.input_tokens,
                 "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": entry.cache_creation_input_tokens,
+                "cache_read_input_tokens": entry.cache_read_input_tokens,
                 "service_tier": "batch",
             },
         }

@@ -303,6 +303,25 @@ def test_bodies_in_flight_share_a_budget(guarded: EmulatorHandle) -> None:
     assert ok.status_code == 200, ok.text
 
 
+def test_a_chunked_body_counts_against_the_budget_as_it_grows(guarded: EmulatorHandle) -> None:
+    head = b"POST /v1/messages/batches HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\nanthropic-version: 2026-10-21\r\n"
+    body = json.dumps({"requests": [request(f"c{i}", "x" * 80) for i in range(50)]}).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    with connect(guarded.url) as hog:
+        hog.sendall(head + b"content-type: application/json\r\ncontent-length: 15000\r\n\r\n{")
+        time.sleep(0.1)  # let the server start reading it (an ordering aid, not an assertion)
+        # No content-length: nothing is reserved up front; the bytes count as they arrive.
+        busy = httpx.post(guarded.url + BATCHES, content=chunks(), headers={**HEADERS, "x-api-key": "k"})
+        assert_envelope(busy, 503, "budget of 20,000 bytes")
+        read_until_closed(hog)
+    ok = httpx.post(guarded.url + BATCHES, content=chunks(), headers={**HEADERS, "x-api-key": "k"})
+    assert ok.status_code == 200, ok.text
+
+
 # -- replies break on word boundaries --------------------------------------------------------------
 
 
