@@ -1,4 +1,4 @@
-"""How fast the emulator serves: retrieve calls per second and a 100 MB results stream.
+"""How fast the emulator serves: retrieve calls/s, accepting a 143 MB create, a 100 MB results stream.
 
 The emulator runs as its CLI in a subprocess pinned to one core (``os.sched_setaffinity``),
 the load generator in this process on the other cores, so the figures are the server's.
@@ -6,6 +6,7 @@ The load generator is a minimal keep-alive HTTP/1.1 client on raw sockets: an HT
 library would measure itself. Server CPU time per retrieve comes from /proc.
 
     .venv/bin/python benchmarks/bench_emulator.py [--seconds 3] [--connections 32] [--results 100000]
+        [--prompt-bytes 1300]
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def make_batch(url: str, n: int) -> str:
+def create_body(n: int, prompt_bytes: int) -> bytes:
+    """A create body of ``n`` requests whose prompts are about ``prompt_bytes`` long (1,300: ~143 MB for 100,000)."""
+    filler = ("Summarise the following passage in two sentences and name its main subject. " * 40)[:prompt_bytes]
     body = {
         "requests": [
             {
@@ -60,20 +63,31 @@ def make_batch(url: str, n: int) -> str:
                 "params": {
                     "model": "claude-bench",
                     "max_tokens": 1024,
-                    "messages": [{"role": "user", "content": f"Question number {i}: what is {i} + {i}?"}],
+                    "messages": [{"role": "user", "content": f"Question number {i}: {filler}"}],
                 },
             }
             for i in range(n)
         ]
     }
-    payload = json.dumps(body).encode()
+    return json.dumps(body).encode()
+
+
+def make_batch(url: str, n: int, prompt_bytes: int, pid: int) -> tuple[str, dict[str, float]]:
+    """Create one batch; the wall time of the POST and the server CPU it cost (the create-accept figure)."""
+    payload = create_body(n, prompt_bytes)
+    cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     response = requests.post(
         url + "/v1/messages/batches", data=payload, headers={**HEADERS, "content-type": "application/json"}, timeout=300
     )
+    elapsed = time.perf_counter() - started
     response.raise_for_status()
-    print(f"create: {n:,} requests, {len(payload) / 1e6:.1f} MB body, {time.perf_counter() - started:.2f} s")
-    return str(response.json()["id"])
+    cpu = cpu_seconds(pid) - cpu_before
+    print(
+        f"create accept: {n:,} requests, {len(payload) / 1e6:.1f} MB body, {elapsed:.2f} s wall, {cpu:.2f} s server CPU"
+    )
+    figures = {"create_requests": n, "create_mb": len(payload) / 1e6, "create_accept_s": elapsed, "create_cpu_s": cpu}
+    return str(response.json()["id"]), figures
 
 
 async def _retrieve_worker(host: str, port: int, request: bytes, stop_at: float, latencies: list[float]) -> int:
@@ -151,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
     parser.add_argument("--results", type=int, default=100_000, help="requests in the results batch")
     parser.add_argument("--result-bytes", type=int, default=1024, help="size of one result line")
+    parser.add_argument("--prompt-bytes", type=int, default=1300, help="prompt size of the create (1,300: ~143 MB)")
     args = parser.parse_args(argv)
 
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
@@ -197,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"p99 {latencies[int(len(latencies) * 0.99)] * 1e3:.1f} ms"
         )
 
-        batch_id = make_batch(url, args.results)
+        batch_id, created = make_batch(url, args.results, args.prompt_bytes, proc.pid)
+        figures.update(created)
         time.sleep(0.6)
         path = f"/v1/messages/batches/{batch_id}/results"
         started = time.perf_counter()

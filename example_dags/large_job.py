@@ -18,7 +18,8 @@ Settings (environment, read when the DAG is parsed, or the ``output`` DAG param 
 - ``ANTHROPIX_JOB_REQUESTS``: how many prompts to generate (default 2,500);
 - ``ANTHROPIX_JOB_BATCH_SIZE``: requests per batch (default 1,000, so the default input is 3 batches);
 - ``ANTHROPIX_JOB_POLL_INTERVAL``: seconds between polls (default 60);
-- ``ANTHROPIX_JOB_MODEL``: the model (default ``claude-haiku-4-5``).
+- ``ANTHROPIX_JOB_MODEL``: the model (default ``claude-haiku-4-5``);
+- ``ANTHROPIX_JOB_SCHEDULE``: the schedule (default ``@daily``; empty for manual runs only).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ REQUESTS = int(os.environ.get("ANTHROPIX_JOB_REQUESTS", "2500"))
 BATCH_SIZE = int(os.environ.get("ANTHROPIX_JOB_BATCH_SIZE", "1000"))
 POLL_INTERVAL = float(os.environ.get("ANTHROPIX_JOB_POLL_INTERVAL", "60"))
 MODEL = os.environ.get("ANTHROPIX_JOB_MODEL", "claude-haiku-4-5")
+SCHEDULE = os.environ.get("ANTHROPIX_JOB_SCHEDULE", "@daily") or None
 
 #: One folder per run, named after run_after (every run has one; ds is undefined for runs without a logical date).
 RUN_FOLDER = "{{ params.output.rstrip('/') }}/{{ dag_run.run_after | ds_nodash }}/{{ dag_run.run_after | ts_nodash }}"
@@ -50,7 +52,7 @@ EXPIRED_EVERY = 251
 
 with DAG(
     dag_id="large_job",
-    schedule="@daily",
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processing-seconds", type=float, default=2.0, help="time for a batch to end (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of outcomes, result order and ids (default 0)")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of requests that error (0-1, default 0)")
+    p.add_argument("--expire-rate", type=float, default=0.0, help="share of requests that expire (0-1, default 0)")
+    p.add_argument(
+        "--rates-every-attempt",
+        action="store_true",
+        help="roll --error-rate/--expire-rate on every attempt of a custom_id, not only its first batch",
+    )
     p.add_argument("--cancel-seconds", type=float, default=0.5, help="time a canceled batch stays canceling")
     p.add_argument("--expiry-seconds", type=float, default=DAY, help="batch expiry after creation (default 24 h)")
     p.add_argument(
@@ -48,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="arm a fault, e.g. 'status,endpoint=retrieve,status=529,count=3,retry_after=1' (repeatable)",
     )
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    p.add_argument("--header-seconds", type=float, default=10.0, help="deadline for a request's headers (default 10)")
+    p.add_argument("--body-seconds", type=float, default=60.0, help="deadline for a request's body (default 60)")
+    p.add_argument(
+        "--max-inflight-body-bytes",
+        type=int,
+        default=None,
+        help="budget of request-body bytes received at once, all clients (default 1 GiB; over it: 503)",
+    )
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return p
 
@@ -62,17 +76,23 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         limits["max_requests"] = args.max_requests
     if args.max_body_bytes is not None:
         limits["max_body_bytes"] = args.max_body_bytes
+    if args.max_inflight_body_bytes is not None:
+        limits["max_inflight_body_bytes"] = args.max_inflight_body_bytes
     return EmulatorConfig(
         api_key=args.api_key,
         processing_seconds=args.processing_seconds,
         seed=args.seed,
         error_rate=args.error_rate,
+        expire_rate=args.expire_rate,
+        rates_every_attempt=args.rates_every_attempt,
         cancel_seconds=args.cancel_seconds,
         expiry_seconds=args.expiry_seconds,
         archive_seconds=args.archive_seconds,
         result_bytes=args.result_bytes,
         admin=args.admin,
         faults=faults,
+        header_seconds=args.header_seconds,
+        body_seconds=args.body_seconds,
         **limits,
     )
 

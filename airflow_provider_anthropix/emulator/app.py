@@ -1,17 +1,24 @@
 """The HTTP face of the emulator: routes, headers, faults, and errors in the API's envelope.
 
-Every API call goes through :meth:`EmulatorApp._api`, in this order, like the real edge:
-count the call, apply armed faults, check the key and ``anthropic-version``, run the
-handler, map refusals to the error envelope, and stamp ``request-id``.
+Every API call goes through :meth:`EmulatorApp._api`, in this order: check the key and
+``anthropic-version`` (a refused call is neither counted nor given a fault: a client
+without the key cannot use up a fault a test armed), count the call, apply armed faults,
+run the handler, map refusals to the error envelope, and stamp ``request-id``. Anything
+else a handler raises is answered as a 500 in the same envelope, never as plain text.
+
+Input is untrusted: bodies are read against a size limit, a deadline and a server-wide
+budget of bytes in flight, and JSON that is not UTF-8 or nests too deeply is a 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -28,7 +35,8 @@ from airflow_provider_anthropix.emulator.clock import Clock, rfc3339
 from airflow_provider_anthropix.emulator.config import EmulatorConfig
 from airflow_provider_anthropix.emulator.faults import Fault, FaultBook
 from airflow_provider_anthropix.emulator.ids import IdMaker
-from airflow_provider_anthropix.emulator.outcomes import Entry, decide
+from airflow_provider_anthropix.emulator.intake import fast_requests, texts_of
+from airflow_provider_anthropix.emulator.outcomes import Dice, Entry, decide, make_entry
 from airflow_provider_anthropix.emulator.responses import (
     AbortResponse,
     BytesStreamResponse,
@@ -42,8 +50,37 @@ Handler = Callable[[Request, str, Fault | None], Awaitable[Response]]
 
 #: Bodies above this size are decoded and checked in a worker thread, so pollers are not starved.
 _OFFLOAD_BYTES = 1 << 20
+#: Admin bodies are tiny; anything bigger is refused.
+_ADMIN_BODY_BYTES = 1 << 20
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Byte positions longer than this are not offsets any body can have (and int() of 5,000 digits raises).
+_MAX_POSITION_DIGITS = 18
 _decode = msgspec.json.decode
+_log = logging.getLogger(__name__)
+
+
+def decode_json(body: bytes | bytearray, what: str = "request body") -> Any:
+    """Decode untrusted JSON, or raise the API's 400 naming what is wrong with it.
+
+    msgspec raises three different things for bad input: ``DecodeError`` (syntax),
+    ``UnicodeDecodeError`` (a string that is not UTF-8) and ``RecursionError`` (arrays or
+    objects nested deeper than the interpreter's limit); all three are the client's fault.
+    """
+    try:
+        return _decode(body)
+    except msgspec.DecodeError as exc:
+        message = f"{what} is not valid JSON: {exc}"
+    except UnicodeDecodeError as exc:
+        message = f"{what} is not valid UTF-8: a string holds bytes that are not UTF-8 ({exc.reason})"
+    except RecursionError:
+        message = f"{what} nests JSON arrays or objects too deeply"
+    raise EmulatorError(400, "invalid_request_error", message)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``repr`` of client input, cut so a 100 KB value is not echoed back whole."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _base_url(request: Request) -> str:
@@ -76,6 +113,9 @@ class EmulatorApp:
         self.faults = FaultBook(self.config.faults)
         #: transports by client address, filled by the server's protocol (see transport.py)
         self.registry: Registry = {}
+        #: bytes of request bodies being received or decoded now, over all clients
+        self._inflight_bytes = 0
+        self._budget_tokens: list[_BudgetToken] = []
         routes = [
             Route("/v1/messages/batches", self._api("create", self._create), methods=["POST"]),
             Route("/v1/messages/batches", self._api("list", self._list), methods=["GET"]),
@@ -90,6 +130,8 @@ class EmulatorApp:
                 Route("/_emulator/stats", self._admin(self._admin_stats), methods=["GET"]),
                 Route("/_emulator/reset", self._admin(self._admin_reset), methods=["POST"]),
                 Route("/_emulator/clock", self._admin(self._admin_clock), methods=["POST"]),
+                Route("/_emulator/attempts", self._admin(self._admin_attempts), methods=["GET", "DELETE"]),
+                Route("/_emulator/batches/{batch_id}/results", self._admin(self._admin_results), methods=["POST"]),
             ]
         self.starlette = Starlette(
             routes=routes,
@@ -163,6 +205,13 @@ class EmulatorApp:
     def _api(self, name: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             request_id = self.ids.request_id()
+            try:
+                version = self._check_headers(request)
+            except EmulatorError as exc:
+                self.store.record_rejected(name)
+                response = error_response(exc.status, exc.error_type, exc.message, request_id, exc.headers)
+                response.headers["request-id"] = request_id
+                return response
             self.store.record_call(name)
             latency, fault = self.faults.take(name)
             if fault is not None and fault.kind == "status":
@@ -172,10 +221,12 @@ class EmulatorApp:
                 return AbortResponse(self.registry, reset=True)
             else:
                 try:
-                    version = self._check_headers(request)
                     response = await handler(request, version, fault)
                 except EmulatorError as exc:
                     response = error_response(exc.status, exc.error_type, exc.message, request_id, exc.headers)
+                except Exception:  # a bug or input we did not foresee: still the API's envelope, never text
+                    _log.exception("emulator: %s failed", name)
+                    response = error_response(500, "api_error", "internal error in the emulator", request_id)
                 if fault is not None and fault.kind == "drop":
                     await _delay(latency)
                     return AbortResponse(self.registry, reset=False)
@@ -188,25 +239,125 @@ class EmulatorApp:
         return endpoint
 
     # -- API endpoints -----------------------------------------------------------------------
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        too_large = EmulatorError(413, "request_too_large", f"request body is larger than the limit of {limit:,} bytes")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-        return bytes(body)
+    async def _read_body(self, request: Request, limit: int) -> bytearray:
+        """The whole body, within ``limit`` bytes and ``body_seconds``, else the API's 413/408.
 
-    def _entries(self, body: bytes, version: str) -> list[Entry]:
-        """Decode and check a create body; the entries of a valid one, else the API's 400."""
+        Call it inside :meth:`_body_budget`: the bytes are counted against the budget of
+        bodies in flight as they arrive (a body without content-length is counted as it grows).
+        """
+        too_large = EmulatorError(
+            413,
+            "request_too_large",
+            f"request body is larger than the limit of {limit:,} bytes",
+            {"connection": "close"},
+        )
+        declared = _content_length(request)
+        if declared is not None and declared > limit:
+            raise too_large
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.body_seconds
+        body = bytearray()
+        while True:
+            try:
+                message = await asyncio.wait_for(request.receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise EmulatorError(
+                    408,
+                    "invalid_request_error",
+                    f"the request body did not arrive within {self.config.body_seconds:g} s "
+                    f"({len(body):,} bytes received)",
+                    {"connection": "close"},
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise EmulatorError(400, "invalid_request_error", "the client disconnected before sending the body")
+            chunk = message.get("body", b"")
+            if chunk:
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+                self._grow_budget(len(body))
+            if not message.get("more_body", False):
+                return body  # not copied to bytes: 256 MB would be copied once more for nothing
+
+    @contextlib.contextmanager
+    def _body_budget(self, request: Request) -> Iterator[None]:
+        """Reserve the request's declared body bytes in the server-wide budget, or raise a 503.
+
+        The reservation lasts until the handler is done, decoding included: that is when the
+        memory a body costs is given back.
+        """
+        declared = _content_length(request) or 0
+        cap = self.config.max_inflight_body_bytes
+        if declared <= self.config.max_body_bytes and self._inflight_bytes + declared > cap:
+            raise self._busy(declared)
+        token = _BudgetToken(declared)
+        self._inflight_bytes += declared
+        self._budget_tokens.append(token)
         try:
-            payload = _decode(body)
-        except msgspec.DecodeError as exc:
-            raise EmulatorError(400, "invalid_request_error", f"request body is not valid JSON: {exc}") from None
+            yield
+        finally:
+            self._inflight_bytes -= token.reserved
+            self._budget_tokens.remove(token)
+
+    def _grow_budget(self, received: int) -> None:
+        """Count bytes beyond the declared length (chunked bodies) against the budget as they arrive."""
+        token = self._budget_tokens[-1] if self._budget_tokens else None
+        if token is None or received <= token.reserved:
+            return
+        extra = received - token.reserved
+        if self._inflight_bytes + extra > self.config.max_inflight_body_bytes:
+            raise self._busy(received)
+        token.reserved += extra
+        self._inflight_bytes += extra
+
+    def _busy(self, size: int) -> EmulatorError:
+        return EmulatorError(
+            503,
+            "api_error",
+            f"the emulator is receiving {self._inflight_bytes:,} bytes of request bodies already; "
+            f"{size:,} more would exceed its budget of {self.config.max_inflight_body_bytes:,} bytes; retry later",
+            {"retry-after": "1", "connection": "close"},
+        )
+
+    def _entries(self, body: bytes | bytearray, version: str) -> list[Entry]:
+        """Decode and check a create body; the entries of a valid one, else the API's 400.
+
+        Valid bodies take the typed fast path (:mod:`.intake`); anything it does not accept
+        goes through the generic decode and the shared validator, which word every 400.
+        """
+        config = self.config
+        dice = Dice(config.seed, config.error_rate, config.expire_rate, config.rates_every_attempt)
+        with _gc_paused():
+            return self._fast_entries(body, version, dice) or self._checked_entries(body, version, dice)
+
+    def _fast_entries(self, body: bytes | bytearray, version: str, dice: Dice) -> list[Entry] | None:
+        """The entries of a body the typed path accepts, else None (nothing claimed then)."""
+        config = self.config
+        fast = fast_requests(body, api_version=version, max_requests=config.max_requests)
+        if fast is not None:
+            attempts = self.store.claim_attempts([request.custom_id for request in fast])
+            entries = []
+            for request, attempt in zip(fast, attempts, strict=True):
+                params = request.params
+                joined, prompt = texts_of(params)
+                entries.append(
+                    make_entry(
+                        request.custom_id,
+                        params.model,
+                        params.max_tokens,
+                        joined,
+                        prompt,
+                        len(params.messages),
+                        attempt=attempt,
+                        dice=dice,
+                    )
+                )
+            return entries
+        return None
+
+    def _checked_entries(self, body: bytes | bytearray, version: str, dice: Dice) -> list[Entry]:
+        """The generic path: dicts and the shared validator; raises its 400 for a bad body."""
+        payload = decode_json(body)
         if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
             raise EmulatorError(400, "invalid_request_error", "requests: a list of {custom_id, params} is required")
         extra = sorted(set(payload) - {"requests"})
@@ -227,16 +378,21 @@ class EmulatorApp:
             first, more = checker.problems[0], len(checker.problems) - 1
             suffix = f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""
             raise EmulatorError(400, "invalid_request_error", f"{first}{suffix}")
-        seed, rate = self.config.seed, self.config.error_rate
-        return [decide(request, seed=seed, error_rate=rate) for request in requests]
+        attempts = self.store.claim_attempts([request["custom_id"] for request in requests])
+        return [
+            decide(request, attempt=attempt, dice=dice) for request, attempt in zip(requests, attempts, strict=True)
+        ]
 
     async def _create(self, request: Request, version: str, _fault: Fault | None) -> Response:
-        body = await self._read_body(request)
-        if len(body) > _OFFLOAD_BYTES:
-            entries = await asyncio.get_running_loop().run_in_executor(None, self._entries, body, version)
-        else:
-            entries = self._entries(body, version)
-        batch = self.store.create(entries)
+        # The budget is held while the body is decoded too: that is when it costs most memory.
+        with self._body_budget(request):
+            body = await self._read_body(request, self.config.max_body_bytes)
+            if len(body) > _OFFLOAD_BYTES:
+                entries = await asyncio.get_running_loop().run_in_executor(None, self._entries, body, version)
+            else:
+                entries = self._entries(body, version)
+            del body
+            batch = self.store.create(entries)
         return json_response(batch.to_dict(self.clock.now(), _base_url(request), fresh=True))
 
     async def _retrieve(self, request: Request, _version: str, _fault: Fault | None) -> Response:
@@ -246,15 +402,13 @@ class EmulatorApp:
     async def _list(self, request: Request, _version: str, _fault: Fault | None) -> Response:
         query = request.query_params
         raw_limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            limit = 0
+        # Digits only: int() would also take " 20", "1_0" and 5,000-digit strings (which raise).
+        limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 8 else 0
         if not MIN_LIST_LIMIT <= limit <= MAX_LIST_LIMIT:
             raise EmulatorError(
                 400,
                 "invalid_request_error",
-                f"limit must be an integer from {MIN_LIST_LIMIT} to {MAX_LIST_LIMIT}; got {raw_limit!r}",
+                f"limit must be an integer from {MIN_LIST_LIMIT} to {MAX_LIST_LIMIT}; got {_short(raw_limit)}",
             )
         before_id, after_id = query.get("before_id") or None, query.get("after_id") or None
         if before_id and after_id:
@@ -282,26 +436,17 @@ class EmulatorApp:
 
     async def _results(self, request: Request, _version: str, fault: Fault | None) -> Response:
         batch_id = request.path_params["batch_id"]
-        data = await asyncio.wrap_future(self.store.results(batch_id))
+        await asyncio.wrap_future(self.store.results(batch_id))
+        data, etag = self.store.served(batch_id)
         size = len(data)
-        headers = {"accept-ranges": "bytes", "etag": f'"{batch_id}-{size}"'}
+        headers = {"accept-ranges": "bytes", "etag": etag}
         start, end, status = 0, size, 200
         wanted = request.headers.get("range")
-        if wanted:
-            match = _RANGE_RE.match(wanted.strip())
-            first, last = (match.group(1), match.group(2)) if match else ("", "")
-            if first:
-                start = int(first)
-                end = min(size, int(last) + 1) if last else size
-            elif last:  # suffix range: the last N bytes
-                start = max(0, size - int(last))
-            if not match or (not first and not last) or start >= size or start >= end:
-                raise EmulatorError(
-                    416,
-                    "invalid_request_error",
-                    f"range {wanted!r} is not satisfiable for {size} bytes",
-                    {"content-range": f"bytes */{size}"},
-                )
+        # If-Range: the range only applies to the bytes the client saw before (same etag);
+        # results that have changed since are sent whole, with their new etag.
+        if_range = request.headers.get("if-range")
+        if wanted and (if_range is None or if_range.strip() == etag):
+            start, end = _parse_range(wanted, size)
             status = 206
             headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
         return BytesStreamResponse(
@@ -320,7 +465,12 @@ class EmulatorApp:
         """Admin calls are not API calls: no faults, no key, not counted; but they get a request-id too."""
 
         async def endpoint(request: Request) -> Response:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except EmulatorError as exc:
+                request_id = self.ids.request_id()
+                response = error_response(exc.status, exc.error_type, exc.message, request_id, exc.headers)
+                response.headers["request-id"] = request_id
             if "request-id" not in response.headers:
                 response.headers["request-id"] = self.ids.request_id()
             return response
@@ -336,7 +486,7 @@ class EmulatorApp:
             self.faults.clear()
         elif request.method == "POST":
             try:
-                payload = _decode(await request.body())
+                payload = decode_json(await self._read_body(request, _ADMIN_BODY_BYTES))
                 items = payload.get("faults") if isinstance(payload, dict) and "faults" in payload else payload
                 items = items if isinstance(items, list) else [items]
                 faults = [Fault.from_dict(item) for item in items]
@@ -365,12 +515,108 @@ class EmulatorApp:
         return json_response({"reset": True})
 
     async def _admin_clock(self, request: Request) -> Response:
+        payload = decode_json(await self._read_body(request, _ADMIN_BODY_BYTES) or b"{}")
+        expected = '(expected {"advance": seconds})'
+        if not isinstance(payload, dict) or set(payload) - {"advance"}:
+            return self._admin_error(f"bad clock change {expected}: give an object with only 'advance'")
+        seconds = payload.get("advance", 0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            return self._admin_error(
+                f"bad clock change {expected}: advance must be a number; got {_short(str(seconds))}"
+            )
         try:
-            payload = _decode(await request.body() or b"{}")
-            self.clock.advance(float(payload.get("advance", 0)))
-        except (msgspec.DecodeError, AttributeError, TypeError, ValueError) as exc:
-            return self._admin_error(f'bad clock change (expected {{"advance": seconds}}): {exc}')
+            self.clock.advance(seconds)
+        except ValueError as exc:
+            return self._admin_error(f"bad clock change {expected}: {exc}")
         return json_response({"now": rfc3339(self.clock.now())})
+
+    async def _admin_attempts(self, request: Request) -> Response:
+        """``DELETE``: forget attempt counts; ``GET ?custom_id=X``: how many batches carried X."""
+        if request.method == "DELETE":
+            self.store.reset_attempts()
+            return json_response({"attempts": "reset"})
+        custom_id = request.query_params.get("custom_id")
+        if not custom_id:
+            return self._admin_error("give ?custom_id=... to read its attempt count")
+        return json_response({"custom_id": custom_id, "attempts": self.store.attempts(custom_id)})
+
+    async def _admin_results(self, request: Request) -> Response:
+        """Change the served bytes of an ended batch's results (a new etag), to test resumes and duplicates."""
+        batch_id = request.path_params["batch_id"]
+        payload = decode_json(await self._read_body(request, _ADMIN_BODY_BYTES) or b"{}")
+        if not isinstance(payload, dict):
+            return self._admin_error('give an object: {"reshuffle": true} or {"duplicate_line": N}')
+        unknown = sorted(set(payload) - {"reshuffle", "duplicate_line"})
+        if unknown:
+            return self._admin_error(f"unknown field(s) {', '.join(unknown)}; known: duplicate_line, reshuffle")
+        line = payload.get("duplicate_line")
+        if line is not None and (isinstance(line, bool) or not isinstance(line, int) or line < 0):
+            return self._admin_error("duplicate_line must be an integer >= 0 (a 0-based line number)")
+        await asyncio.wrap_future(self.store.results(batch_id))
+        etag = self.store.alter_results(batch_id, reshuffle=bool(payload.get("reshuffle")), duplicate_line=line)
+        return json_response({"id": batch_id, "etag": etag})
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a create body is decoded: its ~10 objects per request would trigger
+    collection after collection over the growing heap (a third of the decode time), and
+    none of them can form a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _BudgetToken:
+    """One body's share of the in-flight budget (grows when a chunked body outgrows its estimate)."""
+
+    __slots__ = ("reserved",)
+
+    def __init__(self, reserved: int) -> None:
+        self.reserved = reserved
+
+
+def _content_length(request: Request) -> int | None:
+    """The declared content-length, None when absent; garbage is a 400, not an int() crash."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    declared = declared.strip()
+    if not declared.isascii() or not declared.isdigit() or len(declared) > _MAX_POSITION_DIGITS:
+        raise EmulatorError(400, "invalid_request_error", f"content-length {_short(declared)} is not a byte count")
+    return int(declared)
+
+
+def _parse_range(wanted: str, size: int) -> tuple[int, int]:
+    """``(start, end)`` of a ``Range: bytes=...`` header over ``size`` bytes, or the API's 400/416."""
+    match = _RANGE_RE.match(wanted.strip())
+    if match is None or not wanted.isascii():
+        raise EmulatorError(400, "invalid_request_error", f"range {_short(wanted)} is malformed; use bytes=START-[END]")
+    first, last = match.group(1), match.group(2)
+    if len(first) > _MAX_POSITION_DIGITS or len(last) > _MAX_POSITION_DIGITS:
+        raise EmulatorError(
+            400,
+            "invalid_request_error",
+            f"range {_short(wanted)} is malformed: a byte position has at most {_MAX_POSITION_DIGITS} digits",
+        )
+    start, end = 0, size
+    if first:
+        start = int(first)
+        end = min(size, int(last) + 1) if last else size
+    elif last:  # suffix range: the last N bytes
+        start = max(0, size - int(last))
+    if (not first and not last) or start >= size or start >= end:
+        raise EmulatorError(
+            416,
+            "invalid_request_error",
+            f"range {_short(wanted)} is not satisfiable for {size} bytes",
+            {"content-range": f"bytes */{size}"},
+        )
+    return start, end
 
 
 async def _delay(seconds: float) -> None:

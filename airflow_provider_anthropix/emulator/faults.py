@@ -15,12 +15,28 @@ next ``count`` matching calls (``None``: every call). Kinds:
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
 KINDS = ("status", "latency", "reset", "drop", "cut")
+#: The longest latency or retry-after a fault may ask for: longer only hangs a test.
+MAX_FAULT_SECONDS = 3600.0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_FAULT_SECONDS
+    )
 
 
 @dataclass
@@ -38,6 +54,20 @@ class Fault:
     message: str | None = None
 
     def __post_init__(self) -> None:
+        # Fields arrive from JSON too (the admin endpoint): check types before comparing values.
+        for name in ("kind", "endpoint"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string; got {getattr(self, name)!r}")
+        if self.count is not None and not _is_int(self.count):
+            raise ValueError(f"count must be an integer >= 1 or null; got {self.count!r}")
+        if not _is_int(self.status) or not _is_int(self.after_bytes):
+            raise ValueError("status and after_bytes must be integers")
+        if not _is_seconds(self.seconds) or (self.retry_after is not None and not _is_seconds(self.retry_after)):
+            raise ValueError(f"seconds and retry_after must be numbers from 0 to {MAX_FAULT_SECONDS:g}")
+        if self.should_retry is not None and not isinstance(self.should_retry, bool):
+            raise ValueError(f"should_retry must be true, false or null; got {self.should_retry!r}")
+        if self.message is not None and not isinstance(self.message, str):
+            raise ValueError("message must be a string or null")
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(KINDS)}")
         if self.endpoint != "*" and self.endpoint not in ENDPOINTS:
@@ -48,8 +78,8 @@ class Fault:
             raise ValueError("count must be >= 1, or null for every call")
         if not 100 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status code; got {self.status}")
-        if self.seconds < 0 or self.after_bytes < 0:
-            raise ValueError("seconds and after_bytes must be >= 0")
+        if self.after_bytes < 0:
+            raise ValueError("after_bytes must be >= 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
@@ -58,6 +88,8 @@ class Fault:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown fault field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if not isinstance(data, dict):
+            raise ValueError(f"a fault is an object with a 'kind'; got {type(data).__name__}")
         if "kind" not in data:
             raise ValueError("a fault needs a 'kind'")
         return cls(**data)

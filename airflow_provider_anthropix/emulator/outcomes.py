@@ -1,14 +1,21 @@
 """What each request of a batch turns into, and the bytes of its result line.
 
-A request's outcome depends only on the seed and its custom_id (plus the error rate), so
-a test that reruns gets the same results. A marker in the request's message text forces
-one outcome regardless of the dice:
+A request's outcome depends only on the seed, its custom_id and its *attempt*: how many
+batches of this emulator have carried that custom_id so far (1 for the first). So a test
+that reruns gets the same results, and a request resubmitted after a transient error can
+succeed, which is what retry rounds need. ``error_rate`` and ``expire_rate`` roll dice on
+first attempts only, unless ``rates_every_attempt`` is set. A marker in the request's
+message text forces an outcome regardless of the dice:
 
-    [[emulator:succeeded]]            always succeeds
-    [[emulator:errored]]              errored with api_error
-    [[emulator:errored:TYPE]]         errored with TYPE (e.g. invalid_request_error, overloaded_error)
-    [[emulator:canceled]]             canceled when the batch ends
-    [[emulator:expired]]              expired when the batch ends
+    [[emulator:succeeded]]              always succeeds
+    [[emulator:errored]]                errored with api_error, on every attempt
+    [[emulator:errored:TYPE]]           errored with TYPE (e.g. invalid_request_error, overloaded_error)
+    [[emulator:canceled]]               canceled when the batch ends
+    [[emulator:expired]]                expired when the batch ends, on every attempt
+    [[emulator:errored-once:TYPE]]      errored (TYPE, default api_error) on attempt 1, then succeeds
+    [[emulator:errored-times:N:TYPE]]   errored on attempts 1..N, then succeeds
+    [[emulator:expired-once]]           expired on attempt 1, then succeeds
+    [[emulator:expired-times:N]]        expired on attempts 1..N, then succeeds
 
 Only what rendering needs is kept per request (custom_id, model, a prompt snippet,
 token estimates), never the whole params: a 100,000-request batch stays small.
@@ -31,7 +38,8 @@ ERRORED = "errored"
 CANCELED = "canceled"
 EXPIRED = "expired"
 
-MARKER_RE = re.compile(r"\[\[emulator:(succeeded|errored|canceled|expired)(?::([a-z_]+))?\]\]")
+#: groups: 1 the outcome, 2 ``-once``/``-times`` (then 3 the count for -times), 4 the error type
+MARKER_RE = re.compile(r"\[\[emulator:(succeeded|errored|canceled|expired)(-once|-times:(\d{1,6}))?(?::([a-z_]+))?\]\]")
 _MARKER_HINT = "[[emulator:"
 
 _ERROR_MESSAGES = {
@@ -45,11 +53,27 @@ _FILLER = (
     "It repeats plain words without any meaning, in the spirit of lorem ipsum, because "
     "exporters, parsers and benchmarks care about bytes, lines and token counts, not prose. "
 ) * 200
+#: Where the filler's words start: padding begins and ends on a word boundary, never mid-word.
+_WORD_STARTS = [0] + [i + 1 for i, ch in enumerate(_FILLER[:2000]) if ch == " "]
 
 
-@dataclass(slots=True)
-class Entry:
-    """The part of one batch request that its result needs."""
+def _cut_at_word(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, at the last word boundary before it."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    if text[limit] == " ":
+        return head
+    space = head.rfind(" ")
+    return head[:space] if space > 0 else head
+
+
+class Entry(msgspec.Struct, gc=False):
+    """The part of one batch request that its result needs.
+
+    A struct without GC tracking: a batch holds 100,000 of them, and building that many
+    tracked objects makes the collector run over and over during one create.
+    """
 
     custom_id: str
     model: str
@@ -79,29 +103,93 @@ def _texts(params: Mapping[str, Any]) -> tuple[list[str], str]:
     return texts, prompt
 
 
-def _dice(seed: int, custom_id: str) -> float:
-    digest = hashlib.blake2b(f"{seed}\0{custom_id}".encode(), digest_size=8).digest()
+def _dice(seed: int, custom_id: str, attempt: int, salt: str = "") -> float:
+    # Attempt 1 rolls the same dice as before attempts existed, so seeded outcomes stay put.
+    key = f"{seed}\0{custom_id}" if attempt == 1 else f"{seed}\0{custom_id}\0{attempt}"
+    digest = hashlib.blake2b((key + salt).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
 
 
-def decide(request: Mapping[str, Any], *, seed: int, error_rate: float) -> Entry:
-    """Turn one validated request into its :class:`Entry` (outcome fixed now, rendered at the end)."""
-    custom_id: str = request["custom_id"]
-    params: Mapping[str, Any] = request["params"]
-    texts, prompt = _texts(params)
-    outcome = SUCCEEDED
-    error_type: str | None = None
-    joined = "\n".join(texts)
+@dataclass(frozen=True, slots=True)
+class Dice:
+    """How outcomes without a marker are drawn (from the emulator's config)."""
+
+    seed: int = 0
+    error_rate: float = 0.0
+    expire_rate: float = 0.0
+    rates_every_attempt: bool = False
+
+
+def choose(joined: str, custom_id: str, attempt: int, dice: Dice) -> tuple[str, str | None]:
+    """The outcome and error type of one request on its ``attempt``-th batch."""
     marker = MARKER_RE.search(joined) if _MARKER_HINT in joined else None
     if marker is not None:
-        outcome = marker.group(1)
+        outcome, repeat, times, error_type = marker.groups()
+        if repeat is not None:  # -once / -times:N: forced on the first attempts, then succeeds
+            limit = 1 if repeat == "-once" else int(times)
+            if attempt > limit:
+                return SUCCEEDED, None
         if outcome == ERRORED:
-            error_type = marker.group(2) or "api_error"
-    elif error_rate > 0 and _dice(seed, custom_id) < error_rate:
-        outcome, error_type = ERRORED, "api_error"
-    snippet = " ".join(prompt[:240].split())[:60]  # only the head: splitting a long prompt whole is costly
-    input_tokens = max(1, len(joined) // 4) + 4 * len(params.get("messages") or ())
-    return Entry(custom_id, params["model"], outcome, error_type, snippet, input_tokens, params["max_tokens"])
+            return ERRORED, error_type or "api_error"
+        return outcome, None
+    if attempt == 1 or dice.rates_every_attempt:
+        if dice.error_rate > 0 and _dice(dice.seed, custom_id, attempt) < dice.error_rate:
+            return ERRORED, "api_error"
+        if dice.expire_rate > 0 and _dice(dice.seed, custom_id, attempt, "\0expire") < dice.expire_rate:
+            return EXPIRED, None
+    return SUCCEEDED, None
+
+
+def decide(
+    request: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    error_rate: float = 0.0,
+    attempt: int = 1,
+    dice: Dice | None = None,
+) -> Entry:
+    """Turn one validated request into its :class:`Entry` (outcome fixed now, rendered at the end)."""
+    params: Mapping[str, Any] = request["params"]
+    texts, prompt = _texts(params)
+    return make_entry(
+        request["custom_id"],
+        params["model"],
+        params["max_tokens"],
+        "\n".join(texts),
+        prompt,
+        len(params.get("messages") or ()),
+        attempt=attempt,
+        dice=dice or Dice(seed=seed, error_rate=error_rate),
+    )
+
+
+def make_entry(
+    custom_id: str,
+    model: str,
+    max_tokens: int,
+    joined: str,
+    prompt: str,
+    n_messages: int,
+    *,
+    attempt: int,
+    dice: Dice,
+) -> Entry:
+    """The :class:`Entry` of one request from its parts (both decode paths end here)."""
+    outcome, error_type = choose(joined, custom_id, attempt, dice)
+    input_tokens = max(1, len(joined) // 4) + 4 * n_messages
+    return Entry(custom_id, model, outcome, error_type, _snippet(prompt), input_tokens, max_tokens)
+
+
+def _snippet(prompt: str) -> str:
+    """The prompt's first 60 characters with runs of whitespace collapsed (what a reply echoes).
+
+    Most prompts' heads have no whitespace to collapse: those are sliced, which is several
+    times cheaper than splitting and joining (a 100,000-request create does this for each).
+    """
+    head = prompt[:60]
+    if head.isprintable() and "  " not in head and not head.startswith(" "):
+        return head if len(prompt) > 60 else head.rstrip()
+    return " ".join(prompt[:240].split())[:60]  # only the head: splitting a long prompt whole is costly
 
 
 class LineRenderer:
@@ -145,12 +233,12 @@ class LineRenderer:
         body = {"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}
         # Pad the reply so the line reaches about result_bytes (one encode to measure, one to emit).
         missing = self.result_bytes - len(self._encode(body)) - 4
-        if missing > 0:
-            start = len(entry.custom_id) % 50
-            text = f"{text} {_FILLER[start : start + missing]}"
+        if missing > 1:
+            start = _WORD_STARTS[len(entry.custom_id) % 50]
+            text = f"{text} {_cut_at_word(_FILLER[start:], missing - 1)}".rstrip()
         output_tokens = max(1, len(text) // 4)
         if output_tokens > entry.max_tokens:
-            text = text[: entry.max_tokens * 4]
+            text = _cut_at_word(text, entry.max_tokens * 4)
             output_tokens = entry.max_tokens
             message["stop_reason"] = "max_tokens"
         message["content"][0]["text"] = text

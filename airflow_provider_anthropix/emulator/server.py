@@ -20,7 +20,7 @@ import uvicorn
 from airflow_provider_anthropix.emulator.app import EmulatorApp
 from airflow_provider_anthropix.emulator.config import EmulatorConfig
 from airflow_provider_anthropix.emulator.faults import Fault
-from airflow_provider_anthropix.emulator.transport import protocol_class
+from airflow_provider_anthropix.emulator.transport import ConnectionLimits, protocol_class
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -50,10 +50,18 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 
 def make_server(app: EmulatorApp, *, log_level: str = "warning") -> uvicorn.Server:
-    """A uvicorn server for ``app`` with the fastest HTTP parser available and no access log."""
+    """A uvicorn server for ``app`` with the fastest HTTP parser available and no access log.
+
+    Its limits (header deadline and size, keep-alive) come from ``app.config``, so a few slow
+    or flooding clients are cut instead of holding connections and memory forever.
+    """
+    settings = app.config
+    limits = ConnectionLimits(header_seconds=settings.header_seconds, max_header_bytes=settings.max_header_bytes)
     config = uvicorn.Config(
         app,
-        http=protocol_class(app.registry),
+        http=protocol_class(app.registry, limits, app.ids.request_id),
+        timeout_keep_alive=max(1, round(settings.keep_alive_seconds)),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="on",
         log_level=log_level,
         access_log=False,
@@ -113,6 +121,32 @@ class EmulatorHandle:
         """Forget batches, statistics, faults and clock offset (cheap: use it between tests)."""
         self.app.reset()
 
+    def attempts(self, custom_id: str) -> int:
+        """How many batches of this emulator have carried ``custom_id`` so far."""
+        return self.app.store.attempts(custom_id)
+
+    def reset_attempts(self) -> None:
+        """Forget attempt counts (``reset()`` does too): the next batch of each custom_id is attempt 1."""
+        self.app.store.reset_attempts()
+
+    def call_times(self, endpoint: str) -> list[float]:
+        """When the latest calls of ``endpoint`` arrived (``time.monotonic()``, oldest first).
+
+        Tests of client pacing compare these: e.g. a retry that honours ``retry-after: 2``
+        arrives at least 2 s after the call that was refused.
+        """
+        return self.app.store.call_times(endpoint)
+
+    def alter_results(self, batch_id: str, *, reshuffle: bool = False, duplicate_line: int | None = None) -> str:
+        """Serve other bytes for an ended batch's results from now on (new etag); returns the etag.
+
+        ``reshuffle`` reorders the lines (a resume must notice, by the etag, and start over);
+        ``duplicate_line`` serves that 0-based line twice (a consumer must cope with it).
+        The batch must have ended; its results are rendered first if need be.
+        """
+        self.app.store.results(batch_id).result(timeout=60)
+        return self.app.store.alter_results(batch_id, reshuffle=reshuffle, duplicate_line=duplicate_line)
+
 
 class _ServerThread(threading.Thread):
     def __init__(self, server: uvicorn.Server, sock: socket.socket) -> None:
@@ -140,6 +174,7 @@ def run_emulator(
     processing_seconds: float = 2.0,
     seed: int = 0,
     error_rate: float = 0.0,
+    expire_rate: float = 0.0,
     admin: bool = True,
     start_timeout: float = 10.0,
     **options: Any,
@@ -151,7 +186,8 @@ def run_emulator(
     :param api_key: the only key accepted; None accepts any key.
     :param processing_seconds: how long each batch takes to end.
     :param seed: makes outcomes, result order and ids repeatable.
-    :param error_rate: share of requests that come back ``errored``.
+    :param error_rate: share of requests that come back ``errored`` (first attempts only by default).
+    :param expire_rate: share of requests that come back ``expired`` (first attempts only by default).
     :param admin: also serve the ``/_emulator/*`` HTTP admin endpoints.
     :param options: any other :class:`EmulatorConfig` field (``cancel_seconds``, ``expiry_seconds``,
         ``result_bytes``, ``max_requests``, ``max_body_bytes``, ``faults``, ...).
@@ -161,6 +197,7 @@ def run_emulator(
         processing_seconds=processing_seconds,
         seed=seed,
         error_rate=error_rate,
+        expire_rate=expire_rate,
         admin=admin,
         **options,
     )

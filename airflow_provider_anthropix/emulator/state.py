@@ -16,8 +16,9 @@ import bisect
 import heapq
 import random
 import threading
+import time
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -90,6 +91,8 @@ class Batch:
         self.created_at = rfc3339(created)
         self.expires_at = rfc3339(self.expires)
         self.results: bytearray | None = None
+        #: bumped whenever the served bytes change (admin re-render), so the etag changes with them
+        self.generation = 0
         self.render_future: Future[bytearray] | None = None
         self.renderer = LineRenderer(batch_id=batch_id, seed=config.seed, result_bytes=config.result_bytes)
         self._end = self._compute_end()
@@ -195,7 +198,38 @@ class BatchStore:
         self._due: list[tuple[float, str]] = []  # heap of (end time, id) for proactive rendering
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anthropix-emulator-render")
         self.calls: Counter[str] = Counter()
+        #: (endpoint, time.monotonic()) of the latest API calls, oldest first (tests check pacing with it)
+        self.arrivals: deque[tuple[str, float]] = deque(maxlen=10_000)
+        #: API calls per endpoint refused by the key or version check (not in ``calls``, no fault applied)
+        self.rejected: Counter[str] = Counter()
         self.batches_created = 0
+        #: custom_id -> how many batches have carried it (outcomes depend on the attempt)
+        self._attempts: dict[str, int] = {}
+
+    # -- attempts --------------------------------------------------------------------------
+    def claim_attempts(self, custom_ids: list[str]) -> list[int]:
+        """Count one more batch for each custom_id; return each one's attempt number (1 = first).
+
+        Called once a create is valid and about to be stored, so a refused create uses none.
+        """
+        with self._lock:
+            attempts = self._attempts
+            claimed = []
+            for custom_id in custom_ids:
+                attempt = attempts.get(custom_id, 0) + 1
+                attempts[custom_id] = attempt
+                claimed.append(attempt)
+            return claimed
+
+    def attempts(self, custom_id: str) -> int:
+        """How many batches have carried ``custom_id`` so far."""
+        with self._lock:
+            return self._attempts.get(custom_id, 0)
+
+    def reset_attempts(self) -> None:
+        """Forget every custom_id's attempt count (the next batch of each is attempt 1 again)."""
+        with self._lock:
+            self._attempts.clear()
 
     # -- batches -------------------------------------------------------------------------
     def create(self, entries: list[Entry]) -> Batch:
@@ -213,7 +247,8 @@ class BatchStore:
         """The batch, or a 404 the API would give."""
         batch = self._batches.get(batch_id)
         if batch is None:
-            raise EmulatorError(404, "not_found_error", f"message batch {batch_id!r} not found")
+            shown = repr(batch_id) if len(batch_id) <= 80 else repr(batch_id[:77] + "...")
+            raise EmulatorError(404, "not_found_error", f"message batch {shown} not found")
         return batch
 
     def page(self, limit: int, before_id: str | None, after_id: str | None) -> tuple[list[Batch], bool]:
@@ -274,6 +309,40 @@ class BatchStore:
                 )
             return self._start_render(batch)
 
+    def served(self, batch_id: str) -> tuple[bytearray, str]:
+        """The rendered results of an ended batch and their etag (after :meth:`results` is done)."""
+        with self._lock:
+            batch = self.get(batch_id)
+            data = batch.results or bytearray()
+            return data, f'"{batch.id}-{batch.generation}-{len(data)}"'
+
+    def alter_results(self, batch_id: str, *, reshuffle: bool = False, duplicate_line: int | None = None) -> str:
+        """Serve different bytes for a rendered batch from now on; returns the new etag.
+
+        ``reshuffle`` puts the lines in another order (same lines, same length, new bytes);
+        ``duplicate_line`` serves line N (0-based) twice in a row. A new buffer replaces the
+        old one, so downloads under way keep streaming the bytes they started with.
+        """
+        with self._lock:
+            batch = self.get(batch_id)
+            lines = bytes(batch.results or b"").splitlines(keepends=True)
+            if duplicate_line is not None:
+                if duplicate_line >= len(lines):
+                    raise EmulatorError(
+                        400,
+                        "invalid_request_error",
+                        f"duplicate_line {duplicate_line} is past the last line of {len(lines)} results",
+                    )
+                lines.insert(duplicate_line + 1, lines[duplicate_line])
+            batch.generation += 1
+            if reshuffle:
+                before = list(lines)
+                rng = random.Random(f"{self.config.seed}:{batch_id}:{batch.generation}")
+                while lines == before and len(set(lines)) > 1:
+                    rng.shuffle(lines)
+            batch.results = bytearray().join(lines)
+            return f'"{batch.id}-{batch.generation}-{len(batch.results)}"'
+
     def _start_render(self, batch: Batch) -> Future[bytearray]:
         if batch.render_future is None:
             batch.render_future = self._executor.submit(batch.render)
@@ -297,11 +366,27 @@ class BatchStore:
         """Count one API call (under the lock: stats may be read from another thread meanwhile)."""
         with self._lock:
             self.calls[endpoint] += 1
+            self.arrivals.append((endpoint, time.monotonic()))
+
+    def record_rejected(self, endpoint: str) -> None:
+        """Count one call refused before it reached its endpoint (bad or missing key or version)."""
+        with self._lock:
+            self.rejected[endpoint] += 1
+
+    def call_times(self, endpoint: str) -> list[float]:
+        """``time.monotonic()`` at which the latest calls of ``endpoint`` arrived, oldest first."""
+        with self._lock:
+            return [t for name, t in self.arrivals if name == endpoint]
 
     def stats(self) -> dict[str, Any]:
         """Calls per endpoint and batches created since the start (or the last reset)."""
         with self._lock:
-            return {"calls": dict(self.calls), "batches_created": self.batches_created, "batches": len(self._batches)}
+            return {
+                "calls": dict(self.calls),
+                "rejected": dict(self.rejected),
+                "batches_created": self.batches_created,
+                "batches": len(self._batches),
+            }
 
     def reset(self) -> None:
         """Forget every batch and statistic."""
@@ -310,7 +395,10 @@ class BatchStore:
             self._order.clear()
             self._due.clear()
             self.calls.clear()
+            self.arrivals.clear()
+            self.rejected.clear()
             self.batches_created = 0
+            self._attempts.clear()
 
     def close(self) -> None:
         """Stop the render worker (pending renders are dropped)."""

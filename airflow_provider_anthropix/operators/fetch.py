@@ -7,7 +7,9 @@ summary. Results never pass through XCom or memory as a whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import ast
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +29,7 @@ from airflow_provider_anthropix.io.publish import (
     destination_uri,
     resolve_destination,
 )
+from airflow_provider_anthropix.io.shards import merged_results
 from airflow_provider_anthropix.io.summary import ResultsFormatError
 from airflow_provider_anthropix.workflow.outcome import check_max_errored_ratio, evaluate_outcome
 
@@ -65,7 +68,9 @@ class FetchBatchResultsOperator(BaseOperator):
     object per outcome with ``split_by_result_type``) and, last, ``_manifest.json``: a folder
     without a manifest is incomplete. Lines are stored exactly as the API sent them.
 
-    :param batch_id: the batch (templated), e.g. ``"{{ ti.xcom_pull('create') }}"``.
+    :param batch_id: the batch (templated), e.g. ``create.output``; or several (a list, e.g. the
+        output of a mapped ``CreateBatchOperator``): their results are merged into one result
+        set, every custom_id once (a repeated one fails the export), with one manifest.
     :param destination: folder URI or ``ObjectStoragePath`` (templated): ``file:///data/run``,
         ``s3://bucket/prefix``, ``gs://...``; any scheme with an Airflow filesystem.
     :param format: ``jsonl`` (default) or ``parquet`` (extra ``airflow-provider-anthropix[parquet]``).
@@ -103,7 +108,7 @@ class FetchBatchResultsOperator(BaseOperator):
     def __init__(
         self,
         *,
-        batch_id: str,
+        batch_id: str | Sequence[str],
         destination: str | ObjectStoragePath,
         format: str = "jsonl",
         compression: str | None = None,
@@ -154,10 +159,33 @@ class FetchBatchResultsOperator(BaseOperator):
 
     # -- checks before any download ----------------------------------------------------------
 
-    def _ended_batch(self) -> MessageBatch:
-        batch_id = str(self.batch_id or "").strip()
-        if not batch_id:
-            raise AirflowFailException("batch_id is empty; pass the id returned by CreateBatchOperator")
+    def _batch_ids(self) -> list[str]:
+        """``batch_id`` as a list: one id, a list of ids (e.g. a mapped create's output), or such a list as text."""
+        value: Any = self.batch_id
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    try:
+                        value = ast.literal_eval(text)
+                    except (ValueError, SyntaxError):
+                        raise AirflowFailException(
+                            f"batch_id {text[:200]!r} is neither a batch id nor a list of them"
+                        ) from None
+            else:
+                value = [text] if text else []
+        elif value is None:
+            value = []
+        ids = [str(item).strip() for item in value]
+        if not ids or not all(ids):
+            raise AirflowFailException("batch_id is empty; pass the id (or ids) returned by CreateBatchOperator")
+        if len(set(ids)) != len(ids):
+            raise AirflowFailException(f"batch_id lists a batch more than once: {', '.join(ids)}")
+        return ids
+
+    def _ended_batch(self, batch_id: str) -> MessageBatch:
         try:
             batch = self.hook.get_batch(batch_id)
         except NotFoundError:
@@ -190,19 +218,32 @@ class FetchBatchResultsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         self._kill_requested = False
-        batch = self._ended_batch()
+        batches = [self._ended_batch(batch_id) for batch_id in self._batch_ids()]
         destination = self._destination_path()
         publisher = AtomicPublisher(destination)
+        batch = batches[0] if len(batches) == 1 else _merged_view(batches)
         counts = batch.request_counts
         self.log.info(
-            "Batch %s ended: %s; results go to %s",
-            batch.id,
+            "%s ended: %s; results go to %s",
+            f"Batch {batch.id}" if len(batches) == 1 else f"{len(batches)} batches",
             ", ".join(f"{n:,} {kind}" for kind, n in counts.to_dict().items() if n),
             publisher.uri,
         )
+        if len(batches) == 1:
+            chunks: Iterable[bytes] = self.hook.iter_result_bytes(batch, chunk_size=RESULTS_CHUNK_BYTES)
+            extra = None
+        else:
+            # One result set: the batches' streams one after the other, checked for repeated custom_ids.
+            chunks = merged_results(
+                (self.hook.iter_result_bytes(b, chunk_size=RESULTS_CHUNK_BYTES), ()) for b in batches
+            )
+            extra = {
+                "batch_ids": [b.id for b in batches],
+                "batches": [{"batch_id": b.id, "counts": b.request_counts.to_dict()} for b in batches],
+            }
         try:
             result = export_results(
-                self.hook.iter_result_bytes(batch, chunk_size=RESULTS_CHUNK_BYTES),
+                chunks,
                 destination,
                 batch_id=batch.id,
                 expected=counts,
@@ -210,6 +251,7 @@ class FetchBatchResultsOperator(BaseOperator):
                 should_stop=lambda: self._kill_requested,
                 logger=self.log,
                 publisher=publisher,
+                manifest_extra=extra,
             )
         except DestinationError as exc:
             raise AirflowFailException(str(exc)) from None
@@ -224,6 +266,8 @@ class FetchBatchResultsOperator(BaseOperator):
                 exc, doing=f"downloading the results of batch {batch.id}", conn_id=self.anthropix_conn_id
             ) from None
         summary = result.xcom()
+        if extra is not None:
+            summary["batch_ids"] = extra["batch_ids"]
         self._gate(batch, result.manifest, summary["manifest"])
         self._record_asset_events(context, publisher.uri.rstrip("/"), summary)
         return summary
@@ -266,3 +310,14 @@ class FetchBatchResultsOperator(BaseOperator):
     def on_kill(self) -> None:
         """Stop at the next chunk; the export then removes what it staged and publishes nothing."""
         self._kill_requested = True
+
+
+def _merged_view(batches: Sequence[MessageBatch]) -> MessageBatch:
+    """Several ended batches seen as one: summed counts, for the log, the completeness check and the policy."""
+    totals: dict[str, int] = {}
+    for batch in batches:
+        for kind, n in batch.request_counts.to_dict().items():
+            totals[kind] = totals.get(kind, 0) + n
+    return MessageBatch.from_dict(
+        {"id": f"{len(batches)} batches", "processing_status": "ended", "request_counts": totals}
+    )

@@ -245,6 +245,11 @@ class Deployment:
                 "ANTHROPIX_E2E_OUT": str(self.out_dir),
                 "ANTHROPIX_NIGHTLY_OUTPUT": (self.out_dir / "nightly-default").as_uri(),
                 "ANTHROPIX_NIGHTLY_POLL_INTERVAL": "2",
+                # The batch-job example runs only when a scenario triggers it (its batches must not
+                # land in the middle of another scenario's count).
+                "ANTHROPIX_JOB_SCHEDULE": "",
+                "ANTHROPIX_JOB_OUTPUT": (self.out_dir / "large-job-default").as_uri(),
+                "ANTHROPIX_JOB_POLL_INTERVAL": "2",
                 "PYTHONUNBUFFERED": "1",
             }
         )

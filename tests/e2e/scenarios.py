@@ -528,6 +528,92 @@ def run_fetch_killed(ctx: Context) -> dict[str, Any]:
     return {**outcome, "objects_published_by_killed_try": 0, "staged_objects_left_by_killed_try": staged}
 
 
+# -- batch jobs -----------------------------------------------------------------------------------
+JOB_DAG = "large_job"
+JOB_REQUESTS = 2500
+JOB_CHAOS_DAG = "anthropix_e2e_job_chaos"
+
+
+def job_chaos_dag(_repo: Path) -> list[Path]:
+    return [Path(__file__).resolve().parent / "dags" / "anthropix_e2e_job_chaos.py"]
+
+
+def check_job_output(ctx: Context, summary: dict[str, Any], requests_expected: int) -> dict[str, Any]:
+    """The merged result is exactly the last attempt of every request, byte for byte as the API served it."""
+    checked = check_manifest(summary["manifest"])
+    if checked["lines"] != requests_expected or not summary.get("complete"):
+        raise E2EFailure(f"expected {requests_expected} complete merged results, got {summary}")
+    manifest = json.loads(local_path(summary["manifest"]).read_text())
+    batches = manifest["job"]["batch_list"]
+    last_round: dict[str, int] = {}
+    streams: list[tuple[int, bytes]] = []
+    for entry in batches:
+        data = results_bytes(ctx, entry["batch_id"])
+        streams.append((int(entry["round"]), data))
+        for line in data.splitlines():
+            custom_id = json.loads(line)["custom_id"]
+            last_round[custom_id] = max(last_round.get(custom_id, 0), int(entry["round"]))
+    expected = b"".join(
+        line + b"\n"
+        for round_index, data in streams
+        for line in data.splitlines()
+        if last_round[json.loads(line)["custom_id"]] == round_index
+    )
+    written = written_bytes(summary["manifest"])
+    if written != expected:
+        raise E2EFailure(
+            f"merged results ({len(written)} bytes) differ from the batches' last attempts ({len(expected)})"
+        )
+    return {"lines": checked["lines"], "bytes_compared": len(expected), "batches": len(batches)}
+
+
+def run_large_job(ctx: Context) -> dict[str, Any]:
+    """The shipped batch-job example: 3 batches, transient errors and expiries sent again in a retry round."""
+    before = ctx.batches_created()
+    run_id, state = ctx.run_dag(JOB_DAG, {"output": (ctx.dep.out_dir / "large-job").as_uri()}, timeout=400)
+    ctx.expect_success(JOB_DAG, run_id, state)
+    summary = ctx.dep.xcom(JOB_DAG, run_id, "nightly_job")
+    outcome = check_job_output(ctx, summary, JOB_REQUESTS)
+    created = ctx.batches_created() - before
+    if created != outcome["batches"]:
+        raise E2EFailure(f"the job lists {outcome['batches']} batches, the emulator created {created}")
+    if summary["job"]["rounds"] < 2:
+        raise E2EFailure(f"expected a retry round for the transient errors and expiries: {summary['job']}")
+    if not ctx.dep.triggerer_mentions("batches ended"):
+        raise E2EFailure("the triggerer's logs never show the job's wait: no deferral")
+    return {"run_id": run_id, "batches_created": created, "rounds": summary["job"]["rounds"], **outcome}
+
+
+def _job_chaos(ctx: Context, name: str, crash: str, requests: int, expect_in_retry: str) -> dict[str, Any]:
+    ctx.dep.wait_dag(JOB_CHAOS_DAG)
+    before = ctx.batches_created()
+    conf = {"output": (ctx.dep.out_dir / name).as_uri(), "requests": requests, "crash": crash}
+    run_id = ctx.dep.trigger(JOB_CHAOS_DAG, conf)
+    ctx.runs.append((JOB_CHAOS_DAG, run_id))
+    state = ctx.dep.wait_run(JOB_CHAOS_DAG, run_id, timeout=400)
+    ctx.expect_success(JOB_CHAOS_DAG, run_id, state)
+    summary = ctx.dep.xcom(JOB_CHAOS_DAG, run_id, "job")
+    outcome = check_job_output(ctx, summary, requests)
+    created = ctx.batches_created() - before
+    if created != outcome["batches"]:
+        raise E2EFailure(f"{name}: the job lists {outcome['batches']} batches, the emulator created {created}")
+    first = ctx.dep.task_log(JOB_CHAOS_DAG, run_id, "job", 1)
+    second = ctx.dep.task_log(JOB_CHAOS_DAG, run_id, "job", 2)
+    if CHAOS_MARKER not in first or expect_in_retry not in second:
+        raise E2EFailure(f"{name}: expected {CHAOS_MARKER!r} in try 1 and {expect_in_retry!r} in try 2")
+    return {"run_id": run_id, "batches_created": created, **outcome}
+
+
+def run_job_crash_after_create(ctx: Context) -> dict[str, Any]:
+    """SIGKILL of the job after its second create returned, before the journal recorded it."""
+    return _job_chaos(ctx, "job-crash-after-create", "after_second_create", 250, "Adopting batch")
+
+
+def run_job_crash_mid_export(ctx: Context) -> dict[str, Any]:
+    """SIGKILL of the job during its merged export: the retry exports again from the same batches."""
+    return _job_chaos(ctx, "job-crash-mid-export", "mid_export", 250, "Exporting results")
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("probe", "hook-only DAG through the deployment (harness check)", run_probe, probe_dag, default=False),
     Scenario("nightly", "example DAG nightly_batch: create, deferred wait, fetch, report", run_nightly, example_dags),
@@ -537,6 +623,16 @@ SCENARIOS: list[Scenario] = [
         run_nightly_null_date,
         example_dags,
     ),
+    Scenario(
+        "large-job", "example DAG large_job: 3 batches, a retry round, one merged result", run_large_job, example_dags
+    ),
+    Scenario(
+        "job-crash-after-create",
+        "SIGKILL the batch job after its 2nd create returned (equal shards)",
+        run_job_crash_after_create,
+        job_chaos_dag,
+    ),
+    Scenario("job-crash-mid-export", "SIGKILL the batch job mid-export", run_job_crash_mid_export, job_chaos_dag, True),
     Scenario("crash-after-create", "SIGKILL create after the API answered", run_crash_after_create, chaos_dag, True),
     Scenario("crash-after-record", "SIGKILL create after recording the id", run_crash_after_record, chaos_dag, True),
     Scenario("triggerer-kill", "SIGKILL the triggerer during the wait", run_triggerer_kill, chaos_dag, True),

@@ -221,7 +221,7 @@ def test_wrong_key_is_authentication_error(client_factory: Callable[..., Any], e
         client.list_batches(limit=1)
     assert info.value.status == 401
     assert "sk-wrong" not in str(info.value)
-    assert emulator.stats()["calls"]["list"] == 1, "401 must not be retried"
+    assert emulator.stats()["rejected"] == {"list": 1}, "401 must not be retried (refused calls count as rejected)"
 
 
 def test_invalid_create_is_bad_request_naming_the_index(client: Any, emulator: EmulatorHandle) -> None:

@@ -244,6 +244,7 @@ def test_outcomes_are_deterministic_per_seed_and_custom_id(
     emulator.config.error_rate = 0.3
 
     def outcomes() -> dict[str, str]:
+        emulator.reset_attempts()  # the same custom_ids again would be their second attempt
         batch = create(emulator_http, 200)
         emulator.advance(1)
         data = emulator_http.get(f"{BATCHES}/{batch['id']}/results").content

@@ -125,11 +125,12 @@ def test_faults_over_the_admin_endpoint(emulator: EmulatorHandle, emulator_http:
     assert httpx.post(admin, json={"kind": "status", "colour": 1}).status_code == 400
 
 
-def test_faults_fire_before_authentication(emulator: EmulatorHandle) -> None:
-    """Like the real edge: a 529 reaches a client whatever key it sent."""
+def test_faults_fire_after_authentication(emulator: EmulatorHandle, emulator_api_key: str) -> None:
+    """A client without the key gets its 401 and leaves the fault armed for the client under test."""
     emulator.add_fault("status", status=529)
-    response = httpx.get(emulator.url + BATCHES, headers={"x-api-key": "wrong", "anthropic-version": "2026-10-21"})
-    assert response.status_code == 529
+    headers = {"anthropic-version": "2026-10-21"}
+    assert httpx.get(emulator.url + BATCHES, headers={**headers, "x-api-key": "wrong"}).status_code == 401
+    assert httpx.get(emulator.url + BATCHES, headers={**headers, "x-api-key": emulator_api_key}).status_code == 529
 
 
 def test_fault_specs_and_their_checks() -> None:

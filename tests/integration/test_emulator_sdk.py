@@ -142,17 +142,35 @@ def test_connection_faults_are_connection_errors(client: anthropic.Anthropic, em
     emulator.add_fault("reset", endpoint="list")
     with pytest.raises(anthropic.APIConnectionError):
         client.messages.batches.list()
+    assert emulator.stats()["faults_fired"] == 1
     emulator.add_fault("latency", endpoint="list", seconds=1.0)
     with pytest.raises(anthropic.APITimeoutError):
         client.messages.batches.list(timeout=0.2)
+    assert emulator.stats()["faults_fired"] == 2
     emulator.add_fault("drop", endpoint="create")
     with pytest.raises(anthropic.APIConnectionError):
         client.messages.batches.create(requests=requests(1))
+    assert emulator.stats()["faults_fired"] == 3
     assert emulator.stats()["batches_created"] == 1, "the dropped create did create a batch"
 
 
-def test_sdk_retries_honour_retry_after(emulator: EmulatorHandle, emulator_api_key: str) -> None:
-    emulator.add_fault("status", endpoint="list", status=529, count=2, retry_after=0.05)
-    with anthropic.Anthropic(base_url=emulator.url, api_key=emulator_api_key, max_retries=2) as sdk:
+def _gap_between_two_lists(emulator: EmulatorHandle, api_key: str, retry_after: float | None) -> float:
+    emulator.add_fault("status", endpoint="list", status=529, count=1, retry_after=retry_after)
+    with anthropic.Anthropic(base_url=emulator.url, api_key=api_key, max_retries=1) as sdk:
         assert sdk.messages.batches.list().data == []
-    assert emulator.stats()["calls"]["list"] == 3
+    stats = emulator.stats()
+    assert stats["faults_fired"] == 1 and stats["calls"]["list"] == 2, "refused once, then retried once"
+    first, second = emulator.call_times("list")
+    return second - first
+
+
+def test_sdk_retries_honour_retry_after(emulator: EmulatorHandle, emulator_api_key: str) -> None:
+    """The SDK's own first backoff is at most 0.5 s; a retry-after of 2 s must stretch it to 2 s."""
+    gap = _gap_between_two_lists(emulator, emulator_api_key, retry_after=2)
+    assert gap >= 2.0, f"the retry came {gap:.3f} s after the 529 with retry-after: 2"
+
+
+def test_sdk_retries_without_retry_after_use_their_own_backoff(emulator: EmulatorHandle, emulator_api_key: str) -> None:
+    """The control of the test above: without the header the retry does not wait 2 s."""
+    gap = _gap_between_two_lists(emulator, emulator_api_key, retry_after=None)
+    assert gap < 2.0, f"without retry-after the SDK's own backoff (<= 0.5 s) applies; waited {gap:.3f} s"

@@ -123,23 +123,37 @@ def test_split_feeds_mapped_creates_one_batch_per_file(
     shards.mkdir()
     (shards / "shard-00009.jsonl").write_text("left by an earlier, longer split\n")
     (shards / "keep.txt").write_text("not the operator's")
+    out = tmp_path / "merged"
+    summary_file = tmp_path / "summary.json"
     dag = load_dag(
         airflow_dags,
         "job_split",
         f"""
         from airflow_provider_anthropix.operators.create import CreateBatchOperator
+        from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
         from airflow_provider_anthropix.operators.split import SplitRequestsOperator
+        from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
 
         {DAG_OPEN}
             split = SplitRequestsOperator(
                 task_id="split", requests_path={str(source)!r}, destination={str(shards)!r},
                 default_params=DEFAULTS, max_requests_per_batch=3,
             )
-            CreateBatchOperator.partial(task_id="create").expand(requests_path=split.output)
+            creates = CreateBatchOperator.partial(task_id="create").expand(requests_path=split.output)
+            waits = BatchEndedSensor.partial(task_id="wait", poke_interval=0.2).expand(batch_id=creates.output)
+            fetch = FetchBatchResultsOperator(task_id="fetch", batch_id=creates.output, destination={str(out)!r})
+            waits >> fetch
+            record({str(summary_file)!r}, fetch.output)
         """,
     )
     dag_run = dag.test()
-    assert {ti.task_id for ti in dag_run.get_task_instances() if str(ti.state) == "success"} == {"split", "create"}
+    assert {ti.task_id for ti in dag_run.get_task_instances() if str(ti.state) == "success"} == {
+        "split",
+        "create",
+        "wait",
+        "fetch",
+        "record",
+    }
     assert sorted(p.name for p in shards.iterdir()) == [
         "keep.txt",
         "shard-00000.jsonl",
@@ -148,3 +162,9 @@ def test_split_feeds_mapped_creates_one_batch_per_file(
     ]
     assert [len(p.read_text().splitlines()) for p in sorted(shards.glob("shard-*.jsonl"))] == [3, 3, 1]
     assert emulator.stats()["batches_created"] == 3
+    # The mapped creates' batches, fetched as one result set.
+    summary = json.loads(summary_file.read_text())
+    assert len(summary["batch_ids"]) == 3 and summary["lines"] == 7
+    assert sorted(line["custom_id"] for line in read_lines(out)) == [f"s-{i:02d}" for i in range(7)]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert sorted(b["batch_id"] for b in manifest["batches"]) == sorted(summary["batch_ids"])

@@ -109,4 +109,4 @@ def test_wrong_key_fails_at_once(emulator: EmulatorHandle, monkeypatch: pytest.M
     with pytest.raises(AirflowFailException, match="Check the API key") as info:
         run(BatchEndedSensor(task_id="s", batch_id="msgbatch_x", poll_interval=0.1, deferrable=False))
     assert "sk-wrong-secret" not in str(info.value)
-    assert emulator.stats()["calls"]["retrieve"] == 1
+    assert emulator.stats()["rejected"]["retrieve"] == 1

@@ -62,7 +62,8 @@ class Env:
         return int(self.emulator.stats()["batches_created"])
 
     def calls(self, endpoint: str) -> int:
-        return int(self.emulator.stats()["calls"].get(endpoint, 0))
+        stats = self.emulator.stats()  # calls refused by the key check count as rejected, not calls
+        return int(stats["calls"].get(endpoint, 0) + stats["rejected"].get(endpoint, 0))
 
     def batch(self, n: int = 3, *, state: str = "ended", text: str = "hi") -> str:
         """A batch made outside the counted behaviour, in the state the cell needs."""
