@@ -220,7 +220,9 @@ class AsyncClient:
         except ValueError as exc:
             raise AnthropixConnectionError(self._redact(str(exc))) from None
 
-    async def list_models(self, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> ModelPage:
+    async def list_models(
+        self, limit: int = 20, before_id: str | None = None, after_id: str | None = None
+    ) -> ModelPage:
         return ModelPage.from_dict(await self._json(calls.list_models_call(self.config, limit, before_id, after_id)))
 
     async def get_model(self, model_id: str) -> ModelInfo:
