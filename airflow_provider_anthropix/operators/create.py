@@ -40,6 +40,7 @@ from airflow_provider_anthropix.io.publish import (
 )
 from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
 from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions, run_estimate
+from airflow_provider_anthropix.operators.estimate import push_estimate as _push
 from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE, CostTally, shared_prefix
 from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger, RecoverySettings
 from airflow_provider_anthropix.workflow.store import ForgivingStore
@@ -217,7 +218,7 @@ class CreateBatchOperator(BaseOperator):
             conn_id=self.anthropix_conn_id,
         )
         if estimate is not None:
-            context["ti"].xcom_push(key=XCOM_KEY, value=estimate.to_dict())
+            _push(context, estimate.to_dict())
         if self.cost_options.dry_run:
             raise AirflowSkipException(
                 f"dry_run: {tally.requests:,} requests validated and estimated; nothing was sent "

@@ -120,3 +120,10 @@ def run_estimate(
             budget,
         )
     return estimate
+
+
+def push_estimate(context: Mapping[str, Any], figures: Mapping[str, Any]) -> None:
+    """Push the estimate under XCom key ``estimate`` (a context without a task instance, as in unit tests, skips it)."""
+    ti = context.get("ti")
+    if ti is not None:
+        ti.xcom_push(key=XCOM_KEY, value=dict(figures))

@@ -34,7 +34,8 @@ from airflow_provider_anthropix.io.pricing import PriceTable
 from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
 from airflow_provider_anthropix.io.shards import InputError
 from airflow_provider_anthropix.io.summary import ResultsFormatError
-from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions, run_estimate
+from airflow_provider_anthropix.operators.estimate import CostOptions, run_estimate
+from airflow_provider_anthropix.operators.estimate import push_estimate as _push
 from airflow_provider_anthropix.operators.paths import storage_path
 from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
@@ -238,7 +239,7 @@ class BatchJobOperator(BaseOperator):
             except _DryRunDone as done:
                 return done.summary
             if isinstance(step, Done) and runner.state is not None and runner.state.estimate:
-                context["ti"].xcom_push(key=XCOM_KEY, value=runner.state.estimate)
+                _push(context, runner.state.estimate)
             if isinstance(step, Done):
                 return step.summary
             if self.deferrable:
@@ -390,7 +391,7 @@ class BatchJobOperator(BaseOperator):
         figures = estimate.to_dict() if estimate is not None else None
         if self.cost_options.dry_run:
             if figures is not None:
-                context["ti"].xcom_push(key=XCOM_KEY, value=figures)
+                _push(context, figures)
             self.log.info(
                 "dry_run: %s requests in %d batch(es) planned and estimated; nothing was sent",
                 f"{state.total_requests:,}",

@@ -46,7 +46,7 @@ def req(custom_id: str, **params: Any) -> dict[str, Any]:
     return {"custom_id": custom_id, "params": body}
 
 
-DEFAULTS = {"model": "claude-test", "max_tokens": 32}
+DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 32}
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
