@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.api import AnthropixError
+from airflow_provider_anthropix.api import AnthropixConnectionError, AnthropixError
 from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
@@ -110,6 +110,10 @@ def run_estimate(
         check_budget(estimate, budget, options.budget_basis)
     except CostError as exc:
         raise AirflowFailException(str(exc)) from None
+    except AnthropixConnectionError as exc:
+        if exc.maybe_sent:
+            raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
+        raise AirflowException(f"The batch was not sent: {exc}") from None
     except AnthropixError as exc:
         raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
     if budget is not None:

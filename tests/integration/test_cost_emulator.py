@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,7 @@ def test_an_unknown_model_fails_at_submit_with_close_matches(
 
 
 def _wait_and_summarise(emulator: EmulatorHandle, batch_id: str) -> Summariser:
-    emulator.end_batch(batch_id) if hasattr(emulator, "end_batch") else None
     hook = AnthropixHook()
-    import time
-
     for _ in range(600):
         if hook.get_batch(batch_id).is_ended:
             break
@@ -117,12 +115,12 @@ def test_the_estimate_is_within_its_bound_of_the_actual_usage(
     assert actual.output <= estimate["output_tokens_worst_case"]
 
 
-def test_cache_accounting_matches_the_emulator(emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path) -> None:
+def test_cache_accounting_matches_the_emulator(
+    emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
     system = [{"type": "text", "text": "shared context " * 600, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
     path = write_requests(tmp_path / "r.jsonl", 40)
-    op = CreateBatchOperator(
-        task_id="c", requests_path=str(path), default_params={"model": MODEL, "system": system}
-    )
+    op = CreateBatchOperator(task_id="c", requests_path=str(path), default_params={"model": MODEL, "system": system})
     batch_id, ti = run(op)
     estimate = ti.pushed["estimate"]
     actual = _wait_and_summarise(emulator, batch_id).tokens

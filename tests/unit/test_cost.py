@@ -43,8 +43,14 @@ def fake_tokens(params: Any) -> int:
 def requests(n: int, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     return [
-        {"custom_id": f"r{i}", "params": {"model": MODEL, "max_tokens": 100 + i % 7, "messages": [
-            {"role": "user", "content": "w" * rng.choice([20, 200, 2000, 8000])}]}}
+        {
+            "custom_id": f"r{i}",
+            "params": {
+                "model": MODEL,
+                "max_tokens": 100 + i % 7,
+                "messages": [{"role": "user", "content": "w" * rng.choice([20, 200, 2000, 8000])}],
+            },
+        }
         for i in range(n)
     ]
 
@@ -53,8 +59,15 @@ def tally_of(reqs: list[dict[str, Any]], sample: int = 50, prefix_keys: tuple[st
     tally = CostTally(sample, prices=prices)
     for i, r in enumerate(reqs):
         size = len(json.dumps(r))
-        tally.observe(r["custom_id"], r["params"]["model"], r["params"]["max_tokens"], size, f"f.jsonl:{i + 1}",
-                      r["params"], shares_prefix=bool(prefix_keys))
+        tally.observe(
+            r["custom_id"],
+            r["params"]["model"],
+            r["params"]["max_tokens"],
+            size,
+            f"f.jsonl:{i + 1}",
+            r["params"],
+            shares_prefix=bool(prefix_keys),
+        )
     return tally
 
 
@@ -66,7 +79,7 @@ def test_a_small_batch_is_counted_whole_with_no_bound() -> None:
     reqs = requests(10)
     calls: list[Any] = []
     estimate = estimate_cost(tally_of(reqs), lambda p: calls.append(p) or fake_tokens(p), prices)
-    assert len(calls) == 10 and "max_tokens" not in calls[0] or True
+    assert len(calls) == 10
     figures = estimate.to_dict()
     assert figures["input_tokens"] == true_tokens(reqs) and figures["input_tokens_bound"] == 0
     assert figures["output_tokens_worst_case"] == sum(r["params"]["max_tokens"] for r in reqs)
@@ -102,8 +115,11 @@ def test_cache_prices_are_derived_and_an_unknown_model_names_the_table() -> None
     assert p.cache_write("1h") == pytest.approx(2 * p.input) and p.cache_write("5m") == pytest.approx(1.25 * p.input)
     assert p.cache_read == pytest.approx(0.1 * p.input)
     with pytest.raises(UnknownModelPrice, match=r"claude-mystery.*price_table=.*DEFAULT_PRICE_TABLE"):
-        estimate_cost(tally_of([{**requests(1)[0], "params": {**requests(1)[0]["params"], "model": "claude-mystery"}}]),
-                      fake_tokens, prices)
+        estimate_cost(
+            tally_of([{**requests(1)[0], "params": {**requests(1)[0]["params"], "model": "claude-mystery"}}]),
+            fake_tokens,
+            prices,
+        )
 
 
 def test_shared_prefix_is_one_write_and_reads_for_the_rest() -> None:
@@ -143,7 +159,9 @@ def test_the_budget_gate_names_figures_and_the_costliest_requests() -> None:
 
 def test_an_unknown_model_names_close_matches() -> None:
     known = {"claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"}
-    with pytest.raises(UnknownModelError, match=r"'claude-sonet-4-5-20250929' \(did you mean 'claude-sonnet-4-5-20250929'"):
+    with pytest.raises(
+        UnknownModelError, match=r"'claude-sonet-4-5-20250929' \(did you mean 'claude-sonnet-4-5-20250929'"
+    ):
         check_models(["claude-sonet-4-5-20250929", "claude-haiku-4-5-20251001"], known.__contains__, lambda: known)
     check_models(["claude-haiku-4-5-20251001"], known.__contains__, lambda: known)
 
@@ -152,11 +170,17 @@ def test_the_output_ratio_is_learned_from_earlier_manifests(tmp_path: Path) -> N
     for day, out in (("2026-01-01", 250), ("2026-01-02", 350)):
         folder = tmp_path / day
         folder.mkdir()
-        (folder / "_manifest.json").write_text(json.dumps({
-            "ended_at": f"{day}T00:00:00Z", "lines": 10, "counts": {"succeeded": 10},
-            "tokens_by_model": {MODEL: {"output": out}},
-            "estimate": {"by_model": {MODEL: {"output_tokens_worst_case": 1000}}},
-        }))
+        (folder / "_manifest.json").write_text(
+            json.dumps(
+                {
+                    "ended_at": f"{day}T00:00:00Z",
+                    "lines": 10,
+                    "counts": {"succeeded": 10},
+                    "tokens_by_model": {MODEL: {"output": out}},
+                    "estimate": {"by_model": {MODEL: {"output_tokens_worst_case": 1000}}},
+                }
+            )
+        )
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "_manifest.json").write_text("{not json")
     ratios, source = learned_output_ratios(ObjectStoragePath(f"file://{tmp_path}/2026-01-03"))
