@@ -30,6 +30,8 @@ from airflow_provider_anthropix.api.models import (
     DeletedMessageBatch,
     EncodedBody,
     MessageBatch,
+    ModelInfo,
+    ModelPage,
     RequestCounts,
 )
 from airflow_provider_anthropix.api.resume import ResultsChangedError
@@ -52,6 +54,8 @@ __all__ = [
     "EncodedBody",
     "InternalServerError",
     "MessageBatch",
+    "ModelInfo",
+    "ModelPage",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",

@@ -24,12 +24,14 @@ from airflow_provider_anthropix.api.errors import (
     error_from_response,
 )
 from airflow_provider_anthropix.api.limits import MAX_LIST_LIMIT, MIN_LIST_LIMIT
-from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch
+from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch, count_tokens_body
 from airflow_provider_anthropix.api.origin import AmbiguousURLError, Origin, plain_url
 from airflow_provider_anthropix.api.redact import Redactor
 from airflow_provider_anthropix.api.retry import parse_retry_after
 
 BATCHES_PATH = "/v1/messages/batches"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+MODELS_PATH = "/v1/models"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,44 @@ def cancel_call(config: ClientConfig, batch_id: str) -> Call:
 
 def delete_call(config: ClientConfig, batch_id: str) -> Call:
     return Call("delete", "DELETE", _batch_path(config, batch_id))
+
+
+def count_tokens_call(config: ClientConfig, params: Mapping[str, Any]) -> Call:
+    """Count the input tokens of one request's ``params`` (free; rate limited like other calls).
+
+    A count changes nothing on the server, so it is retried like a GET.
+    """
+    if not isinstance(params, Mapping) or not params.get("model"):
+        raise ValueError("count_tokens needs the params of a request, with a model")
+    body = json.dumps(count_tokens_body(params), separators=(",", ":"), ensure_ascii=False).encode()
+    return Call("count_tokens", "POST", f"{config.base_url}{COUNT_TOKENS_PATH}", json_body=body)
+
+
+def list_models_call(
+    config: ClientConfig, limit: int = 20, before_id: str | None = None, after_id: str | None = None
+) -> Call:
+    if not MIN_LIST_LIMIT <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be between {MIN_LIST_LIMIT} and {MAX_LIST_LIMIT}, got {limit}")
+    params: dict[str, Any] = {"limit": limit}
+    if before_id:
+        params["before_id"] = before_id
+    if after_id:
+        params["after_id"] = after_id
+    return Call("list_models", "GET", f"{config.base_url}{MODELS_PATH}", params=params)
+
+
+def get_model_call(config: ClientConfig, model_id: str) -> Call:
+    if not model_id or not isinstance(model_id, str):
+        raise ValueError(f"a model id is required, got {model_id!r}")
+    return Call("get_model", "GET", f"{config.base_url}{MODELS_PATH}/{quote(model_id, safe='')}")
+
+
+def parse_token_count(data: Any) -> int:
+    """``input_tokens`` of a count answer; a malformed answer is an error, not a zero."""
+    value = data.get("input_tokens") if isinstance(data, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"count_tokens answered without a token count: {str(data)[:200]!r}")
+    return value
 
 
 def _is_batch_id(value: str) -> bool:

@@ -185,3 +185,56 @@ class EncodedBody:
     chunks: Callable[[], Iterable[bytes]]
     size: int
     request_count: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One entry of the model list (``GET /v1/models``)."""
+
+    id: str
+    display_name: str = ""
+    created_at: DateTime | None = None
+    type: str = "model"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
+        if not isinstance(data, Mapping) or not data.get("id"):
+            raise ValueError(f"not a model object: {str(data)[:200]!r}")
+        return cls(
+            id=str(data["id"]),
+            display_name=str(data.get("display_name") or ""),
+            created_at=parse_timestamp(data.get("created_at")),
+            type=str(data.get("type") or "model"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelPage:
+    """One page of the model list, newest model first (same paging as the batch list)."""
+
+    data: list[ModelInfo]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelPage:
+        return cls(
+            data=[ModelInfo.from_dict(item) for item in data.get("data") or []],
+            has_more=bool(data.get("has_more")),
+            first_id=data.get("first_id"),
+            last_id=data.get("last_id"),
+        )
+
+
+#: The params a token count accepts (a Messages body without max_tokens and the sampling/batch-only fields).
+COUNT_TOKENS_PARAMS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+def count_tokens_body(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of ``POST /v1/messages/count_tokens`` for a request's ``params``.
+
+    The endpoint rejects what only a create takes (``max_tokens``, ``stop_sequences``,
+    ``metadata``, sampling settings), so only the fields that make up the prompt are kept.
+    """
+    return {key: params[key] for key in COUNT_TOKENS_PARAMS if key in params}

@@ -19,7 +19,14 @@ from airflow_provider_anthropix.api.errors import (
     AnthropixError,
 )
 from airflow_provider_anthropix.api.lines import LineSplitter, parse_result_line
-from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, EncodedBody, MessageBatch
+from airflow_provider_anthropix.api.models import (
+    BatchPage,
+    DeletedMessageBatch,
+    EncodedBody,
+    MessageBatch,
+    ModelInfo,
+    ModelPage,
+)
 from airflow_provider_anthropix.api.origin import Origin
 from airflow_provider_anthropix.api.redact import Redactor
 from airflow_provider_anthropix.api.resume import ResumeState
@@ -206,6 +213,34 @@ class SyncClient:
 
     def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
         return DeletedMessageBatch.from_dict(self._json(calls.delete_call(self.config, batch_id)))
+
+    # -- tokens and models -------------------------------------------------------------------
+
+    def count_tokens(self, params: Mapping[str, Any]) -> int:
+        """Input tokens of one request's ``params`` (system prompt and tools included)."""
+        data = self._json(calls.count_tokens_call(self.config, params))
+        try:
+            return calls.parse_token_count(data)
+        except ValueError as exc:
+            raise AnthropixConnectionError(self._redact(str(exc))) from None
+
+    def list_models(self, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> ModelPage:
+        return ModelPage.from_dict(self._json(calls.list_models_call(self.config, limit, before_id, after_id)))
+
+    def get_model(self, model_id: str) -> ModelInfo:
+        """One model; an alias answers with the model it resolves to, an unknown id is a NotFoundError."""
+        return ModelInfo.from_dict(self._json(calls.get_model_call(self.config, model_id)))
+
+    def all_models(self, page_size: int = 1000) -> list[ModelInfo]:
+        """Every model the key may use, newest first."""
+        models: list[ModelInfo] = []
+        after_id: str | None = None
+        while True:
+            page = self.list_models(limit=page_size, after_id=after_id)
+            models.extend(page.data)
+            if not page.has_more or not page.last_id:
+                return models
+            after_id = page.last_id
 
     # -- results -----------------------------------------------------------------------------
 

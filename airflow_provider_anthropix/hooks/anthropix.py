@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
+import pendulum
 from airflow.sdk import BaseHook
 
 from airflow_provider_anthropix.api import (
@@ -20,6 +22,8 @@ from airflow_provider_anthropix.api import (
     DeletedMessageBatch,
     EncodedBody,
     MessageBatch,
+    ModelInfo,
+    NotFoundError,
     PermissionDeniedError,
     SyncClient,
     shared_async_client,
@@ -28,6 +32,12 @@ from airflow_provider_anthropix.hooks.config_cache import AsyncConfigCache
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError, config_from_connection
 
 _config_cache = AsyncConfigCache()
+
+# Model ids per (connection id, connection settings, UTC day): the list changes a few times a
+# year, and a DAG with 500 creates a day should ask once, not 500 times. Aliases that the
+# API resolved for us are remembered with it.
+_models_cache: dict[tuple[Any, ...], set[str]] = {}
+_models_lock = threading.Lock()
 
 
 class AnthropixHook(BaseHook):
@@ -117,6 +127,45 @@ class AnthropixHook(BaseHook):
 
     def get_results(self, batch: MessageBatch | str) -> list[dict[str, Any]]:
         return self.client.get_results(batch)
+
+    # -- tokens and models -------------------------------------------------------------------
+
+    def count_tokens(self, params: Mapping[str, Any]) -> int:
+        """Input tokens of one request's params (free, rate limited like other calls)."""
+        return self.client.count_tokens(params)
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every model the connection's key may use (all pages), newest first. Not cached."""
+        return self.client.all_models()
+
+    def _models_key(self) -> tuple[Any, ...]:
+        return (self.anthropix_conn_id, self.config.cache_key(), pendulum.now("UTC").to_date_string())
+
+    def known_models(self) -> set[str]:
+        """The ids of :meth:`list_models`, cached per connection and UTC day (and per process)."""
+        key = self._models_key()
+        with _models_lock:
+            cached = _models_cache.get(key)
+        if cached is not None:
+            return set(cached)
+        ids = {model.id for model in self.list_models()}
+        with _models_lock:
+            for stale in [k for k in _models_cache if k[:2] == key[:2]]:
+                del _models_cache[stale]
+            _models_cache[key] = set(ids)
+        return ids
+
+    def model_exists(self, model: str) -> bool:
+        """Whether the API knows ``model``: in the (cached) list, or an alias ``GET /v1/models/{id}`` resolves."""
+        if model in self.known_models():
+            return True
+        try:
+            resolved = self.client.get_model(model)
+        except NotFoundError:
+            return False
+        with _models_lock:
+            _models_cache.setdefault(self._models_key(), set()).update({model, resolved.id})
+        return True
 
     # -- UI ----------------------------------------------------------------------------------
 

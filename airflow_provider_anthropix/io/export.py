@@ -298,6 +298,8 @@ def export_results(
             started_at=started_at,
             ended_at=pendulum.now("UTC"),
             bytes_downloaded=downloaded,
+            estimate=(manifest_extra or {}).get("estimate"),
+            price_table=options.price_table,
         )
         if manifest_extra:
             manifest.update(manifest_extra)

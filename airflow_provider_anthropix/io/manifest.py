@@ -8,14 +8,20 @@ operator is a smaller summary of it (:func:`xcom_summary`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pendulum
 
 from airflow_provider_anthropix.api.models import RequestCounts
 from airflow_provider_anthropix.io.jsonl import FileInfo
-from airflow_provider_anthropix.io.pricing import CostEstimate
+from airflow_provider_anthropix.io.pricing import (
+    CostEstimate,
+    PriceTable,
+    UnknownModelPrice,
+    cache_savings_usd,
+    model_price,
+)
 from airflow_provider_anthropix.io.summary import Summariser
 
 MANIFEST_VERSION = 1
@@ -36,6 +42,8 @@ def build_manifest(
     started_at: pendulum.DateTime,
     ended_at: pendulum.DateTime,
     bytes_downloaded: int,
+    estimate: Mapping[str, Any] | None = None,
+    price_table: PriceTable | None = None,
 ) -> dict[str, Any]:
     base = destination.rstrip("/")
     seconds = max(ended_at.timestamp() - started_at.timestamp(), 0.0)
@@ -57,10 +65,71 @@ def build_manifest(
         "tokens": summary.tokens.to_dict(),
         "tokens_by_model": {model: t.to_dict() for model, t in sorted(summary.tokens_by_model.items())},
         **cost.to_dict(),
+        "cache": cache_report(summary, price_table, ttl=(estimate or {}).get("cache_ttl")),
+        **reconcile(summary, cost, estimate),
         "bytes_downloaded": bytes_downloaded,
         "started_at": started_at.to_iso8601_string(),
         "ended_at": ended_at.to_iso8601_string(),
         "duration_seconds": round(seconds, 3),
+    }
+
+
+def cache_report(summary: Summariser, table: PriceTable | None, *, ttl: str | None = None) -> dict[str, Any]:
+    """Prompt caching as billed: tokens written and read, the hit rate (read / (read + written)) and the USD saved."""
+    tokens = summary.tokens
+    cached = tokens.cache_creation_input + tokens.cache_read_input
+    saved = 0.0
+    for model, totals in summary.tokens_by_model.items():
+        try:
+            saved += cache_savings_usd(totals, model_price(model, table), ttl=ttl)
+        except UnknownModelPrice:
+            continue
+    return {
+        "write_tokens": tokens.cache_creation_input,
+        "read_tokens": tokens.cache_read_input,
+        "hit_rate": round(tokens.cache_read_input / cached, 4) if cached else None,
+        "saved_usd": round(saved, 6),
+    }
+
+
+def _relative(actual: float, estimated: float) -> float | None:
+    return round((estimated - actual) / actual, 4) if actual else None
+
+
+def reconcile(summary: Summariser, cost: CostEstimate, estimate: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``actual`` (tokens and cost, by model) and, when the estimate made before sending is known, it and its error.
+
+    The relative error is (estimated - actual) / actual: positive when the estimate was high.
+    Input tokens include cache writes and reads (the estimate splits them the same way).
+    """
+    actual = {
+        "input_tokens": summary.tokens.input,
+        "cache_creation_input_tokens": summary.tokens.cache_creation_input,
+        "cache_read_input_tokens": summary.tokens.cache_read_input,
+        "output_tokens": summary.tokens.output,
+        "cost_usd": cost.usd,
+        "by_model": {model: t.to_dict() for model, t in sorted(summary.tokens_by_model.items())},
+    }
+    if not isinstance(estimate, Mapping):
+        return {"actual": actual}
+
+    def number(key: str) -> float:
+        value = estimate.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+    all_input = summary.tokens.input + summary.tokens.cache_creation_input + summary.tokens.cache_read_input
+    estimated_input = number("input_tokens") + number("cache_creation_input_tokens") + number("cache_read_input_tokens")
+    bound = number("input_tokens_bound")
+    return {
+        "actual": actual,
+        "estimate": dict(estimate),
+        "estimate_error": {
+            "input_tokens": _relative(all_input, estimated_input),
+            "input_tokens_within_bound": abs(estimated_input - all_input) <= bound,
+            "output_tokens_vs_expected": _relative(summary.tokens.output, number("output_tokens_expected")),
+            "cost_vs_expected": _relative(cost.usd, number("expected_cost_usd")),
+            "note": "the requests that did not succeed report no usage; their share is in counts",
+        },
     }
 
 

@@ -21,6 +21,15 @@ claude-haiku-4-5           1.00   5.00    1.25         0.10
 claude-3-5-haiku           0.80   4.00    1.00         0.08
 claude-3-haiku             0.25   1.25    0.30         0.03
 =========================  =====  ======  ===========  ==========
+
+Prompt caching: a cache write costs 1.25x the input price with the 5-minute TTL and 2x with
+the 1-hour TTL; a cache read costs 0.1x. A row may state ``cache_write`` (5 minutes),
+``cache_write_1h`` and ``cache_read`` itself; the ones it leaves out are derived from its
+``input`` price with those multipliers. The batch discount applies on top of all of them.
+
+A model that matches no key is priced by nobody: the estimate before a create refuses it
+(:class:`UnknownModelPrice`, naming this table and the operator's ``price_table``
+argument); the cost summary after the fact lists it as unpriced.
 """
 
 from __future__ import annotations
@@ -33,6 +42,12 @@ from airflow_provider_anthropix.io.summary import TokenTotals
 
 #: Share of the standard price that batch requests cost.
 BATCH_DISCOUNT = 0.5
+#: Cache prices as multiples of the model's input price (before the batch discount).
+CACHE_WRITE_5M_MULTIPLIER = 1.25
+CACHE_WRITE_1H_MULTIPLIER = 2.0
+CACHE_READ_MULTIPLIER = 0.1
+#: Where a user extends the table, for error messages.
+TABLE_NAME = "airflow_provider_anthropix.io.pricing.DEFAULT_PRICE_TABLE"
 
 PriceTable = Mapping[str, Mapping[str, float]]
 
@@ -48,11 +63,16 @@ DEFAULT_PRICE_TABLE: dict[str, dict[str, float]] = {
     "claude-3-haiku": {"input": 0.25, "output": 1.25, "cache_write": 0.30, "cache_read": 0.03},
 }
 
-_PRICE_KEYS = ("input", "output", "cache_write", "cache_read")
+_PRICE_KEYS = ("input", "output", "cache_write", "cache_write_1h", "cache_read")
+_DERIVED = {
+    "cache_write": CACHE_WRITE_5M_MULTIPLIER,
+    "cache_write_1h": CACHE_WRITE_1H_MULTIPLIER,
+    "cache_read": CACHE_READ_MULTIPLIER,
+}
 
 
 def validate_price_table(table: PriceTable) -> dict[str, dict[str, float]]:
-    """Check a user's table early (at DAG parse time) and fill missing cache prices with zero."""
+    """Check a user's table early (at DAG parse time); missing cache prices are derived from ``input``."""
     checked: dict[str, dict[str, float]] = {}
     for model, prices in table.items():
         if not isinstance(prices, Mapping):
@@ -62,7 +82,8 @@ def validate_price_table(table: PriceTable) -> dict[str, dict[str, float]]:
             raise ValueError(f"price_table[{model!r}] has unknown key(s) {unknown}; known: {', '.join(_PRICE_KEYS)}")
         if "input" not in prices or "output" not in prices:
             raise ValueError(f"price_table[{model!r}] needs at least 'input' and 'output' (USD per million tokens)")
-        row = {key: float(prices.get(key, 0.0)) for key in _PRICE_KEYS}
+        base = float(prices["input"])
+        row = {key: float(prices[key]) if key in prices else base * _DERIVED.get(key, 0.0) for key in _PRICE_KEYS}
         if any(value < 0 for value in row.values()):
             raise ValueError(f"price_table[{model!r}] has a negative price")
         checked[str(model)] = row
@@ -76,6 +97,62 @@ def price_for(model: str, table: PriceTable) -> Mapping[str, float] | None:
         if model.startswith(key) and (best is None or len(key) > len(best)):
             best = key
     return table[best] if best is not None else None
+
+
+class UnknownModelPrice(ValueError):
+    """A model the price table has no row for: an estimate cannot price it."""
+
+    def __init__(self, models: list[str], table: PriceTable) -> None:
+        self.models = sorted(models)
+        keys = ", ".join(sorted(table)) or "none"
+        super().__init__(
+            f"no price for model(s) {', '.join(self.models)} in the price table (model prefixes known: {keys}); "
+            f"extend the table with price_table={{'<model prefix>': {{'input': ..., 'output': ...}}}} "
+            f"(USD per million tokens, standard price; default table: {TABLE_NAME})"
+        )
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per token of one model at the price actually billed (batch discount applied)."""
+
+    input: float
+    output: float
+    cache_write_5m: float
+    cache_write_1h: float
+    cache_read: float
+
+    def cache_write(self, ttl: str | None) -> float:
+        return self.cache_write_1h if ttl == "1h" else self.cache_write_5m
+
+
+def model_price(model: str, table: PriceTable | None = None, *, discount: float = BATCH_DISCOUNT) -> ModelPrice:
+    """Per-token prices of ``model`` at batch price; :class:`UnknownModelPrice` when no row matches."""
+    table = DEFAULT_PRICE_TABLE if table is None else table
+    row = price_for(model, table)
+    if row is None:
+        raise UnknownModelPrice([model], table)
+    base = float(row.get("input", 0.0))
+
+    def rate(key: str) -> float:
+        value = row.get(key)
+        per_million = float(value) if value is not None else base * _DERIVED.get(key, 0.0)
+        return per_million * discount / 1_000_000
+
+    return ModelPrice(
+        input=rate("input"),
+        output=rate("output"),
+        cache_write_5m=rate("cache_write"),
+        cache_write_1h=rate("cache_write_1h"),
+        cache_read=rate("cache_read"),
+    )
+
+
+def cache_savings_usd(totals: TokenTotals, prices: ModelPrice, *, ttl: str | None = None) -> float:
+    """What caching saved against sending the cached tokens uncached (negative when writes outweigh reads)."""
+    read_saving = totals.cache_read_input * (prices.input - prices.cache_read)
+    write_extra = totals.cache_creation_input * (prices.cache_write(ttl) - prices.input)
+    return read_saving - write_extra
 
 
 @dataclass

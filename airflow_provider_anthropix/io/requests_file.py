@@ -171,6 +171,7 @@ def spool_batch(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_problems_shown: int = 10,
     progress: Callable[[int, int], None] | None = None,
+    observe: Callable[[int, int | None, Any, int], None] | None = None,
 ) -> SpooledBatch:
     """Validate every request and write the encoded create body to a temporary file.
 
@@ -190,6 +191,8 @@ def spool_batch(
     :param max_body_bytes: largest encoded body the API accepts.
     :param max_problems_shown: how many problems the error lists before "... and N more".
     :param progress: called as ``progress(requests_seen, body_bytes)`` every 10,000 requests.
+    :param observe: called as ``observe(index, line, request, encoded_size)`` for each valid request
+        written (the cost estimate's tally), so nothing is read or encoded twice.
     :raises BatchValidationError: anything is wrong; the temporary file is removed.
     """
     checker = BatchChecker(api_version=api_version, max_requests=max_requests)
@@ -215,8 +218,11 @@ def spool_batch(
                     if not problems.count:
                         if written:
                             buffer += b","
-                        buffer += encoder.encode(request)
+                        encoded = encoder.encode(request)
+                        buffer += encoded
                         written += 1
+                        if observe is not None:
+                            observe(index, line, request, len(encoded))
                         if len(buffer) >= _FLUSH_BYTES:
                             size += len(buffer)
                             out.write(buffer)

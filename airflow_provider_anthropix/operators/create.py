@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from airflow_provider_anthropix.api import (
     AnthropixError,
@@ -39,6 +39,9 @@ from airflow_provider_anthropix.io.publish import (
     resolve_destination,
 )
 from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
+from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions, run_estimate
+from airflow_provider_anthropix.operators.estimate import push_estimate as _push
+from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE, CostTally, shared_prefix
 from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger, RecoverySettings
 from airflow_provider_anthropix.workflow.store import ForgivingStore
 
@@ -94,6 +97,17 @@ class CreateBatchOperator(BaseOperator):
         checked before anything is sent (scheme, filesystem installed, a probe object written and
         deleted), so a destination that cannot take the results fails before the batch is paid for.
     :param results_destination_conn_id: connection for that store (the fetch's ``destination_conn_id``).
+    :param max_cost_usd: budget in US dollars at batch price (templated): over it, the task fails without
+        retries before anything is sent, naming the figures and the three most expensive requests.
+    :param budget_basis: what the budget is compared with: ``worst_case`` (every ``max_tokens`` used, the
+        input at its error bound, no cache hit) or ``expected``.
+    :param dry_run: validate, check models and estimate, then skip the task: nothing is sent, and the
+        downstream tasks that need a batch id are skipped too. The estimate is in XCom key ``estimate``.
+    :param estimate_sample_size: requests per model whose input tokens are counted exactly
+        (``POST /v1/messages/count_tokens``); a batch that small is counted whole.
+    :param check_models: check the model names against the API's model list (``GET /v1/models``, cached
+        per connection and day) before sending; False for a model the list does not show.
+    :param price_table: per-model prices for the estimate (see :mod:`airflow_provider_anthropix.io.pricing`).
     """
 
     template_fields: Sequence[str] = (
@@ -104,6 +118,7 @@ class CreateBatchOperator(BaseOperator):
         "anthropix_conn_id",
         "results_destination",
         "results_destination_conn_id",
+        "max_cost_usd",
     )
     template_fields_renderers = {"requests": "json", "default_params": "json"}
     ui_color = "#e8d5c4"
@@ -123,9 +138,23 @@ class CreateBatchOperator(BaseOperator):
         clock_skew: float = 60.0,
         results_destination: str | ObjectStoragePath | None = None,
         results_destination_conn_id: str | None = None,
+        max_cost_usd: float | str | None = None,
+        budget_basis: str = "worst_case",
+        dry_run: bool = False,
+        estimate_sample_size: int = DEFAULT_SAMPLE_SIZE,
+        check_models: bool = True,
+        price_table: Mapping[str, Mapping[str, float]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost_options = CostOptions(
+            budget_basis=budget_basis,
+            dry_run=dry_run,
+            sample_size=estimate_sample_size,
+            check_models=check_models,
+            price_table=price_table,
+        )
+        self.max_cost_usd = max_cost_usd
         if (requests is None) == (requests_path is None):
             raise ValueError("give exactly one of requests and requests_path")
         self.requests = requests
@@ -165,11 +194,36 @@ class CreateBatchOperator(BaseOperator):
             return found.batch_id
 
         self._check_results_destination()
-        spooled = self._spool()
+        tally = self.cost_options.tally()
+        spooled = self._spool(tally)
         try:
+            self._estimate(context, tally)
             return self._create(ledger, spooled)
         finally:
             spooled.discard()
+
+    def _estimate(self, context: Context, tally: CostTally) -> None:
+        """Model check, estimate (logged, XCom ``estimate``), budget gate, dry run: all before anything is sent."""
+        destination = None
+        if self.results_destination is not None:
+            destination = resolve_destination(self.results_destination, self.results_destination_conn_id)
+        estimate = run_estimate(
+            self.hook,
+            self.cost_options,
+            tally,
+            max_cost_usd=self.max_cost_usd,
+            default_params=self.default_params,
+            learn_from=destination,
+            log=self.log,
+            conn_id=self.anthropix_conn_id,
+        )
+        if estimate is not None:
+            _push(context, estimate.to_dict())
+        if self.cost_options.dry_run:
+            raise AirflowSkipException(
+                f"dry_run: {tally.requests:,} requests validated and estimated; nothing was sent "
+                f"(the estimate is in XCom key {XCOM_KEY!r})"
+            )
 
     def _reuse_recorded_batch(self, store: ForgivingStore) -> str | None:
         recorded = store.get(STATE_BATCH_ID)
@@ -211,7 +265,7 @@ class CreateBatchOperator(BaseOperator):
             raise AirflowFailException(f"results_destination: {exc}; nothing was sent") from None
         self.log.info("results_destination %s is writable", destination_uri(path))
 
-    def _spool(self) -> SpooledBatch:
+    def _spool(self, tally: CostTally) -> SpooledBatch:
         try:
             api_version = self.hook.config.anthropic_version
         except ConnectionSettingsError as exc:
@@ -220,6 +274,20 @@ class CreateBatchOperator(BaseOperator):
 
         def progress(seen: int, body_bytes: int) -> None:
             self.log.info("Validated %s requests (%s encoded so far)", f"{seen:,}", _human_bytes(body_bytes))
+
+        prefix_values = _prefix_values(self.default_params)
+
+        def observe(index: int, line: int | None, request: Any, size: int) -> None:
+            params = request["params"]
+            tally.observe(
+                request["custom_id"],
+                params["model"],
+                params["max_tokens"],
+                size,
+                f"{where}:{line}" if line is not None else f"requests[{index}]",
+                params,
+                shares_prefix=bool(prefix_values) and all(params.get(k) is v for k, v in prefix_values),
+            )
 
         if self.requests_path is not None:
             path = self._requests_path()
@@ -230,6 +298,7 @@ class CreateBatchOperator(BaseOperator):
             items = ((None, request) for request in self._requests_list())
             file = None
             source = "the requests argument"
+        where = source
         try:
             spooled = spool_batch(
                 items,
@@ -239,6 +308,7 @@ class CreateBatchOperator(BaseOperator):
                 file=file,
                 max_problems_shown=self.max_problems_shown,
                 progress=progress,
+                observe=observe,
             )
         except BatchValidationError as exc:
             raise AirflowFailException(
@@ -347,6 +417,14 @@ class CreateBatchOperator(BaseOperator):
             self.log.info("Task killed: canceled batch %s (now %s)", batch.id, batch.processing_status)
         except AnthropixError as exc:
             self.log.warning("Task killed: could not cancel batch %s: %s", self.batch_id, exc)
+
+
+def _prefix_values(default_params: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """The default values a request keeps (the very same objects after the merge) when it shares the cached prefix."""
+    prefix = shared_prefix(default_params)
+    if prefix is None or default_params is None:
+        return []
+    return [(key, default_params[key]) for key in prefix.keys]
 
 
 def _warn_no_state_store(log: Any) -> None:

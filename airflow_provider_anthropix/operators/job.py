@@ -34,7 +34,10 @@ from airflow_provider_anthropix.io.pricing import PriceTable
 from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
 from airflow_provider_anthropix.io.shards import InputError
 from airflow_provider_anthropix.io.summary import ResultsFormatError
+from airflow_provider_anthropix.operators.estimate import CostOptions, run_estimate
+from airflow_provider_anthropix.operators.estimate import push_estimate as _push
 from airflow_provider_anthropix.operators.paths import storage_path
+from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
 from airflow_provider_anthropix.workflow.job import (
     RETRYABLE_ERROR_TYPES,
@@ -42,12 +45,22 @@ from airflow_provider_anthropix.workflow.job import (
     JobError,
     JobRunner,
     JobSettings,
+    JobState,
     Wait,
 )
 from airflow_provider_anthropix.workflow.ledger import CreateFailed, RecoverySettings
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+class _DryRunDone(Exception):
+    """Raised through the runner by a dry run once the estimate is made; carries the task's return value."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__("dry run")
+        self.summary = summary
+
 
 #: The working folder's name under the destination when ``work_prefix`` is not given.
 WORK_FOLDER = "_anthropix_job"
@@ -99,6 +112,12 @@ class BatchJobOperator(BaseOperator):
     :param destination_conn_id: connection of the destination's (and working folder's) store.
     :param price_table: per-model prices for the manifest's cost.
     :param lost_response_checks: looks for the batch of a create whose answer was lost (0: never adopt).
+    :param max_cost_usd: budget in US dollars at batch price for the whole first round (templated); checked
+        once, after the split and before the first create: over it, the task fails without retries.
+    :param budget_basis: ``worst_case`` or ``expected`` (see :class:`CreateBatchOperator`).
+    :param dry_run: split, validate, check models and estimate; send nothing; return the estimate.
+    :param estimate_sample_size: requests per model whose tokens are counted exactly.
+    :param check_models: check model names against the API's model list first.
     """
 
     template_fields: Sequence[str] = (
@@ -109,6 +128,7 @@ class BatchJobOperator(BaseOperator):
         "anthropix_conn_id",
         "requests_path_conn_id",
         "destination_conn_id",
+        "max_cost_usd",
     )
     template_fields_renderers = {"default_params": "json"}
     ui_color = "#e3c9b3"
@@ -139,9 +159,22 @@ class BatchJobOperator(BaseOperator):
         destination_conn_id: str | None = None,
         price_table: PriceTable | None = None,
         lost_response_checks: int = 3,
+        max_cost_usd: float | str | None = None,
+        budget_basis: str = "worst_case",
+        dry_run: bool = False,
+        estimate_sample_size: int = DEFAULT_SAMPLE_SIZE,
+        check_models: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost_options = CostOptions(
+            budget_basis=budget_basis,
+            dry_run=dry_run,
+            sample_size=estimate_sample_size,
+            check_models=check_models,
+            price_table=price_table,
+        )
+        self.max_cost_usd = max_cost_usd
         check_batch_limits(max_requests_per_batch, max_bytes_per_batch)
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         # Options are checked while the DAG is parsed, not hours later.
@@ -198,7 +231,12 @@ class BatchJobOperator(BaseOperator):
     def _advance(self, context: Context) -> dict[str, Any]:
         runner = self._runner(context)
         while True:
-            step = self._step(runner)
+            try:
+                step = self._step(runner)
+            except _DryRunDone as done:
+                return done.summary
+            if isinstance(step, Done) and runner.state is not None and runner.state.estimate:
+                _push(context, runner.state.estimate)
             if isinstance(step, Done):
                 return step.summary
             if self.deferrable:
@@ -318,7 +356,54 @@ class BatchJobOperator(BaseOperator):
             should_stop=lambda: self._kill_requested,
         )
         self.log.info("Job working folder: %s", workspace.uri)
-        return JobRunner(self.hook, workspace, settings, identity=identity, log=self.log)
+
+        def before_first_create(state: JobState) -> dict[str, Any] | None:
+            return self._estimate(context, workspace, state, destination)
+
+        return JobRunner(
+            self.hook, workspace, settings, identity=identity, log=self.log, before_first_create=before_first_create
+        )
+
+    def _estimate(
+        self, context: Context, workspace: Any, state: JobState, destination: ObjectStoragePath
+    ) -> dict[str, Any] | None:
+        """Planned, nothing sent: model check, estimate, budget gate (and the end of a dry run)."""
+        from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
+        from airflow_provider_anthropix.workflow.cost import shared_prefix
+
+        tally = self.cost_options.tally()
+        prefix = shared_prefix(self.default_params)
+        shards = [(s.name, lambda name=s.name: workspace.open_read(name)) for s in state.rounds[0].shards]
+        tally_shards(shards, tally, prefix=prefix_bytes(prefix.keys if prefix else (), self.default_params))
+        estimate = run_estimate(
+            self.hook,
+            self.cost_options,
+            tally,
+            max_cost_usd=self.max_cost_usd,
+            default_params=self.default_params,
+            learn_from=destination,
+            log=self.log,
+            conn_id=self.anthropix_conn_id,
+        )
+        figures = estimate.to_dict() if estimate is not None else None
+        if self.cost_options.dry_run:
+            if figures is not None:
+                _push(context, figures)
+            self.log.info(
+                "dry_run: %s requests in %d batch(es) planned and estimated; nothing was sent",
+                f"{state.total_requests:,}",
+                len(state.rounds[0].shards),
+            )
+            raise _DryRunDone(
+                {
+                    "dry_run": True,
+                    "requests": state.total_requests,
+                    "batches": len(state.rounds[0].shards),
+                    "work_prefix": workspace.uri,
+                    "estimate": figures,
+                }
+            )
+        return figures
 
     def on_kill(self) -> None:
         """Stop an export at its next chunk (nothing is published); batches in flight are left running."""

@@ -96,6 +96,8 @@ class JobState(msgspec.Struct, kw_only=True):
     deadline: str
     rounds: list[RoundState]
     exports: int = 0
+    #: The cost estimate made before the first create (None: not made, or made by no hook).
+    estimate: dict[str, Any] | None = None
 
     def all_shards(self) -> Iterator[tuple[RoundState, ShardState]]:
         for round_ in self.rounds:
@@ -300,6 +302,9 @@ class JobRunner:
     :param storage: the job's files.
     :param settings: options.
     :param identity: who owns the job (dag, task, run, map index), recorded and checked.
+    :param before_first_create: called with the planned state while no batch exists yet (the cost
+        estimate and budget gate); may raise to stop the job; what it returns is kept in the
+        journal (``estimate``) and the manifest. Called again on a resumed job until it returns.
     """
 
     def __init__(
@@ -312,7 +317,9 @@ class JobRunner:
         log: logging.Logger | Any = None,
         now: Callable[[], pendulum.DateTime] = lambda: pendulum.now("UTC"),
         sleep: Callable[[float], None] = time.sleep,
+        before_first_create: Callable[[JobState], dict[str, Any] | None] | None = None,
     ) -> None:
+        self.before_first_create = before_first_create
         self.calls = calls
         self.storage = storage
         self.settings = settings
@@ -375,6 +382,9 @@ class JobRunner:
     def advance(self) -> Wait | Done:
         """Move the job as far as it goes without waiting."""
         state = self.state = self._load_or_plan()
+        if self.before_first_create is not None and state.estimate is None and not self._anything_sent(state):
+            state.estimate = self.before_first_create(state) or {}
+            self._save()
         while True:
             current = state.rounds[-1]
             if not current.closed:
@@ -385,6 +395,10 @@ class JobRunner:
                 self._close_round(current, state)
                 continue
             return Done(self._export(state))
+
+    @staticmethod
+    def _anything_sent(state: JobState) -> bool:
+        return any(shard.batch_id or shard.attempt for _, shard in state.all_shards())
 
     def _deadline_passed(self, state: JobState) -> bool:
         deadline = pendulum.parse(state.deadline)
@@ -573,7 +587,8 @@ class JobRunner:
                 "batch_list": batches,
                 "final_counts": expected.to_dict(),
                 "not_retried_errors": _merge_counts(r.permanent_errors for r in state.rounds),
-            }
+            },
+            **({"estimate": state.estimate} if state.estimate else {}),
         }
 
     def _apply_outcome(self, expected: RequestCounts, state: JobState, summary: dict[str, Any]) -> None:

@@ -46,7 +46,7 @@ def req(custom_id: str, **params: Any) -> dict[str, Any]:
     return {"custom_id": custom_id, "params": body}
 
 
-DEFAULTS = {"model": "claude-test", "max_tokens": 32}
+DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 32}
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -253,7 +253,7 @@ def test_wrong_key_fails_without_retries_and_without_the_key(
     assert "401" in str(info.value)
     assert "Check the API key" in str(info.value)
     assert "sk-very-secret-wrong" not in str(info.value)
-    assert emulator.stats()["rejected"]["create"] == 1
+    assert emulator.stats()["rejected"] == {"models": 1}  # the model check is the first call; no create
 
 
 def test_cancel_on_kill(emulator: EmulatorHandle, anthropix_conn_env: str) -> None:

@@ -45,7 +45,9 @@ def test_a_wrong_port_says_not_sent_and_names_host_and_connection(monkeypatch: p
     with pytest.raises(AirflowException) as info:
         _run(monkeypatch, host, store)
     message = str(info.value)
-    assert message.startswith("The batch was not sent: create: could not connect to")
+    assert message.startswith(
+        "The batch was not sent: list_models: could not connect to"
+    )  # the model check comes first
     assert f"{host} (connection 'nightly_llm'): connection refused" in message
     assert "answer was lost" not in message and "listing batches" not in message
     assert STATE_ATTEMPT not in store.data  # nothing to look for on the next try

@@ -1,0 +1,133 @@
+"""The estimate, budget gate and model check as operators run them (shared by the create and the job).
+
+The logic is :mod:`airflow_provider_anthropix.workflow.cost`; this module only wires it to
+the hook, the price table and Airflow's exceptions: a budget or model problem fails the task
+without retries (a retry would fail the same way), an API outage during the estimate is an
+ordinary retryable failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_anthropix.api import AnthropixConnectionError, AnthropixError
+from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
+from airflow_provider_anthropix.io.pricing import PriceTable, UnknownModelPrice, model_price, validate_price_table
+from airflow_provider_anthropix.workflow.cost import (
+    BUDGET_BASES,
+    DEFAULT_SAMPLE_SIZE,
+    CostError,
+    CostEstimate,
+    CostTally,
+    SharedPrefix,
+    check_budget,
+    check_models,
+    estimate_cost,
+    parse_budget,
+    shared_prefix,
+)
+
+#: XCom key of the estimate (the create's return value stays the batch id).
+XCOM_KEY = "estimate"
+
+
+@dataclass(frozen=True)
+class CostOptions:
+    """The operator arguments of the estimate, checked when the DAG is parsed.
+
+    :param max_cost_usd: the budget (templated on the operator; parsed at run time).
+    :param budget_basis: ``worst_case`` (every max_tokens used, input at its bound, no cache hit) or ``expected``.
+    :param dry_run: validate and estimate, send nothing.
+    :param sample_size: requests counted exactly per model (token counting is free but rate limited).
+    :param check_models: check model names against the API's model list first.
+    :param price_table: per-model prices (``None``: the default table).
+    """
+
+    budget_basis: str = "worst_case"
+    dry_run: bool = False
+    sample_size: int = DEFAULT_SAMPLE_SIZE
+    check_models: bool = True
+    price_table: Mapping[str, Mapping[str, float]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget_basis not in BUDGET_BASES:
+            raise ValueError(f"budget_basis must be one of {', '.join(BUDGET_BASES)}; got {self.budget_basis!r}")
+        if self.sample_size < 1:
+            raise ValueError(f"estimate_sample_size must be 1 or more, got {self.sample_size}")
+        if self.price_table is not None:
+            object.__setattr__(self, "price_table", validate_price_table(self.price_table))
+
+    def tally(self) -> CostTally:
+        table: PriceTable | None = self.price_table
+        return CostTally(self.sample_size, prices=lambda model: model_price(model, table))
+
+
+def run_estimate(
+    hook: AnthropixHook,
+    options: CostOptions,
+    tally: CostTally,
+    *,
+    max_cost_usd: Any,
+    default_params: Mapping[str, Any] | None,
+    learn_from: ObjectStoragePath | None,
+    log: logging.Logger | Any,
+    conn_id: str,
+) -> CostEstimate | None:
+    """Model check, estimate, log, budget gate; returns the estimate (None: a model has no price and no budget is set)."""
+    try:
+        budget = parse_budget(max_cost_usd)
+    except CostError as exc:
+        raise AirflowFailException(str(exc)) from None
+    try:
+        models = sorted(tally.models)
+        if options.check_models and models:
+            check_models(models, hook.model_exists, hook.known_models)
+            log.info("Model(s) %s are known to the API", ", ".join(models))
+        prefix: SharedPrefix | None = shared_prefix(default_params)
+        ratios, source = learned_output_ratios(learn_from)
+        table = options.price_table
+        kwargs: dict[str, Any] = {"prefix": prefix, "output_ratios": ratios}
+        if source:
+            kwargs["output_ratio_source"] = source
+        try:
+            estimate = estimate_cost(tally, hook.count_tokens, lambda m: model_price(m, table), **kwargs)
+        except UnknownModelPrice as exc:
+            if budget is not None or options.dry_run:
+                raise AirflowFailException(f"{exc}; nothing was sent") from None
+            log.warning("No cost estimate: %s", exc)
+            return None
+        log.info("Cost estimate (%.2f s): %s", estimate.seconds, estimate.describe())
+        for note in estimate.notes:
+            log.warning("%s", note)
+        check_budget(estimate, budget, options.budget_basis)
+    except CostError as exc:
+        raise AirflowFailException(str(exc)) from None
+    except AnthropixConnectionError as exc:
+        if exc.maybe_sent:
+            raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
+        raise AirflowException(f"The batch was not sent: {exc}") from None
+    except AnthropixError as exc:
+        raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
+    if budget is not None:
+        log.info(
+            "Within budget: %s cost $%.4f <= max_cost_usd $%.4f",
+            options.budget_basis.replace("_", " "),
+            estimate.cost(options.budget_basis),
+            budget,
+        )
+    return estimate
+
+
+def push_estimate(context: Mapping[str, Any], figures: Mapping[str, Any]) -> None:
+    """Push the estimate under XCom key ``estimate`` (a context without a task instance, as in unit tests, skips it)."""
+    ti = context.get("ti")
+    if ti is not None:
+        ti.xcom_push(key=XCOM_KEY, value=dict(figures))
