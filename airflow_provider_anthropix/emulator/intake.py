@@ -88,6 +88,9 @@ _encode = msgspec.json.Encoder().encode
 MESSAGE_OVERHEAD_TOKENS = 4
 #: The shortest prefix the API caches (1,024 tokens; the docs say 2,048 for the smallest models).
 MIN_CACHE_TOKENS = 1024
+#: The smallest models need a longer prefix before the API caches it (api-notes: 2,048 tokens).
+MIN_CACHE_TOKENS_SMALL = 2048
+_SMALL_MODELS = ("claude-3-haiku", "claude-3-5-haiku", "claude-haiku")
 
 
 def _is_int(value: Any) -> bool:
@@ -275,7 +278,7 @@ def prompt_usage(params: Params) -> PromptUsage:
     if mark is None:
         return PromptUsage(total)
     prefix = _tokens(*mark)
-    if prefix < MIN_CACHE_TOKENS:
+    if prefix < (MIN_CACHE_TOKENS_SMALL if str(params.model).startswith(_SMALL_MODELS) else MIN_CACHE_TOKENS):
         return PromptUsage(total)
     return PromptUsage(total, prefix, _prefix_key(params.model, items[:mark_items]))
 

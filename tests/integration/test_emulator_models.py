@@ -18,8 +18,10 @@ from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.emulator.models import MODELS
 
 MODEL = "claude-haiku-4-5"
-#: ~1,500 tokens at the emulator's 4 characters a token: long enough to be cached
-LONG_SYSTEM = "You are a careful assistant who answers about rivers of the world. " * 90
+#: ~2,500 tokens at the emulator's 4 characters a token: long enough to be cached, even for Haiku (2,048)
+LONG_SYSTEM = "You are a careful assistant who answers about rivers of the world. " * 150
+#: ~1,500 tokens: cached for most models (1,024), not for the smallest (2,048)
+MEDIUM_SYSTEM = "You are a careful assistant who answers about rivers of the world. " * 90
 
 
 @pytest.fixture
@@ -153,6 +155,15 @@ def test_cache_is_written_once_then_read_in_a_batch(sdk: anthropic.Anthropic, em
     # Another batch starts with a cold cache.
     again = run_batch(sdk, emulator, params[:1])["p0"].message.usage
     assert again.cache_creation_input_tokens == prefix
+
+
+def test_the_smallest_models_need_a_longer_prefix(sdk: anthropic.Anthropic, emulator: EmulatorHandle) -> None:
+    def usage_of(model: str) -> Any:
+        params = {"model": model, "system": cached_system(MEDIUM_SYSTEM), "messages": [{"role": "user", "content": "Q"}]}
+        return run_batch(sdk, emulator, [params])["p0"].message.usage
+
+    assert usage_of("claude-sonnet-4-5").cache_creation_input_tokens > 0
+    assert usage_of("claude-haiku-4-5").cache_creation_input_tokens == 0
 
 
 def test_cache_breakpoint_in_a_message_block(sdk: anthropic.Anthropic, emulator: EmulatorHandle) -> None:
