@@ -542,6 +542,13 @@ class Deployment:
         data: dict[str, Any] = response.json()
         return data
 
+    def emu_attempts(self, custom_id: str) -> int:
+        """How many batches of the emulator carried ``custom_id``."""
+        response = requests.get(f"{self.emulator_url}/_emulator/attempts", params={"custom_id": custom_id}, timeout=10)
+        response.raise_for_status()
+        data = response.json()
+        return int(data.get("attempts", data) if isinstance(data, dict) else data)
+
     def emu_fault(self, **fault: Any) -> None:
         response = requests.post(f"{self.emulator_url}/_emulator/faults", json=fault, timeout=10)
         if response.status_code != 200:

@@ -92,13 +92,14 @@ with DAG(
 ) as dag:
 
     @task
-    def build_requests(run_folder: str, count: str) -> str:
+    def build_requests(run_folder: str, count: str, crash: str) -> str:
+        # The crash in the ids: the emulator counts sends per custom_id, and scenarios must not share ids.
         target = ObjectStoragePath(run_folder) / "requests.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as out:
             for i in range(int(count)):
                 request = {
-                    "custom_id": f"jobchaos-{i:05d}",
+                    "custom_id": f"jobchaos-{crash or 'none'}-{i:05d}",
                     "params": {"messages": [{"role": "user", "content": f"Say something about item {i}."}]},
                 }
                 out.write(json.dumps(request).encode() + b"\n")
@@ -106,7 +107,7 @@ with DAG(
 
     ChaosBatchJobOperator(
         task_id="job",
-        requests_path=build_requests(RUN_FOLDER, "{{ params.requests }}"),
+        requests_path=build_requests(RUN_FOLDER, "{{ params.requests }}", "{{ params.crash }}"),
         destination=RUN_FOLDER + "/results",
         default_params={"model": "claude-haiku-4-5", "max_tokens": 100},
         max_requests_per_batch=100,  # equal shards: recovery must still tell them apart
