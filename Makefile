@@ -60,6 +60,8 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_export.py
 	$(VENV)/bin/python benchmarks/bench_create.py
 	$(VENV)/bin/python benchmarks/bench_trigger_fanin.py
+	$(VENV)/bin/python benchmarks/bench_in_task.py
+	$(VENV)/bin/python benchmarks/bench_job.py
 
 bench-load: venv
 	$(VENV)/bin/python benchmarks/bench_load_faults.py
