@@ -29,21 +29,15 @@ from airflow_provider_anthropix.api import (
     BatchValidationError,
     NotFoundError,
 )
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-from airflow_provider_anthropix.io.publish import (
-    DestinationError,
-    check_destination_writable,
-    destination_uri,
-    resolve_destination,
-)
-from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
-from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger, RecoverySettings
-from airflow_provider_anthropix.workflow.store import ForgivingStore
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+    from airflow_provider_anthropix.io.requests_file import SpooledBatch
+    from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger
+    from airflow_provider_anthropix.workflow.store import ForgivingStore
 
 #: Task state store keys (renaming them breaks retries of tasks in flight during an upgrade).
 STATE_BATCH_ID = "anthropix_batch_id"
@@ -114,7 +108,7 @@ class CreateBatchOperator(BaseOperator):
         requests: Any = None,
         requests_path: str | ObjectStoragePath | None = None,
         default_params: dict[str, Any] | None = None,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         requests_path_conn_id: str | None = None,
         cancel_on_kill: bool = False,
         max_problems_shown: int = 10,
@@ -144,11 +138,16 @@ class CreateBatchOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- execute ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
+        from airflow_provider_anthropix.workflow.ledger import CreateFailed
+        from airflow_provider_anthropix.workflow.store import ForgivingStore
+
         store = ForgivingStore(context.get("task_state_store"), self.log)
         if not store.available:
             _warn_no_state_store(self.log)
@@ -172,6 +171,8 @@ class CreateBatchOperator(BaseOperator):
             spooled.discard()
 
     def _reuse_recorded_batch(self, store: ForgivingStore) -> str | None:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         recorded = store.get(STATE_BATCH_ID)
         if not recorded:
             return None
@@ -202,6 +203,13 @@ class CreateBatchOperator(BaseOperator):
 
     def _check_results_destination(self) -> None:
         """Fail without retries, before anything is sent, when the results could not be stored."""
+        from airflow_provider_anthropix.io.publish import (
+            DestinationError,
+            check_destination_writable,
+            destination_uri,
+            resolve_destination,
+        )
+
         if self.results_destination is None:
             return
         try:
@@ -212,6 +220,9 @@ class CreateBatchOperator(BaseOperator):
         self.log.info("results_destination %s is writable", destination_uri(path))
 
     def _spool(self) -> SpooledBatch:
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+        from airflow_provider_anthropix.io.requests_file import iter_jsonl, spool_batch
+
         try:
             api_version = self.hook.config.anthropic_version
         except ConnectionSettingsError as exc:
@@ -292,6 +303,9 @@ class CreateBatchOperator(BaseOperator):
         return list(value)
 
     def _ledger(self, store: ForgivingStore) -> CreateLedger:
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+        from airflow_provider_anthropix.workflow.ledger import CreateLedger, RecoverySettings
+
         try:
             config = self.hook.config
         except ConnectionSettingsError as exc:
@@ -314,6 +328,8 @@ class CreateBatchOperator(BaseOperator):
         )
 
     def _create(self, ledger: CreateLedger, spooled: SpooledBatch) -> str:
+        from airflow_provider_anthropix.workflow.ledger import CreateFailed
+
         started = time.monotonic()
         try:
             created = ledger.create(spooled.body())
@@ -335,6 +351,8 @@ class CreateBatchOperator(BaseOperator):
 
     def _airflow_failure(self, exc: CreateFailed) -> AirflowException:
         """A create that failed: retryable unless a retry cannot help; API errors get the shared hints."""
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         if exc.cause is not None and not exc.retryable:
             return airflow_error(exc.cause, doing="creating the batch", conn_id=self.anthropix_conn_id)
         return (AirflowException if exc.retryable else AirflowFailException)(str(exc))

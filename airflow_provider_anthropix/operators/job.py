@@ -25,29 +25,15 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_anthropix.api import AnthropixError, BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-from airflow_provider_anthropix.io.checks import ResultsMismatchError
-from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions
-from airflow_provider_anthropix.io.pricing import PriceTable
-from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
-from airflow_provider_anthropix.io.shards import InputError
-from airflow_provider_anthropix.io.summary import ResultsFormatError
-from airflow_provider_anthropix.operators.paths import storage_path
-from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
-from airflow_provider_anthropix.workflow.job import (
-    RETRYABLE_ERROR_TYPES,
-    Done,
-    JobError,
-    JobRunner,
-    JobSettings,
-    Wait,
-)
-from airflow_provider_anthropix.workflow.ledger import CreateFailed, RecoverySettings
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+    from airflow_provider_anthropix.io.pricing import PriceTable
+    from airflow_provider_anthropix.workflow.job import Done, JobRunner, Wait
 
 #: The working folder's name under the destination when ``work_prefix`` is not given.
 WORK_FOLDER = "_anthropix_job"
@@ -134,13 +120,16 @@ class BatchJobOperator(BaseOperator):
         deferrable: bool = True,
         work_prefix: str | None = None,
         keep_work_files: bool = False,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         requests_path_conn_id: str | None = None,
         destination_conn_id: str | None = None,
         price_table: PriceTable | None = None,
         lost_response_checks: int = 3,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_anthropix.io.export import ExportOptions
+        from airflow_provider_anthropix.workflow.job import JobSettings
+
         super().__init__(**kwargs)
         if not 1 <= max_requests_per_batch <= MAX_REQUESTS:
             raise ValueError(f"max_requests_per_batch must be 1 to {MAX_REQUESTS:,}, got {max_requests_per_batch}")
@@ -180,6 +169,8 @@ class BatchJobOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- entry points -----------------------------------------------------------------------
@@ -188,6 +179,8 @@ class BatchJobOperator(BaseOperator):
         return self._advance(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
+
         try:
             status, _, message = parse_batches_event(event)
         except EventError as exc:
@@ -199,6 +192,8 @@ class BatchJobOperator(BaseOperator):
         return self._advance(context)
 
     def _advance(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.workflow.job import Done
+
         runner = self._runner(context)
         while True:
             step = self._step(runner)
@@ -209,6 +204,16 @@ class BatchJobOperator(BaseOperator):
             self._poll_until_something_ends(step)
 
     def _step(self, runner: JobRunner) -> Wait | Done:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+        from airflow_provider_anthropix.io.checks import ResultsMismatchError
+        from airflow_provider_anthropix.io.export import ExportInterrupted
+        from airflow_provider_anthropix.io.publish import DestinationError
+        from airflow_provider_anthropix.io.shards import InputError
+        from airflow_provider_anthropix.io.summary import ResultsFormatError
+        from airflow_provider_anthropix.workflow.job import JobError
+        from airflow_provider_anthropix.workflow.ledger import CreateFailed
+
         try:
             return runner.advance()
         except JobError as exc:
@@ -273,13 +278,20 @@ class BatchJobOperator(BaseOperator):
         }
 
     def _work_root(self, destination: ObjectStoragePath, identity: Mapping[str, str]) -> ObjectStoragePath:
+        from airflow_provider_anthropix.operators.paths import storage_path
+
         if self.work_prefix:
             return storage_path(self.work_prefix, self.destination_conn_id, "work_prefix")
         key = hashlib.sha256("\x1f".join(identity[k] for k in sorted(identity)).encode()).hexdigest()[:16]
         return destination / WORK_FOLDER / key
 
     def _runner(self, context: Context) -> JobRunner:
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.job_files import JobWorkspace
+        from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
+        from airflow_provider_anthropix.operators.paths import storage_path
+        from airflow_provider_anthropix.workflow.job import JobRunner
+        from airflow_provider_anthropix.workflow.ledger import RecoverySettings
 
         self._kill_requested = False
         try:
