@@ -9,7 +9,7 @@ LOCK := requirements/lock-airflow-3.3.txt
 LOCK32 := requirements/lock-airflow-3.2.txt
 PYTEST_ARGS ?=
 
-.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo e2e chaos bench bench-load lock clean
+.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo e2e chaos bench bench-load lock clean dist wheel-check
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,18 @@ bench: venv
 bench-load: venv
 	$(VENV)/bin/python benchmarks/bench_load_faults.py
 
+# The release artifacts: sdist and wheel in dist/ (hatchling, pinned by the lock file as build
+# constraints), checked by twine the way PyPI would render and accept them.
+dist: venv
+	rm -rf dist
+	$(VENV)/bin/uv build -q --build-constraint $(LOCK) --out-dir dist
+	$(VENV)/bin/twine check --strict dist/*
+
+# The wheel installed (not editable) into a fresh venv with the lock as constraints:
+# providers list, the emulator and the nightly DAG, from the artifact alone.
+wheel-check: dist
+	bash scripts/wheel_check.sh
+
 # Regenerate the lock files (needs the package index; not part of test or demo).
 lock:
 	uv pip compile pyproject.toml --extra test --extra parquet -c requirements/airflow-3.3.in \
@@ -74,4 +86,4 @@ lock:
 		-o $(LOCK32) --python-version 3.11
 
 clean:
-	rm -rf $(VENV) $(VENV32) out .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV32) out .demo .pytest_cache .mypy_cache .ruff_cache dist

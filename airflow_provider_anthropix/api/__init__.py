@@ -1,42 +1,108 @@
 """The wire protocol of the Message Batches API: models, errors, retries, sync and async clients.
 
 Nothing in this package imports Airflow, so it can be used (and tested) on its own.
+
+Names are imported on first use, not with the package: a DAG file that imports an operator
+must not pay for the HTTP clients (``requests``, ``httpx``) while the dag-processor parses it.
 """
 
 from __future__ import annotations
 
-from airflow_provider_anthropix.api.async_client import AsyncClient, shared_async_client
-from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.errors import (
-    AnthropixAPIError,
-    AnthropixConnectionError,
-    AnthropixError,
-    AnthropixTimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    BatchValidationError,
-    ConflictError,
-    InternalServerError,
-    NotFoundError,
-    OverloadedError,
-    PermissionDeniedError,
-    RateLimitError,
-    RequestTooLargeError,
-    ResultsHostError,
-    ValidationProblem,
-)
-from airflow_provider_anthropix.api.models import (
-    BatchPage,
-    DeletedMessageBatch,
-    EncodedBody,
-    MessageBatch,
-    ModelInfo,
-    ModelPage,
-    RequestCounts,
-)
-from airflow_provider_anthropix.api.resume import ResultsChangedError
-from airflow_provider_anthropix.api.retry import RetryPolicy
-from airflow_provider_anthropix.api.sync_client import SyncClient
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.api.async_client import (
+        AsyncClient,
+        shared_async_client,
+    )
+    from airflow_provider_anthropix.api.config import (
+        ClientConfig,
+    )
+    from airflow_provider_anthropix.api.errors import (
+        AnthropixAPIError,
+        AnthropixConnectionError,
+        AnthropixError,
+        AnthropixTimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        BatchValidationError,
+        ConflictError,
+        InternalServerError,
+        NotFoundError,
+        OverloadedError,
+        PermissionDeniedError,
+        RateLimitError,
+        RequestTooLargeError,
+        ResultsHostError,
+        ValidationProblem,
+    )
+    from airflow_provider_anthropix.api.models import (
+        BatchPage,
+        DeletedMessageBatch,
+        EncodedBody,
+        MessageBatch,
+        ModelInfo,
+        ModelPage,
+        RequestCounts,
+    )
+    from airflow_provider_anthropix.api.resume import (
+        ResultsChangedError,
+    )
+    from airflow_provider_anthropix.api.retry import (
+        RetryPolicy,
+    )
+    from airflow_provider_anthropix.api.sync_client import (
+        SyncClient,
+    )
+
+#: Public name -> the module that defines it, imported on first access.
+_LAZY: dict[str, str] = {
+    "AnthropixAPIError": "airflow_provider_anthropix.api.errors",
+    "AnthropixConnectionError": "airflow_provider_anthropix.api.errors",
+    "AnthropixError": "airflow_provider_anthropix.api.errors",
+    "AnthropixTimeoutError": "airflow_provider_anthropix.api.errors",
+    "AsyncClient": "airflow_provider_anthropix.api.async_client",
+    "AuthenticationError": "airflow_provider_anthropix.api.errors",
+    "BadRequestError": "airflow_provider_anthropix.api.errors",
+    "BatchPage": "airflow_provider_anthropix.api.models",
+    "BatchValidationError": "airflow_provider_anthropix.api.errors",
+    "ClientConfig": "airflow_provider_anthropix.api.config",
+    "ConflictError": "airflow_provider_anthropix.api.errors",
+    "DeletedMessageBatch": "airflow_provider_anthropix.api.models",
+    "EncodedBody": "airflow_provider_anthropix.api.models",
+    "InternalServerError": "airflow_provider_anthropix.api.errors",
+    "MessageBatch": "airflow_provider_anthropix.api.models",
+    "ModelInfo": "airflow_provider_anthropix.api.models",
+    "ModelPage": "airflow_provider_anthropix.api.models",
+    "NotFoundError": "airflow_provider_anthropix.api.errors",
+    "OverloadedError": "airflow_provider_anthropix.api.errors",
+    "PermissionDeniedError": "airflow_provider_anthropix.api.errors",
+    "RateLimitError": "airflow_provider_anthropix.api.errors",
+    "RequestCounts": "airflow_provider_anthropix.api.models",
+    "RequestTooLargeError": "airflow_provider_anthropix.api.errors",
+    "ResultsChangedError": "airflow_provider_anthropix.api.resume",
+    "ResultsHostError": "airflow_provider_anthropix.api.errors",
+    "RetryPolicy": "airflow_provider_anthropix.api.retry",
+    "SyncClient": "airflow_provider_anthropix.api.sync_client",
+    "ValidationProblem": "airflow_provider_anthropix.api.errors",
+    "shared_async_client": "airflow_provider_anthropix.api.async_client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the defining module of ``name`` on first use (PEP 562) and cache the value here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AnthropixAPIError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import BaseHook
@@ -14,7 +14,6 @@ from airflow_provider_anthropix.api import (
     AnthropixAPIError,
     AnthropixConnectionError,
     AnthropixError,
-    AsyncClient,
     AuthenticationError,
     BadRequestError,
     BatchPage,
@@ -25,11 +24,16 @@ from airflow_provider_anthropix.api import (
     ModelInfo,
     NotFoundError,
     PermissionDeniedError,
-    SyncClient,
-    shared_async_client,
 )
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.hooks.config_cache import AsyncConfigCache
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError, config_from_connection
+
+if TYPE_CHECKING:
+    # The clients pull in requests / httpx: imported when a task or trigger first calls the
+    # API, never when a DAG file that names an operator is parsed.
+    from airflow_provider_anthropix.api.async_client import AsyncClient
+    from airflow_provider_anthropix.api.sync_client import SyncClient
 
 _config_cache = AsyncConfigCache()
 
@@ -54,7 +58,7 @@ class AnthropixHook(BaseHook):
     """
 
     conn_name_attr = "anthropix_conn_id"
-    default_conn_name = "anthropix_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "anthropix"
     hook_name = "Anthropix"
 
@@ -74,6 +78,8 @@ class AnthropixHook(BaseHook):
 
     @cached_property
     def client(self) -> SyncClient:
+        from airflow_provider_anthropix.api.sync_client import SyncClient
+
         return SyncClient(self.config)
 
     def get_conn(self) -> SyncClient:
@@ -92,6 +98,8 @@ class AnthropixHook(BaseHook):
         The connection is read at most once a minute per loop (see :class:`AsyncConfigCache`):
         thousands of triggers starting together must not each read the secret.
         """
+        from airflow_provider_anthropix.api.async_client import shared_async_client
+
         return shared_async_client(await _config_cache.get(anthropix_conn_id, cls.aget_config))
 
     def close(self) -> None:

@@ -2,15 +2,72 @@
 
 No HTTP here: the functions take a stream of bytes (from the hook, or anything else)
 and an ``ObjectStoragePath``.
+
+Names are imported on first use, not with the package, so that importing one ``io`` module
+(from an operator, at DAG-parse time) does not load the whole export pipeline.
 """
 
 from __future__ import annotations
 
-from airflow_provider_anthropix.io.checks import ResultsMismatchError
-from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions, ExportResult, export_results
-from airflow_provider_anthropix.io.pricing import DEFAULT_PRICE_TABLE, estimate_cost
-from airflow_provider_anthropix.io.publish import MANIFEST_NAME, AtomicPublisher, DestinationError, read_manifest
-from airflow_provider_anthropix.io.summary import ResultsFormatError, Summariser
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.io.checks import (
+        ResultsMismatchError,
+    )
+    from airflow_provider_anthropix.io.export import (
+        ExportInterrupted,
+        ExportOptions,
+        ExportResult,
+        export_results,
+    )
+    from airflow_provider_anthropix.io.pricing import (
+        DEFAULT_PRICE_TABLE,
+        estimate_cost,
+    )
+    from airflow_provider_anthropix.io.publish import (
+        MANIFEST_NAME,
+        AtomicPublisher,
+        DestinationError,
+        read_manifest,
+    )
+    from airflow_provider_anthropix.io.summary import (
+        ResultsFormatError,
+        Summariser,
+    )
+
+#: Public name -> the module that defines it, imported on first access.
+_LAZY: dict[str, str] = {
+    "AtomicPublisher": "airflow_provider_anthropix.io.publish",
+    "DEFAULT_PRICE_TABLE": "airflow_provider_anthropix.io.pricing",
+    "DestinationError": "airflow_provider_anthropix.io.publish",
+    "ExportInterrupted": "airflow_provider_anthropix.io.export",
+    "ExportOptions": "airflow_provider_anthropix.io.export",
+    "ExportResult": "airflow_provider_anthropix.io.export",
+    "MANIFEST_NAME": "airflow_provider_anthropix.io.publish",
+    "ResultsFormatError": "airflow_provider_anthropix.io.summary",
+    "ResultsMismatchError": "airflow_provider_anthropix.io.checks",
+    "Summariser": "airflow_provider_anthropix.io.summary",
+    "estimate_cost": "airflow_provider_anthropix.io.pricing",
+    "export_results": "airflow_provider_anthropix.io.export",
+    "read_manifest": "airflow_provider_anthropix.io.publish",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the defining module of ``name`` on first use (PEP 562) and cache the value here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DEFAULT_PRICE_TABLE",

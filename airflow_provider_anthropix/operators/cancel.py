@@ -18,13 +18,12 @@ from airflow_provider_anthropix.api import (
     ConflictError,
     MessageBatch,
 )
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
-from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
 
 def describe_counts(batch: MessageBatch) -> str:
@@ -63,7 +62,7 @@ class CancelBatchOperator(BaseOperator):
         self,
         *,
         batch_id: str,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         wait_for_end: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
@@ -80,9 +79,14 @@ class CancelBatchOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger
+        from airflow_provider_anthropix.workflow.events import batch_summary
+
         batch = self._cancel()
         if batch.is_ended or not self.wait_for_end:
             return batch_summary(batch)
@@ -102,6 +106,8 @@ class CancelBatchOperator(BaseOperator):
         return batch_summary(self._wait(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
+
         try:
             status, batch, message = parse_batch_event(event)
         except EventError as exc:
@@ -112,6 +118,8 @@ class CancelBatchOperator(BaseOperator):
         raise AirflowException(message or f"waiting for canceled batch {self.batch_id} to end failed")
 
     def _cancel(self) -> MessageBatch:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         try:
             batch = self.hook.cancel_batch(self.batch_id)
         except (BadRequestError, ConflictError) as exc:
@@ -137,12 +145,16 @@ class CancelBatchOperator(BaseOperator):
         return batch
 
     def _get(self, batch_id: str) -> MessageBatch:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         try:
             return self.hook.get_batch(batch_id)
         except AnthropixError as exc:
             raise airflow_error(exc, doing=f"checking batch {batch_id}", conn_id=self.anthropix_conn_id) from None
 
     def _wait(self, batch: MessageBatch) -> MessageBatch:
+        from airflow_provider_anthropix.triggers.batch import describe_progress
+
         deadline = time.monotonic() + self.wait_timeout
         while not batch.is_ended:
             if time.monotonic() > deadline:

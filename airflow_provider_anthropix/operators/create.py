@@ -29,24 +29,18 @@ from airflow_provider_anthropix.api import (
     BatchValidationError,
     NotFoundError,
 )
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-from airflow_provider_anthropix.io.publish import (
-    DestinationError,
-    check_destination_writable,
-    destination_uri,
-    resolve_destination,
-)
-from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
-from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions, run_estimate
-from airflow_provider_anthropix.operators.estimate import push_estimate as _push
-from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE, CostTally, shared_prefix
-from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger, RecoverySettings
-from airflow_provider_anthropix.workflow.store import ForgivingStore
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions
+from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+    from airflow_provider_anthropix.io.requests_file import SpooledBatch
+    from airflow_provider_anthropix.workflow.cost import CostTally
+    from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger
+    from airflow_provider_anthropix.workflow.store import ForgivingStore
 
 #: Task state store keys (renaming them breaks retries of tasks in flight during an upgrade).
 STATE_BATCH_ID = "anthropix_batch_id"
@@ -129,7 +123,7 @@ class CreateBatchOperator(BaseOperator):
         requests: Any = None,
         requests_path: str | ObjectStoragePath | None = None,
         default_params: dict[str, Any] | None = None,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         requests_path_conn_id: str | None = None,
         cancel_on_kill: bool = False,
         max_problems_shown: int = 10,
@@ -173,11 +167,16 @@ class CreateBatchOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- execute ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
+        from airflow_provider_anthropix.workflow.ledger import CreateFailed
+        from airflow_provider_anthropix.workflow.store import ForgivingStore
+
         store = ForgivingStore(context.get("task_state_store"), self.log)
         if not store.available:
             _warn_no_state_store(self.log)
@@ -204,6 +203,9 @@ class CreateBatchOperator(BaseOperator):
 
     def _estimate(self, context: Context, tally: CostTally) -> None:
         """Model check, estimate (logged, XCom ``estimate``), budget gate, dry run: all before anything is sent."""
+        from airflow_provider_anthropix.io.publish import resolve_destination
+        from airflow_provider_anthropix.operators.estimate import push_estimate, run_estimate
+
         destination = None
         if self.results_destination is not None:
             destination = resolve_destination(self.results_destination, self.results_destination_conn_id)
@@ -218,7 +220,7 @@ class CreateBatchOperator(BaseOperator):
             conn_id=self.anthropix_conn_id,
         )
         if estimate is not None:
-            _push(context, estimate.to_dict())
+            push_estimate(context, estimate.to_dict())
         if self.cost_options.dry_run:
             raise AirflowSkipException(
                 f"dry_run: {tally.requests:,} requests validated and estimated; nothing was sent "
@@ -226,6 +228,8 @@ class CreateBatchOperator(BaseOperator):
             )
 
     def _reuse_recorded_batch(self, store: ForgivingStore) -> str | None:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         recorded = store.get(STATE_BATCH_ID)
         if not recorded:
             return None
@@ -256,6 +260,13 @@ class CreateBatchOperator(BaseOperator):
 
     def _check_results_destination(self) -> None:
         """Fail without retries, before anything is sent, when the results could not be stored."""
+        from airflow_provider_anthropix.io.publish import (
+            DestinationError,
+            check_destination_writable,
+            destination_uri,
+            resolve_destination,
+        )
+
         if self.results_destination is None:
             return
         try:
@@ -266,6 +277,9 @@ class CreateBatchOperator(BaseOperator):
         self.log.info("results_destination %s is writable", destination_uri(path))
 
     def _spool(self, tally: CostTally) -> SpooledBatch:
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+        from airflow_provider_anthropix.io.requests_file import iter_jsonl, spool_batch
+
         try:
             api_version = self.hook.config.anthropic_version
         except ConnectionSettingsError as exc:
@@ -362,6 +376,9 @@ class CreateBatchOperator(BaseOperator):
         return list(value)
 
     def _ledger(self, store: ForgivingStore) -> CreateLedger:
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+        from airflow_provider_anthropix.workflow.ledger import CreateLedger, RecoverySettings
+
         try:
             config = self.hook.config
         except ConnectionSettingsError as exc:
@@ -384,6 +401,8 @@ class CreateBatchOperator(BaseOperator):
         )
 
     def _create(self, ledger: CreateLedger, spooled: SpooledBatch) -> str:
+        from airflow_provider_anthropix.workflow.ledger import CreateFailed
+
         started = time.monotonic()
         try:
             created = ledger.create(spooled.body())
@@ -405,6 +424,8 @@ class CreateBatchOperator(BaseOperator):
 
     def _airflow_failure(self, exc: CreateFailed) -> AirflowException:
         """A create that failed: retryable unless a retry cannot help; API errors get the shared hints."""
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         if exc.cause is not None and not exc.retryable:
             return airflow_error(exc.cause, doing="creating the batch", conn_id=self.anthropix_conn_id)
         return (AirflowException if exc.retryable else AirflowFailException)(str(exc))
@@ -421,6 +442,8 @@ class CreateBatchOperator(BaseOperator):
 
 def _prefix_values(default_params: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """The default values a request keeps (the very same objects after the merge) when it shares the cached prefix."""
+    from airflow_provider_anthropix.workflow.cost import shared_prefix
+
     prefix = shared_prefix(default_params)
     if prefix is None or default_params is None:
         return []

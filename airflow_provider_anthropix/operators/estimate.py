@@ -11,29 +11,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.api import AnthropixConnectionError, AnthropixError
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
-from airflow_provider_anthropix.io.pricing import PriceTable, UnknownModelPrice, model_price, validate_price_table
-from airflow_provider_anthropix.workflow.cost import (
-    BUDGET_BASES,
-    DEFAULT_SAMPLE_SIZE,
-    CostError,
-    CostEstimate,
-    CostTally,
-    SharedPrefix,
-    check_budget,
-    check_models,
-    estimate_cost,
-    parse_budget,
-    shared_prefix,
-)
+from airflow_provider_anthropix.workflow.cost import BUDGET_BASES, DEFAULT_SAMPLE_SIZE, CostTally
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+    from airflow_provider_anthropix.io.pricing import PriceTable
+    from airflow_provider_anthropix.workflow.cost import CostEstimate, SharedPrefix
 
 #: XCom key of the estimate (the create's return value stays the batch id).
 XCOM_KEY = "estimate"
@@ -63,9 +52,13 @@ class CostOptions:
         if self.sample_size < 1:
             raise ValueError(f"estimate_sample_size must be 1 or more, got {self.sample_size}")
         if self.price_table is not None:
+            from airflow_provider_anthropix.io.pricing import validate_price_table
+
             object.__setattr__(self, "price_table", validate_price_table(self.price_table))
 
     def tally(self) -> CostTally:
+        from airflow_provider_anthropix.io.pricing import model_price
+
         table: PriceTable | None = self.price_table
         return CostTally(self.sample_size, prices=lambda model: model_price(model, table))
 
@@ -82,6 +75,19 @@ def run_estimate(
     conn_id: str,
 ) -> CostEstimate | None:
     """Model check, estimate, log, budget gate; returns the estimate (None: a model has no price and no budget is set)."""
+    from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
+    from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+    from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
+    from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
+    from airflow_provider_anthropix.workflow.cost import (
+        CostError,
+        check_budget,
+        check_models,
+        estimate_cost,
+        parse_budget,
+        shared_prefix,
+    )
+
     try:
         budget = parse_budget(max_cost_usd)
     except CostError as exc:

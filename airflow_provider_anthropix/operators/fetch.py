@@ -18,23 +18,13 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_anthropix.api import AnthropixError, MessageBatch, NotFoundError
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.io.checks import ResultsMismatchError
-from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions, export_results
-from airflow_provider_anthropix.io.pricing import PriceTable
-from airflow_provider_anthropix.io.publish import (
-    AtomicPublisher,
-    DestinationError,
-    destination_uri,
-    resolve_destination,
-)
-from airflow_provider_anthropix.io.shards import merged_results
-from airflow_provider_anthropix.io.summary import ResultsFormatError
-from airflow_provider_anthropix.workflow.outcome import check_max_errored_ratio, evaluate_outcome
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+    from airflow_provider_anthropix.io.pricing import PriceTable
 
 #: Bytes asked of the network per read: large reads keep per-chunk Python work negligible.
 RESULTS_CHUNK_BYTES = 1 << 20
@@ -46,6 +36,8 @@ def static_asset_uri(destination: str | ObjectStoragePath) -> str | None:
     Computed from the text alone (no filesystem or connection is touched while parsing);
     a ``conn_id@`` in the URI is left out, as it names credentials, not the data.
     """
+    from airflow_provider_anthropix.io.publish import destination_uri
+
     if isinstance(destination, ObjectStoragePath):
         return destination_uri(destination).rstrip("/")
     text = str(destination)
@@ -113,7 +105,7 @@ class FetchBatchResultsOperator(BaseOperator):
         format: str = "jsonl",
         compression: str | None = None,
         split_by_result_type: bool = False,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         price_table: PriceTable | None = None,
         on_mismatch: str = "fail",
         destination_conn_id: str | None = None,
@@ -124,6 +116,9 @@ class FetchBatchResultsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         # Bad options fail when the DAG is parsed, not hours later.
+        from airflow_provider_anthropix.io.export import ExportOptions
+        from airflow_provider_anthropix.workflow.outcome import check_max_errored_ratio
+
         ratio = check_max_errored_ratio(max_errored_ratio)
         self.export_options = ExportOptions(
             output_format=format,
@@ -155,6 +150,8 @@ class FetchBatchResultsOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- checks before any download ----------------------------------------------------------
@@ -186,6 +183,8 @@ class FetchBatchResultsOperator(BaseOperator):
         return ids
 
     def _ended_batch(self, batch_id: str) -> MessageBatch:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         try:
             batch = self.hook.get_batch(batch_id)
         except NotFoundError:
@@ -209,6 +208,8 @@ class FetchBatchResultsOperator(BaseOperator):
         return batch
 
     def _destination_path(self) -> ObjectStoragePath:
+        from airflow_provider_anthropix.io.publish import DestinationError, resolve_destination
+
         try:
             return resolve_destination(self.destination, self.destination_conn_id)
         except DestinationError as exc:
@@ -217,6 +218,13 @@ class FetchBatchResultsOperator(BaseOperator):
     # -- the task --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+        from airflow_provider_anthropix.io.checks import ResultsMismatchError
+        from airflow_provider_anthropix.io.export import ExportInterrupted, export_results
+        from airflow_provider_anthropix.io.publish import AtomicPublisher, DestinationError
+        from airflow_provider_anthropix.io.shards import merged_results
+        from airflow_provider_anthropix.io.summary import ResultsFormatError
+
         self._kill_requested = False
         batches = [self._ended_batch(batch_id) for batch_id in self._batch_ids()]
         destination = self._destination_path()
@@ -274,6 +282,8 @@ class FetchBatchResultsOperator(BaseOperator):
 
     def _gate(self, batch: MessageBatch, manifest: Mapping[str, Any], manifest_uri: str) -> None:
         """Land, then gate: the results are published; now apply the outcome policy to them."""
+        from airflow_provider_anthropix.workflow.outcome import evaluate_outcome
+
         if self.max_errored_ratio is None and not self.fail_on_canceled and not self.fail_on_expired:
             return
         outcome = evaluate_outcome(

@@ -25,33 +25,17 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_anthropix.api import AnthropixError, BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-from airflow_provider_anthropix.io.checks import ResultsMismatchError
-from airflow_provider_anthropix.io.export import ExportInterrupted, ExportOptions
-from airflow_provider_anthropix.io.pricing import PriceTable
-from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
-from airflow_provider_anthropix.io.shards import InputError
-from airflow_provider_anthropix.io.summary import ResultsFormatError
-from airflow_provider_anthropix.operators.estimate import CostOptions, run_estimate
-from airflow_provider_anthropix.operators.estimate import push_estimate as _push
-from airflow_provider_anthropix.operators.paths import storage_path
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.operators.estimate import CostOptions
 from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
-from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
-from airflow_provider_anthropix.workflow.job import (
-    RETRYABLE_ERROR_TYPES,
-    Done,
-    JobError,
-    JobRunner,
-    JobSettings,
-    JobState,
-    Wait,
-)
-from airflow_provider_anthropix.workflow.ledger import CreateFailed, RecoverySettings
+from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+    from airflow_provider_anthropix.io.pricing import PriceTable
+    from airflow_provider_anthropix.workflow.job import Done, JobRunner, JobState, Wait
 
 
 class _DryRunDone(Exception):
@@ -154,7 +138,7 @@ class BatchJobOperator(BaseOperator):
         deferrable: bool = True,
         work_prefix: str | None = None,
         keep_work_files: bool = False,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         requests_path_conn_id: str | None = None,
         destination_conn_id: str | None = None,
         price_table: PriceTable | None = None,
@@ -166,6 +150,9 @@ class BatchJobOperator(BaseOperator):
         check_models: bool = True,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_anthropix.io.export import ExportOptions
+        from airflow_provider_anthropix.workflow.job import JobSettings
+
         super().__init__(**kwargs)
         self.cost_options = CostOptions(
             budget_basis=budget_basis,
@@ -210,6 +197,8 @@ class BatchJobOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- entry points -----------------------------------------------------------------------
@@ -218,6 +207,8 @@ class BatchJobOperator(BaseOperator):
         return self._advance(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
+
         try:
             status, _, message = parse_batches_event(event)
         except EventError as exc:
@@ -229,6 +220,9 @@ class BatchJobOperator(BaseOperator):
         return self._advance(context)
 
     def _advance(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.operators.estimate import push_estimate
+        from airflow_provider_anthropix.workflow.job import Done
+
         runner = self._runner(context)
         while True:
             try:
@@ -236,7 +230,7 @@ class BatchJobOperator(BaseOperator):
             except _DryRunDone as done:
                 return done.summary
             if isinstance(step, Done) and runner.state is not None and runner.state.estimate:
-                _push(context, runner.state.estimate)
+                push_estimate(context, runner.state.estimate)
             if isinstance(step, Done):
                 return step.summary
             if self.deferrable:
@@ -244,6 +238,16 @@ class BatchJobOperator(BaseOperator):
             self._poll_until_something_ends(step)
 
     def _step(self, runner: JobRunner) -> Wait | Done:
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+        from airflow_provider_anthropix.io.checks import ResultsMismatchError
+        from airflow_provider_anthropix.io.export import ExportInterrupted
+        from airflow_provider_anthropix.io.publish import DestinationError
+        from airflow_provider_anthropix.io.shards import InputError
+        from airflow_provider_anthropix.io.summary import ResultsFormatError
+        from airflow_provider_anthropix.workflow.job import JobError
+        from airflow_provider_anthropix.workflow.ledger import CreateFailed
+
         try:
             return runner.advance()
         except JobError as exc:
@@ -308,13 +312,20 @@ class BatchJobOperator(BaseOperator):
         }
 
     def _work_root(self, destination: ObjectStoragePath, identity: Mapping[str, str]) -> ObjectStoragePath:
+        from airflow_provider_anthropix.operators.paths import storage_path
+
         if self.work_prefix:
             return storage_path(self.work_prefix, self.destination_conn_id, "work_prefix")
         key = hashlib.sha256("\x1f".join(identity[k] for k in sorted(identity)).encode()).hexdigest()[:16]
         return destination / WORK_FOLDER / key
 
     def _runner(self, context: Context) -> JobRunner:
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.job_files import JobWorkspace
+        from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
+        from airflow_provider_anthropix.operators.paths import storage_path
+        from airflow_provider_anthropix.workflow.job import JobRunner
+        from airflow_provider_anthropix.workflow.ledger import RecoverySettings
 
         self._kill_requested = False
         try:
@@ -369,6 +380,7 @@ class BatchJobOperator(BaseOperator):
     ) -> dict[str, Any] | None:
         """Planned, nothing sent: model check, estimate, budget gate (and the end of a dry run)."""
         from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
+        from airflow_provider_anthropix.operators.estimate import push_estimate, run_estimate
         from airflow_provider_anthropix.workflow.cost import shared_prefix
 
         tally = self.cost_options.tally()
@@ -388,7 +400,7 @@ class BatchJobOperator(BaseOperator):
         figures = estimate.to_dict() if estimate is not None else None
         if self.cost_options.dry_run:
             if figures is not None:
-                _push(context, figures)
+                push_estimate(context, figures)
             self.log.info(
                 "dry_run: %s requests in %d batch(es) planned and estimated; nothing was sent",
                 f"{state.total_requests:,}",

@@ -18,12 +18,12 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_anthropix.api import BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-from airflow_provider_anthropix.operators.paths import storage_path
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
 SHARD_PATTERN = "shard-*.jsonl"
 
@@ -43,6 +43,7 @@ class SplitRequestsOperator(BaseOperator):
     :param anthropix_conn_id: the connection whose ``anthropic_version`` sets the validation rules.
     :param requests_path_conn_id: connection of the input's store.
     :param destination_conn_id: connection of the destination's store.
+    :param max_problems_shown: how many validation problems the error lists before counting the rest.
     """
 
     template_fields: Sequence[str] = ("requests_path", "destination", "default_params")
@@ -57,7 +58,7 @@ class SplitRequestsOperator(BaseOperator):
         default_params: dict[str, Any] | None = None,
         max_requests_per_batch: int = MAX_REQUESTS,
         max_bytes_per_batch: int = MAX_BODY_BYTES,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         requests_path_conn_id: str | None = None,
         destination_conn_id: str | None = None,
         max_problems_shown: int = 10,
@@ -77,9 +78,12 @@ class SplitRequestsOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     def execute(self, context: Context) -> list[str]:
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.job_files import JobFiles
         from airflow_provider_anthropix.io.shards import (
             InputError,
@@ -89,6 +93,7 @@ class SplitRequestsOperator(BaseOperator):
             resolve_inputs,
             split_requests,
         )
+        from airflow_provider_anthropix.operators.paths import storage_path
 
         try:
             api_version = self.hook.config.anthropic_version

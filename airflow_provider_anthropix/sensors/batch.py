@@ -26,9 +26,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from airflow_provider_anthropix.api import AnthropixError, MessageBatch
 from airflow_provider_anthropix.api.retry import is_transient
-from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
 from airflow_provider_anthropix.workflow.outcome import Outcome, evaluate_outcome
 
@@ -36,6 +34,8 @@ __all__ = ["BatchEndedSensor", "Outcome", "batch_summary", "evaluate_outcome", "
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
 #: A batch cannot run longer than 24 h (it expires); an hour on top covers queueing and polling.
 DEFAULT_TIMEOUT = timedelta(hours=25)
@@ -74,7 +74,7 @@ class BatchEndedSensor(BaseSensorOperator):
         self,
         *,
         batch_id: str,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         timeout: timedelta | float = DEFAULT_TIMEOUT,
@@ -105,11 +105,15 @@ class BatchEndedSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> AnthropixHook:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- entry points -------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+
         if not self.deferrable:
             try:
                 return super().execute(context)
@@ -140,6 +144,8 @@ class BatchEndedSensor(BaseSensorOperator):
         return None  # not reached: defer() raises
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        from airflow_provider_anthropix.triggers.batch import describe_progress
+
         batch = self._get_batch()
         if batch is None:
             return False
@@ -161,6 +167,8 @@ class BatchEndedSensor(BaseSensorOperator):
 
     def _get_batch(self) -> MessageBatch | None:
         """The batch, or None after a transient failure (the next poll tries again)."""
+        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+
         try:
             return self.hook.get_batch(self.batch_id)
         except AnthropixError as exc:

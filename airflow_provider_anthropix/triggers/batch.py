@@ -25,7 +25,7 @@ from airflow_provider_anthropix.api import (
     MessageBatch,
 )
 from airflow_provider_anthropix.api.retry import is_transient
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 
 #: Longest wait between polls after failures (seconds).
 MAX_BACKOFF = 600.0
@@ -115,7 +115,7 @@ class BatchEndedTrigger(BaseTrigger):
     def __init__(
         self,
         batch_id: str,
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         deadline: str | None = None,
         jitter: float = 0.1,
@@ -153,6 +153,8 @@ class BatchEndedTrigger(BaseTrigger):
         return TriggerEvent({"status": status, "batch": payload, "message": message})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         try:
             deadline = deadline_epoch(self.deadline)
             client = await AnthropixHook.aget_async_client(self.anthropix_conn_id)

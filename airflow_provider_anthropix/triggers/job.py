@@ -18,7 +18,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_anthropix.api import AnthropixAPIError, AnthropixError, MessageBatch
 from airflow_provider_anthropix.api.retry import is_transient
-from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.triggers.batch import (
     _duration,
     deadline_epoch,
@@ -51,7 +51,7 @@ class BatchesEndedTrigger(BaseTrigger):
     def __init__(
         self,
         batch_ids: list[str],
-        anthropix_conn_id: str = AnthropixHook.default_conn_name,
+        anthropix_conn_id: str = DEFAULT_CONN_ID,
         wait_for: str = "all",
         poll_interval: float = 60.0,
         deadline: str | None = None,
@@ -99,6 +99,8 @@ class BatchesEndedTrigger(BaseTrigger):
         return TriggerEvent({"status": status, "ended": payload, "message": message})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+
         try:
             deadline = deadline_epoch(self.deadline)
             client = await AnthropixHook.aget_async_client(self.anthropix_conn_id)

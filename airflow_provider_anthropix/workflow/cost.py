@@ -32,8 +32,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgspec
-
 #: Requests whose tokens are counted exactly, per model; batches up to this size are counted whole.
 DEFAULT_SAMPLE_SIZE = 50
 #: Share of ``max_tokens`` an answer is expected to use when no earlier manifest says better.
@@ -440,6 +438,8 @@ class CostEstimate:
 
 def _params_of(payload: Any) -> Mapping[str, Any]:
     if isinstance(payload, (bytes, bytearray, memoryview)):
+        import msgspec  # only a sampled request needs decoding; DAG files import this module for its defaults
+
         decoded = msgspec.json.decode(bytes(payload))
         params: Mapping[str, Any] = decoded["params"]
         return params

@@ -42,9 +42,9 @@ import pendulum
 from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.models import RESULT_TYPES, EncodedBody, MessageBatch, RequestCounts
 from airflow_provider_anthropix.workflow.ledger import BatchCalls, CreateFailed, CreateLedger, RecoverySettings
+from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
 JOURNAL_VERSION = 1
-RETRYABLE_ERROR_TYPES = ("api_error", "overloaded_error")
 
 
 class JobError(Exception):

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from airflow_provider_anthropix.api.models import MessageBatch
 
+#: Error types of a result line that another attempt can fix (the API's own fault or load);
+#: the job sends those requests again in a retry round unless told otherwise.
+RETRYABLE_ERROR_TYPES = ("api_error", "overloaded_error")
+
 #: How many error types a message names before summing up the rest.
 MAX_TYPES_SHOWN = 10
 
