@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 import time
-from typing import Any, TextIO
+from collections.abc import Iterator
+from typing import Any, Protocol, TextIO
 
 from airflow_provider_anthropix.api.errors import AnthropixError
-from airflow_provider_anthropix.api.models import MessageBatch
+from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, MessageBatch
 from airflow_provider_anthropix.cli import render
 from airflow_provider_anthropix.cli.progress import Bar, counted
 
@@ -25,6 +26,18 @@ _QUIET = logging.getLogger("airflow_provider_anthropix.cli.export")
 _QUIET.setLevel(logging.WARNING)
 #: Bytes asked of the network per read, as the fetch operator does.
 RESULTS_CHUNK_BYTES = 1 << 20
+
+
+class BatchClient(Protocol):
+    """What the commands use; both :class:`SyncClient` and :class:`AnthropixHook` have it."""
+
+    def get_batch(self, batch_id: str) -> MessageBatch: ...
+    def list_batches(self, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> BatchPage: ...
+    def iter_batches(self, page_size: int = 100) -> Iterator[MessageBatch]: ...
+    def cancel_batch(self, batch_id: str) -> MessageBatch: ...
+    def delete_batch(self, batch_id: str) -> DeletedMessageBatch: ...
+    def iter_result_bytes(self, batch: MessageBatch | str, chunk_size: int = 1 << 16) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
 
 
 class UsageError(AnthropixError):
@@ -47,7 +60,7 @@ def _emit_json(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def batches_list(client: Any, args: argparse.Namespace, out: TextIO) -> int:
+def batches_list(client: BatchClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.all and args.limit is not None:
         raise UsageError("--all lists every batch; leave out --limit, or drop --all")
     found: list[MessageBatch] = []
@@ -75,7 +88,7 @@ def batches_list(client: Any, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def batches_show(client: Any, args: argparse.Namespace, out: TextIO) -> int:
+def batches_show(client: BatchClient, args: argparse.Namespace, out: TextIO) -> int:
     batch = client.get_batch(args.batch_id)
     if args.json:
         _emit_json(batch.to_dict(), out)
@@ -85,7 +98,7 @@ def batches_show(client: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def wait_until_ended(
-    client: Any, batch: MessageBatch, interval: float, timeout: float | None, err: TextIO
+    client: BatchClient, batch: MessageBatch, interval: float, timeout: float | None, err: TextIO
 ) -> MessageBatch:
     """Poll until the batch ends, drawing its progress on ``err``; raises :class:`WaitTimeout`."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -114,19 +127,19 @@ def _finished(batch: MessageBatch, args: argparse.Namespace, out: TextIO) -> int
     return 0
 
 
-def batches_wait(client: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def batches_wait(client: BatchClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     batch = wait_until_ended(client, client.get_batch(args.batch_id), args.interval, args.timeout, err)
     return _finished(batch, args, out)
 
 
-def batches_cancel(client: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def batches_cancel(client: BatchClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     batch = client.cancel_batch(args.batch_id)
     if args.wait:
         batch = wait_until_ended(client, batch, args.interval, None, err)
     return _finished(batch, args, out)
 
 
-def batches_delete(client: Any, args: argparse.Namespace, out: TextIO) -> int:
+def batches_delete(client: BatchClient, args: argparse.Namespace, out: TextIO) -> int:
     deleted = client.delete_batch(args.batch_id)
     if args.json:
         _emit_json({"id": deleted.id, "type": deleted.type}, out)
@@ -135,7 +148,7 @@ def batches_delete(client: Any, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _ended(client: Any, batch_id: str) -> MessageBatch:
+def _ended(client: BatchClient, batch_id: str) -> MessageBatch:
     batch = client.get_batch(batch_id)
     if not batch.is_ended:
         counts = batch.request_counts
@@ -148,7 +161,7 @@ def _ended(client: Any, batch_id: str) -> MessageBatch:
     return batch
 
 
-def batches_results(client: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def batches_results(client: BatchClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.output is None:
         extras = [flag for flag, on in (("--format parquet", args.format != "jsonl"), ("--split", args.split),
                   ("--compression", args.compression is not None), ("--json", args.json),
@@ -162,7 +175,7 @@ def batches_results(client: Any, args: argparse.Namespace, out: TextIO, err: Tex
     return _results_export(client, batch, args, out, err)
 
 
-def _results_to_stdout(client: Any, batch: MessageBatch, total: int, err: TextIO) -> int:
+def _results_to_stdout(client: BatchClient, batch: MessageBatch, total: int, err: TextIO) -> int:
     """The served bytes, untouched, to standard output (``> file`` or ``| jq``)."""
     sink = sys.stdout.buffer
     with Bar(batch.id, total, "results", stream=err, min_interval=2.0) as bar:
@@ -172,7 +185,9 @@ def _results_to_stdout(client: Any, batch: MessageBatch, total: int, err: TextIO
     return 0
 
 
-def _results_export(client: Any, batch: MessageBatch, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _results_export(
+    client: BatchClient, batch: MessageBatch, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     """The fetch operator's export: staged, checked against the counts, published with a manifest."""
     from airflow_provider_anthropix.io.checks import ResultsMismatchError
     from airflow_provider_anthropix.io.export import ExportOptions, export_results

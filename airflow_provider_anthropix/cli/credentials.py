@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_anthropix.api.errors import AnthropixError
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.cli.commands import BatchClient
 
 DEFAULT_CONN_ID = "anthropix_default"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -56,7 +59,7 @@ def not_in_db_hint(conn_id: str) -> str:
     )
 
 
-def open_client(conn_id: str | None, base_url: str | None, api_version: str | None) -> Any:
+def open_client(conn_id: str | None, base_url: str | None, api_version: str | None) -> BatchClient:
     """A ready client with ``get_batch``, ``list_batches``, ``cancel_batch``, ``delete_batch``, ``iter_result_bytes``.
 
     ``--base-url`` builds a :class:`SyncClient` without importing Airflow; ``--conn-id``

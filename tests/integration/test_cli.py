@@ -167,7 +167,10 @@ def test_results_to_stdout_are_the_served_bytes(
     batch_id = ended(emulator_http, emulator, 40)
     env = {**os.environ, "ANTHROPIC_API_KEY": emulator_api_key}
     proc = subprocess.run(
-        [ANTHROPIX, "batches", "results", batch_id, "--base-url", emulator.url], capture_output=True, env=env, timeout=60
+        [ANTHROPIX, "batches", "results", batch_id, "--base-url", emulator.url],
+        capture_output=True,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == _served(emulator_http, batch_id)
@@ -205,7 +208,9 @@ def test_results_export_relative_path_split_and_table(
     assert "succeeded.jsonl" in written and "errored.jsonl" in written and "_manifest.json" in written
 
 
-def test_results_parquet(emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str], tmp_path: Path) -> None:
+def test_results_parquet(
+    emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str], tmp_path: Path
+) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     batch_id = ended(emulator_http, emulator, 7)
     status, _, err = run("batches", "results", batch_id, "-o", f"file://{tmp_path}/pq", "--format", "parquet", *base)
@@ -218,7 +223,9 @@ def test_results_flags_that_need_output(emulator_http: httpx.Client, base: list[
     assert status == 2 and "need -o" in err
 
 
-def test_results_before_the_end_is_exit_7(emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str]) -> None:
+def test_results_before_the_end_is_exit_7(
+    emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str]
+) -> None:
     emulator.config.processing_seconds = 3600
     batch_id = create(emulator_http)
     status, _, err = run("batches", "results", batch_id, *base)
@@ -242,7 +249,9 @@ def test_results_cut_stream_publishes_nothing(
     assert not (tmp_path / "cut").exists() or not any((tmp_path / "cut").iterdir())
 
 
-def test_results_bad_destination_is_exit_8(emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str]) -> None:
+def test_results_bad_destination_is_exit_8(
+    emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str]
+) -> None:
     batch_id = ended(emulator_http, emulator, 1)
     status, _, err = run("batches", "results", batch_id, "-o", "nosuchscheme://bucket/x", *base)
     assert status == 8 and "nosuchscheme" in err
