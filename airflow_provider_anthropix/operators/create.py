@@ -39,6 +39,7 @@ from airflow_provider_anthropix.io.publish import (
     resolve_destination,
 )
 from airflow_provider_anthropix.io.requests_file import SpooledBatch, iter_jsonl, spool_batch
+from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger, RecoverySettings
 from airflow_provider_anthropix.workflow.store import ForgivingStore
 
@@ -107,6 +108,7 @@ class CreateBatchOperator(BaseOperator):
     )
     template_fields_renderers = {"requests": "json", "default_params": "json"}
     ui_color = "#e8d5c4"
+    operator_extra_links = (AnthropicConsoleLink(),)
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from airflow_provider_anthropix.io.publish import (
     resolve_destination,
 )
 from airflow_provider_anthropix.io.summary import ResultsFormatError
+from airflow_provider_anthropix.links import AnthropicConsoleLink, BatchResultsLink
 from airflow_provider_anthropix.workflow.outcome import check_max_errored_ratio, evaluate_outcome
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class FetchBatchResultsOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id")
     ui_color = "#e8d5c4"
+    operator_extra_links = (AnthropicConsoleLink(), BatchResultsLink())
 
     def __init__(
         self,

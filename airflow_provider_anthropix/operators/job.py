@@ -34,6 +34,7 @@ from airflow_provider_anthropix.io.pricing import PriceTable
 from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
 from airflow_provider_anthropix.io.shards import InputError
 from airflow_provider_anthropix.io.summary import ResultsFormatError
+from airflow_provider_anthropix.links import AnthropicConsoleBatchesLink, BatchResultsLink
 from airflow_provider_anthropix.operators.paths import storage_path
 from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
 from airflow_provider_anthropix.workflow.job import (
@@ -112,6 +113,7 @@ class BatchJobOperator(BaseOperator):
     )
     template_fields_renderers = {"default_params": "json"}
     ui_color = "#e3c9b3"
+    operator_extra_links = (AnthropicConsoleBatchesLink(), BatchResultsLink())
 
     def __init__(
         self,
