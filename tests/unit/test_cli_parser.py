@@ -47,9 +47,7 @@ print("HEAVY", heavy)
 
 @pytest.mark.parametrize("argv", [["--help"], ["batches", "list", "--limit", "zero"], ["batches", "--help"]])
 def test_help_and_usage_errors_import_nothing_heavy(argv: list[str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
 
 
