@@ -16,7 +16,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "operate.md"
 
 
 def test_docs_reference_matches_the_parser() -> None:
-    """Regenerate with: python -m airflow_provider_anthropix.cli.reference --write docs/operate.md"""
+    """Regenerate with ``python -m airflow_provider_anthropix.cli.reference --write docs/operate.md``."""
     text = DOCS.read_text()
     assert reference.splice(text) == text, (
         "docs/operate.md's CLI reference is stale: run "
