@@ -13,10 +13,11 @@ _BASE = """<!doctype html>
 <style>
  body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1f2328; }
  h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
- table { border-collapse: collapse; width: 100%; font-size: .9rem; }
- th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
+ table { border-collapse: collapse; width: 100%; font-size: .82rem; }
+ th, td { text-align: left; padding: .3rem .45rem; border-bottom: 1px solid #d0d7de; white-space: nowrap; }
+ td.wrap { white-space: normal; word-break: break-all; min-width: 8rem; }
  td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
- .bar { display: inline-block; width: 8rem; height: .7rem; background: #eaeef2; border-radius: .35rem;
+ .bar { display: inline-block; width: 5rem; height: .7rem; background: #eaeef2; border-radius: .35rem;
         vertical-align: middle; overflow: hidden; }
  .bar > span { display: block; height: 100%; background: #cc785c; }
  .status-ended { color: #1a7f37; } .status-in_progress { color: #9a6700; } .status-canceling { color: #cf222e; }
@@ -45,7 +46,7 @@ _LIST = """{% extends "base" %}{% from "progress" import progress %}{% block bod
 <table>
 <thead><tr><th>Batch</th><th>Status</th><th>Progress</th><th class="num">Done</th><th class="num">Succeeded</th>
 <th class="num">Errored</th><th class="num">Canceled</th><th class="num">Expired</th><th>Created</th><th>Ended</th>
-<th>Expires</th><th>DAG run / task</th><th class="num">Cost</th></tr></thead>
+<th>Expires</th><th>DAG / run / task</th><th class="num">Cost</th></tr></thead>
 <tbody>
 {% for b in s.batches %}
 <tr data-batch-id="{{ b.id }}">
@@ -57,15 +58,16 @@ _LIST = """{% extends "base" %}{% from "progress" import progress %}{% block bod
 <td class="num">{{ "{:,}".format(b.request_counts.errored) }}</td>
 <td class="num">{{ "{:,}".format(b.request_counts.canceled) }}</td>
 <td class="num">{{ "{:,}".format(b.request_counts.expired) }}</td>
-<td>{{ b.created_at | when }}</td><td>{{ b.ended_at | when }}</td><td>{{ b.expires_at | when }}</td>
-<td>{% if b.task_id %}{{ b.dag_id }} / {{ b.run_id }} / {{ b.task_id }}{% else %}<span class="muted">-</span>{% endif %}</td>
+<td title="{{ b.created_at }}">{{ b.created_at | short }}</td><td title="{{ b.ended_at or '' }}">{{ b.ended_at | short }}</td>
+<td title="{{ b.expires_at }}">{{ b.expires_at | short }}</td>
+<td class="wrap">{% if b.task_id %}{{ b.dag_id }} / {{ b.run_id }} / {{ b.task_id }}{% else %}<span class="muted">-</span>{% endif %}</td>
 <td class="num">{% if b.estimated_cost_usd is not none %}${{ "%.4f" | format(b.estimated_cost_usd) }}{% else %}<span class="muted">-</span>{% endif %}</td>
 </tr>
 {% endfor %}
 </tbody></table>
 {% endif %}
 {% endfor %}
-<p class="muted">Newest {{ limit }} batches per connection{% if refresh %}; refreshes every {{ refresh }} s while any is running{% endif %}.</p>
+<p class="muted">Newest {{ limit }} batches per connection; times in UTC{% if refresh %}; refreshes every {{ refresh }} s while any is running{% endif %}.</p>
 {% endblock %}"""
 
 _DETAIL = """{% extends "base" %}{% from "progress" import progress %}{% block body %}
@@ -110,6 +112,12 @@ def _when(value: Any) -> str:
     return text[:16].replace("T", " ") + "Z" if len(text) >= 16 else text
 
 
+def _short(value: Any) -> str:
+    """``12-01 23:11`` (UTC): the year is rarely news on a page of recent batches; the title has it all."""
+    text = _when(value)
+    return text[5:16] if len(text) >= 16 else text
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.DictLoader({"base": _BASE, "progress": _PROGRESS, "list": _LIST, "detail": _DETAIL}),
@@ -117,4 +125,5 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["when"] = _when
+    env.filters["short"] = _short
     return env
