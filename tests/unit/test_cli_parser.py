@@ -24,6 +24,14 @@ def test_docs_reference_matches_the_parser() -> None:
     )
 
 
+def test_docs_exit_table_matches_the_codes() -> None:
+    from airflow_provider_anthropix.cli.parser import EXIT_CODES
+
+    text = DOCS.read_text()
+    for code, meaning in EXIT_CODES.items():
+        assert f"| {code} | {meaning} |" in text, f"exit status {code} is missing or stale in docs/operate.md"
+
+
 def test_reference_covers_every_action() -> None:
     rendered = reference.render()
     for action in ("list", "show", "wait", "cancel", "delete", "results"):
