@@ -130,7 +130,9 @@ class Browser:
             30,
         )
         self._stack = contextlib.ExitStack()
-        self.ws = self._stack.enter_context(connect(pages[0]["webSocketDebuggerUrl"], max_size=64 << 20, open_timeout=30))
+        self.ws = self._stack.enter_context(
+            connect(pages[0]["webSocketDebuggerUrl"], max_size=64 << 20, open_timeout=30)
+        )
         self.ids = itertools.count(1)
         self.call("Page.enable")
         self.call("Network.enable")
@@ -183,7 +185,9 @@ def ensure_chromium() -> str:
     say("installing Debian's chromium (apt-get)")
     subprocess.run(["apt-get", "update", "-qq"], check=True)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        ["apt-get", "install", "-y", "-qq", "chromium"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
     found = shutil.which("chromium")
     if not found:
@@ -239,7 +243,16 @@ def run(work: Path, screenshot: Path, docs_image: Path | None) -> None:
     try:
         emulator = processes.start(
             "emulator",
-            [str(BIN / "anthropix"), "emulator", "--port", "0", "--api-key", EMULATOR_KEY, "--processing-seconds", "240"],
+            [
+                str(BIN / "anthropix"),
+                "emulator",
+                "--port",
+                "0",
+                "--api-key",
+                EMULATOR_KEY,
+                "--processing-seconds",
+                "240",
+            ],
             dict(os.environ),
         )
         log = work / "emulator.log"
@@ -313,7 +326,9 @@ def run(work: Path, screenshot: Path, docs_image: Path | None) -> None:
         browser.goto(f"{base}/plugin/anthropix-batches")
         wait_for(
             "the page inside the Airflow UI",
-            lambda: browser.js("[...document.querySelectorAll('iframe')].some(f => f.src.includes('/anthropix/batches'))"),
+            lambda: browser.js(
+                "[...document.querySelectorAll('iframe')].some(f => f.src.includes('/anthropix/batches'))"
+            ),
             60,
         )
         time.sleep(2)  # let the UI's own assets settle before the picture
@@ -335,7 +350,10 @@ def main() -> int:
     parser.add_argument("--screenshot", type=Path, default=REPO / "out" / "e2e-ui" / "batches-page.png")
     parser.add_argument("--keep", action="store_true", help="keep the run folder (logs) afterwards")
     parser.add_argument(
-        "--docs-image", type=Path, default=None, help="also copy the in-Airflow screenshot here (docs/img/batches-page.png)"
+        "--docs-image",
+        type=Path,
+        default=None,
+        help="also copy the in-Airflow screenshot here (docs/img/batches-page.png)",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="anthropix-e2e-ui-"))

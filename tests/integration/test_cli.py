@@ -53,6 +53,7 @@ def ended(http: httpx.Client, emulator: EmulatorHandle, n: int = 3) -> str:
 # -- list ------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_list_table_shows_every_batch_with_counts(emulator_http: httpx.Client, base: list[str]) -> None:
     ids = [create(emulator_http, n) for n in (2, 3)]
     status, out, _ = run("batches", "list", *base)
@@ -160,6 +161,7 @@ def _served(http: httpx.Client, batch_id: str) -> bytes:
     return http.get(f"/v1/messages/batches/{batch_id}/results").content
 
 
+@pytest.mark.smoke
 def test_results_to_stdout_are_the_served_bytes(
     emulator: EmulatorHandle, emulator_http: httpx.Client, emulator_api_key: str
 ) -> None:
@@ -178,6 +180,7 @@ def test_results_to_stdout_are_the_served_bytes(
     assert f"{batch_id}: 40/40 results".encode() in proc.stderr
 
 
+@pytest.mark.smoke
 def test_results_export_to_a_folder(
     emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str], tmp_path: Path
 ) -> None:
@@ -273,6 +276,7 @@ def test_missing_key_is_exit_6(emulator: EmulatorHandle, monkeypatch: pytest.Mon
     assert status == 6 and "ANTHROPIC_API_KEY" in err
 
 
+@pytest.mark.smoke
 def test_conn_id_from_the_environment(
     emulator: EmulatorHandle, emulator_http: httpx.Client, emulator_api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,6 +298,7 @@ def test_transient_errors_are_exit_5(
     assert run("batches", "list", "--conn-id", "cli_flaky")[0] == 0  # the fault fired once, then passed
 
 
+@pytest.mark.smoke
 def test_unknown_connection_is_exit_6_and_says_how(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_CLI_NOWHERE", raising=False)
     status, _, err = run("batches", "list", "--conn-id", "cli_nowhere")

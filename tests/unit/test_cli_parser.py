@@ -12,6 +12,8 @@ import pytest
 from airflow_provider_anthropix.cli import main, reference
 from airflow_provider_anthropix.cli.render import progress_bar, table
 
+pytestmark = pytest.mark.smoke
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operate.md"
 
 
