@@ -55,6 +55,12 @@ e2e: venv
 chaos: venv
 	bash scripts/e2e.sh --chaos
 
+# The Batches page in a real browser: emulator + api-server with the plugin and real users,
+# headless Chromium (Debian's, installed with apt-get when missing); screenshot in out/e2e-ui/.
+.PHONY: e2e-ui
+e2e-ui: venv
+	bash scripts/e2e_ui.sh --docs-image docs/img/batches-page.png
+
 bench: venv
 	$(VENV)/bin/python benchmarks/bench_emulator.py
 	$(VENV)/bin/python benchmarks/bench_export.py

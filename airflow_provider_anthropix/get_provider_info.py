@@ -42,6 +42,15 @@ CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["integer", "null"], "minimum": 0, "default": 2},
         "description": "Retries of one call on 429/5xx/529/connection errors (a create only when it is safe).",
     },
+    "console_url_template": {
+        "label": "Console URL template",
+        "schema": {"type": ["string", "null"]},
+        "description": (
+            "Where the task's 'Batch in Anthropic console' link points; {batch_id} and {workspace_id} are "
+            "filled in. Default: https://console.anthropic.com/workspaces/{workspace_id}/batches/{batch_id} "
+            "(workspace_id: the extra above, or default)."
+        ),
+    },
     "proxies": {
         "label": "Proxies",
         "schema": {"type": ["object", "null"]},
@@ -84,6 +93,11 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Anthropix",
                 "python-modules": [f"{_PACKAGE}.triggers.batch", f"{_PACKAGE}.triggers.job"],
             }
+        ],
+        "extra-links": [
+            f"{_PACKAGE}.links.AnthropicConsoleLink",
+            f"{_PACKAGE}.links.AnthropicConsoleBatchesLink",
+            f"{_PACKAGE}.links.BatchResultsLink",
         ],
         "connection-types": [
             {

@@ -30,6 +30,7 @@ from airflow_provider_anthropix.api import (
     NotFoundError,
 )
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions
 from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
 
@@ -116,6 +117,7 @@ class CreateBatchOperator(BaseOperator):
     )
     template_fields_renderers = {"requests": "json", "default_params": "json"}
     ui_color = "#e8d5c4"
+    operator_extra_links = (AnthropicConsoleLink(),)
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_anthropix.api import AnthropixError, MessageBatch, NotFoundError
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.links import AnthropicConsoleLink, BatchResultsLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -96,6 +97,7 @@ class FetchBatchResultsOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id")
     ui_color = "#e8d5c4"
+    operator_extra_links = (AnthropicConsoleLink(), BatchResultsLink())
 
     def __init__(
         self,

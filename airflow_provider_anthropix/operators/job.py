@@ -26,6 +26,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_anthropix.api import AnthropixError, BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.links import AnthropicConsoleBatchesLink, BatchResultsLink
 from airflow_provider_anthropix.operators.estimate import CostOptions
 from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
@@ -116,6 +117,7 @@ class BatchJobOperator(BaseOperator):
     )
     template_fields_renderers = {"default_params": "json"}
     ui_color = "#e3c9b3"
+    operator_extra_links = (AnthropicConsoleBatchesLink(), BatchResultsLink())
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from airflow_provider_anthropix.api import AnthropixError, MessageBatch
 from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
 from airflow_provider_anthropix.workflow.outcome import Outcome, evaluate_outcome
 
@@ -69,6 +70,7 @@ class BatchEndedSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("batch_id", "anthropix_conn_id")
     ui_color = "#f0e4d7"
+    operator_extra_links = (AnthropicConsoleLink(),)
 
     def __init__(
         self,

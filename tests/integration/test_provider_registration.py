@@ -38,6 +38,7 @@ def test_provider_info_declares_connection_fields() -> None:
     assert conn_type["connection-type"] == "anthropix"
     assert set(conn_type["conn-fields"]) == {
         "anthropic_version",
+        "console_url_template",
         "anthropic_beta",
         "workspace_id",
         "timeout",

@@ -1,0 +1,193 @@
+"""The FastAPI app behind the Batches page, built on its first request (see :class:`LazyApp`).
+
+Pages: ``GET /batches`` (every ``anthropix`` connection the user may read, newest batches
+first) and ``GET /batches/{conn_id}/{batch_id}`` (one batch, with a cancel button for
+those who may). The same data as JSON under ``/api/...``; ``POST
+/api/batches/{conn_id}/{batch_id}/cancel`` cancels. Calls to the Batches API are blocking,
+so the routes that make them are plain functions FastAPI runs in its thread pool.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from airflow_provider_anthropix.api.errors import (
+    AnthropixAPIError,
+    AnthropixError,
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+from airflow_provider_anthropix.plugins import data, security, templates
+from airflow_provider_anthropix.plugins.security import Caller
+
+DEFAULT_LIMIT = 20
+#: Seconds between reloads of a page that shows a batch still running.
+REFRESH_SECONDS = 10
+
+CallerDep = Annotated[Caller, Depends(security.current_caller)]
+
+
+def _readable_dags(caller: Caller) -> set[str] | None:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    try:
+        return set(get_auth_manager().get_authorized_dag_ids(user=caller.user, method="GET"))
+    except Exception:  # an auth manager that cannot list: show no provenance rather than too much
+        return set()
+
+
+def _problem(conn_id: str, exc: Exception) -> str:
+    """A line for the page about a connection that could not be listed (already redacted by the client)."""
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return f"The API refused the key of {conn_id!r}: {exc}"
+    if isinstance(exc, ConnectionSettingsError):
+        return str(exc)
+    return f"Could not list the batches of {conn_id!r}: {exc}"
+
+
+def _connection_batches(conn_id: str, limit: int) -> tuple[list[Any], str | None]:
+    try:
+        client = data.client_for(conn_id)
+    except AnthropixError as exc:
+        return [], _problem(conn_id, exc)
+    except Exception as exc:  # the connection vanished, or a secrets backend failed
+        return [], f"Could not read connection {conn_id!r}: {type(exc).__name__}"
+    try:
+        return list(client.list_batches(limit=limit).data), None
+    except AnthropixError as exc:
+        return [], _problem(conn_id, exc)
+    finally:
+        client.close()
+
+
+def _sections(caller: Caller, conn_id: str | None, limit: int) -> list[dict[str, Any]]:
+    if not security.may_use(caller, None, "GET") and conn_id is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "You may not see connections")
+    if conn_id is not None:
+        security.require(caller, conn_id, "GET")
+        conn_ids = [conn_id]
+    else:
+        conn_ids = [c for c in data.anthropix_conn_ids() if security.may_use(caller, c, "GET")]
+    listed = [(c, *_connection_batches(c, limit)) for c in conn_ids]
+    ids = {b.id for _, batches, _ in listed for b in batches}
+    origins = data.provenance(ids, _readable_dags(caller))
+    return [
+        {"conn_id": c, "error": error, "batches": [data.batch_json(b, origins.get(b.id)) for b in batches]}
+        for c, batches, error in listed
+    ]
+
+
+def _one_batch(caller: Caller, conn_id: str, batch_id: str) -> dict[str, Any]:
+    security.require(caller, conn_id, "GET")
+    try:
+        client = data.client_for(conn_id)
+    except AnthropixError as exc:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
+    except Exception:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No connection {conn_id!r}") from None
+    try:
+        batch = client.get_batch(batch_id)
+    except NotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No batch {batch_id!r} for connection {conn_id!r}") from None
+    except AnthropixError as exc:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
+    finally:
+        client.close()
+    origins = data.provenance({batch.id}, _readable_dags(caller))
+    return data.batch_json(batch, origins.get(batch.id))
+
+
+def _cancel(conn_id: str, batch_id: str) -> dict[str, Any]:
+    try:
+        client = data.client_for(conn_id)
+    except Exception:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No usable connection {conn_id!r}") from None
+    try:
+        return data.batch_json(client.cancel_batch(batch_id), None)
+    except NotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No batch {batch_id!r} for connection {conn_id!r}") from None
+    except AnthropixAPIError as exc:
+        code = status.HTTP_409_CONFLICT if exc.status == 400 else status.HTTP_502_BAD_GATEWAY
+        raise HTTPException(code, exc.message) from None
+    except AnthropixError as exc:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
+    finally:
+        client.close()
+
+
+def create_app() -> FastAPI:
+    """The sub-application Airflow mounts at ``/anthropix``."""
+    app = FastAPI(title="Anthropix batches", docs_url=None, redoc_url=None, openapi_url=None)
+    env = templates.environment()
+
+    def prefix(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Any:
+        if request.url.path.startswith(prefix(request) + "/api/"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        page = (
+            "<!doctype html><meta charset=utf-8><title>Anthropix</title>"
+            f"<p>{html.escape(str(exc.detail))}</p>"
+            '<p><a href="/auth/login">Log in to Airflow</a></p>'
+        )
+        return HTMLResponse(page, status_code=exc.status_code)
+
+    @app.get("/batches", response_class=HTMLResponse)
+    def batches_page(
+        request: Request,
+        caller: CallerDep,
+        conn_id: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = DEFAULT_LIMIT,
+    ) -> HTMLResponse:
+        sections = _sections(caller, conn_id, limit)
+        running = any(b["processing_status"] != "ended" for s in sections for b in s["batches"])
+        html = env.get_template("list").render(
+            title="Batches",
+            sections=sections,
+            prefix=prefix(request),
+            limit=limit,
+            refresh=REFRESH_SECONDS if running else None,
+        )
+        return HTMLResponse(html)
+
+    @app.get("/batches/{conn_id}/{batch_id}", response_class=HTMLResponse)
+    def batch_page(request: Request, caller: CallerDep, conn_id: str, batch_id: str) -> HTMLResponse:
+        batch = _one_batch(caller, conn_id, batch_id)
+        html = env.get_template("detail").render(
+            title=batch["id"],
+            b=batch,
+            conn_id=conn_id,
+            prefix=prefix(request),
+            can_cancel=security.may_use(caller, conn_id, "PUT"),
+            refresh=REFRESH_SECONDS if batch["processing_status"] != "ended" else None,
+        )
+        return HTMLResponse(html)
+
+    @app.get("/api/batches")
+    def batches_json(
+        caller: CallerDep,
+        conn_id: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = DEFAULT_LIMIT,
+    ) -> dict[str, Any]:
+        return {"connections": _sections(caller, conn_id, limit)}
+
+    @app.get("/api/batches/{conn_id}/{batch_id}")
+    def batch_json(caller: CallerDep, conn_id: str, batch_id: str) -> dict[str, Any]:
+        return _one_batch(caller, conn_id, batch_id)
+
+    @app.post("/api/batches/{conn_id}/{batch_id}/cancel")
+    async def cancel(request: Request, caller: CallerDep, conn_id: str, batch_id: str) -> dict[str, Any]:
+        security.require(caller, conn_id, "PUT")
+        await security.check_state_change(request, caller)
+        return await run_in_threadpool(_cancel, conn_id, batch_id)
+
+    return app
