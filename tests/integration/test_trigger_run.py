@@ -129,7 +129,7 @@ async def test_failure_budget_ends_the_wait_with_an_error(
 async def test_progress_is_logged_with_counts(
     emulator: EmulatorHandle, anthropix_conn_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    emulator.config.processing_seconds = 1.0
+    emulator.config.processing_seconds = 3.0  # long enough for several polls while in progress, even on a busy box
     batch_id = make_batch(20)
     [event] = await events_of(BatchEndedTrigger(batch_id=batch_id, poll_interval=0.1, progress_log_interval=0.3))
     assert event["status"] == "success"
