@@ -8,7 +8,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import pendulum
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
@@ -91,6 +90,8 @@ class CancelBatchOperator(BaseOperator):
         if batch.is_ended or not self.wait_for_end:
             return batch_summary(batch)
         if self.deferrable:
+            import pendulum
+
             deadline = pendulum.now("UTC") + timedelta(seconds=self.wait_timeout)
             self.defer(
                 trigger=BatchEndedTrigger(

@@ -32,7 +32,7 @@ from airflow_provider_anthropix.api import (
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions
-from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
+from airflow_provider_anthropix.workflow.budget import DEFAULT_SAMPLE_SIZE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

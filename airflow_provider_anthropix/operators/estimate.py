@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.workflow.cost import BUDGET_BASES, DEFAULT_SAMPLE_SIZE, CostTally
+from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
     from airflow_provider_anthropix.io.pricing import PriceTable
-    from airflow_provider_anthropix.workflow.cost import CostEstimate, SharedPrefix
+    from airflow_provider_anthropix.workflow.cost import CostEstimate, CostTally, SharedPrefix
 
 #: XCom key of the estimate (the create's return value stays the batch id).
 XCOM_KEY = "estimate"
@@ -58,6 +58,7 @@ class CostOptions:
 
     def tally(self) -> CostTally:
         from airflow_provider_anthropix.io.pricing import model_price
+        from airflow_provider_anthropix.workflow.cost import CostTally
 
         table: PriceTable | None = self.price_table
         return CostTally(self.sample_size, prices=lambda model: model_price(model, table))

@@ -19,7 +19,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import pendulum
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -28,7 +27,7 @@ from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, 
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleBatchesLink, BatchResultsLink
 from airflow_provider_anthropix.operators.estimate import CostOptions
-from airflow_provider_anthropix.workflow.cost import DEFAULT_SAMPLE_SIZE
+from airflow_provider_anthropix.workflow.budget import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
 if TYPE_CHECKING:
@@ -271,6 +270,8 @@ class BatchJobOperator(BaseOperator):
             raise airflow_error(exc, doing="running the batch job", conn_id=self.anthropix_conn_id) from None
 
     def _defer(self, step: Wait) -> None:
+        import pendulum
+
         from airflow_provider_anthropix.triggers.job import BatchesEndedTrigger
 
         deadline = pendulum.parse(step.deadline)

@@ -20,7 +20,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import pendulum
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
@@ -127,6 +126,8 @@ class BatchEndedSensor(BaseSensorOperator):
             return self._finish(batch)
         if batch is not None:
             self.log.info("%s; deferring to the triggerer", describe_progress(batch, None))
+        import pendulum
+
         deadline = pendulum.now("UTC") + timedelta(seconds=self.timeout)
         self.defer(
             trigger=BatchEndedTrigger(

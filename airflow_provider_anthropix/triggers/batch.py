@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pendulum
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_anthropix.api import (
@@ -42,6 +41,8 @@ def deadline_epoch(deadline: str | None) -> float | None:
     """A trigger's ISO 8601 deadline as a Unix time, or None for no deadline."""
     if not deadline:
         return None
+    import pendulum  # only when a deadline is set: DAG files import this module
+
     parsed = pendulum.parse(deadline)
     if not isinstance(parsed, pendulum.DateTime):
         raise ValueError(f"deadline must be an ISO 8601 date-time, got {deadline!r}")

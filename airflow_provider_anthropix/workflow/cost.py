@@ -32,14 +32,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-#: Requests whose tokens are counted exactly, per model; batches up to this size are counted whole.
-DEFAULT_SAMPLE_SIZE = 50
+from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
+
 #: Share of ``max_tokens`` an answer is expected to use when no earlier manifest says better.
 DEFAULT_OUTPUT_RATIO = 0.5
 #: The error bound is this many standard errors of the extrapolated input tokens.
 BOUND_SIGMAS = 3.0
-#: Budget bases.
-BUDGET_BASES = ("worst_case", "expected")
 #: Fewest tokens a cached prefix must have, by model family (shorter prefixes are not cached by the API).
 MIN_CACHEABLE_TOKENS = 1024
 MIN_CACHEABLE_TOKENS_SMALL = 2048

@@ -1,0 +1,11 @@
+"""The estimate's defaults, apart from the estimator: operators use them in their signatures, so DAG files import them.
+
+Keeping them here keeps parsing a DAG file from loading the estimator itself.
+"""
+
+from __future__ import annotations
+
+#: Requests whose tokens are counted exactly, per model; batches up to this size are counted whole.
+DEFAULT_SAMPLE_SIZE = 50
+#: What a budget is compared with: the worst case (every max_tokens used) or the expected cost.
+BUDGET_BASES = ("worst_case", "expected")
