@@ -9,7 +9,7 @@ LOCK := requirements/lock-airflow-3.3.txt
 LOCK32 := requirements/lock-airflow-3.2.txt
 PYTEST_ARGS ?=
 
-.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo e2e chaos bench bench-load lock clean
+.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo e2e e2e-cluster chaos bench bench-load lock clean
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ e2e: venv
 # cut results stream, fetch killed mid-way (see docs/reliability.md).
 chaos: venv
 	bash scripts/e2e.sh --chaos
+
+# A production-shaped deployment: PostgreSQL, CeleryExecutor on Redis, two workers, two
+# triggerers, results in an S3 server; chaos and load included (see docs/deployment.md).
+e2e-cluster: venv
+	bash scripts/e2e_cluster.sh
 
 bench: venv
 	$(VENV)/bin/python benchmarks/bench_emulator.py
