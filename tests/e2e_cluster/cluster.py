@@ -491,7 +491,8 @@ class ClusterDeployment(Deployment):
             if entry.name.isdigit() and int(entry.name) not in live and int(entry.name) != os.getpid():
                 if _proc_env_has(int(entry.name), needle):
                     with contextlib.suppress(OSError):
-                        out.append(f"{entry.name}: {(entry / 'cmdline').read_bytes().replace(b'\0', b' ').decode()[:160]}")
+                        cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                        out.append(f"{entry.name}: {cmdline[:160]}")
         return out
 
     def service_rss(self, name: str) -> int:

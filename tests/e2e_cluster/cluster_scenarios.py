@@ -89,8 +89,9 @@ def check_single_batch(ctx: Context, fetched: dict[str, Any], requests_expected:
     _manifest, written = check_s3_manifest(dep, fetched["manifest"])
     if not fetched.get("complete"):
         raise E2EFailure(f"the fetch says the results are incomplete: {fetched}")
-    if written.count(b"\n") != requests_expected:
-        raise E2EFailure(f"expected {requests_expected} result lines, S3 holds {written.count(b'\n')}")
+    lines = written.count(b"\n")
+    if lines != requests_expected:
+        raise E2EFailure(f"expected {requests_expected} result lines, S3 holds {lines}")
     reference = results_bytes(ctx, fetched["batch_id"])
     if written != reference:
         raise E2EFailure(f"results in S3 ({len(written)} bytes) differ from the API's stream ({len(reference)})")
@@ -116,8 +117,9 @@ def check_job_output(ctx: Context, summary: dict[str, Any], requests_expected: i
         for line in data.splitlines()
         if last_round[json.loads(line)["custom_id"]] == round_index
     )
-    if written.count(b"\n") != requests_expected or not summary.get("complete", True):
-        raise E2EFailure(f"expected {requests_expected} merged results, got {written.count(b'\n')}: {summary}")
+    lines = written.count(b"\n")
+    if lines != requests_expected or not summary.get("complete", True):
+        raise E2EFailure(f"expected {requests_expected} merged results, got {lines}: {summary}")
     if written != expected:
         raise E2EFailure(f"merged results ({len(written)} bytes) differ from the batches' last attempts ({len(expected)})")
     rounds = max((int(b["round"]) for b in batches), default=0)
