@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -166,6 +167,13 @@ class ClusterDeployment(Deployment):
     #: restart Airflow services that exit on their own (a process supervisor), and say so
     supervise: bool = False
     supervised_restarts: list[str] = field(default_factory=list)
+    #: one api secret and JWT secret for the whole cluster (the api-server checks the workers' tokens)
+    shared_secrets: dict[str, str] = field(
+        default_factory=lambda: {
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        }
+    )
 
     # -- layout ------------------------------------------------------------------------------
     @property
@@ -212,7 +220,7 @@ class ClusterDeployment(Deployment):
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.sql_alchemy_conn.replace("+psycopg2", "+asyncpg"),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "True",
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://airflow@127.0.0.1:{self.pg_port}/{DB_NAME}",
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.sql_alchemy_conn}",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
                 "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_logs_dir),
@@ -232,7 +240,11 @@ class ClusterDeployment(Deployment):
                 "ANTHROPIX_JOB_REQUESTS": "1200",
                 "ANTHROPIX_JOB_BATCH_SIZE": "400",
                 "ANTHROPIX_JOB_POLL_INTERVAL": "2",
+                # ObjectStoragePath("s3://...") without a conn_id (the examples) uses boto's default
+                # chain: these variables, as an instance role would in production.
+                "AWS_ENDPOINT_URL_S3": self.s3_url,
                 **AWS_KEYS,
+                **self.shared_secrets,
             }
         )
         env.update(self.extra_env)
@@ -527,13 +539,14 @@ class ClusterDeployment(Deployment):
             self.proxy.stop()
 
     # -- emulator clock --------------------------------------------------------------------------
-    def end_batches(self) -> None:
+    def end_batches(self, quiet: bool = False) -> None:
         """Move the emulator's clock past the processing time: every batch created so far ends."""
         response = requests.post(
             f"{self.emulator_url}/_emulator/clock", json={"advance": self.processing_seconds + 1}, timeout=10
         )
         response.raise_for_status()
-        say(f"emulator clock advanced {self.processing_seconds + 1:.0f}s: every batch so far has ended")
+        if not quiet:
+            say(f"emulator clock advanced {self.processing_seconds + 1:.0f}s: every batch so far has ended")
 
 
 def _boto_keys() -> dict[str, str]:

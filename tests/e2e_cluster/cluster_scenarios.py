@@ -163,28 +163,28 @@ def finish(ctx: Context, runs: list[Run], timeout: float = 420, tick: float = 6.
     dep = cluster_dep(ctx)
     t0 = time.monotonic()
     deadline = t0 + timeout
-    states: dict[str, str] = {}
+    states: dict[tuple[str, str], str] = {}
     last_tick = 0.0
     while len(states) < len(runs):
         dep.check_processes()
         if time.monotonic() - last_tick >= tick:
-            dep.end_batches()
+            dep.end_batches(quiet=last_tick > 0)
             last_tick = time.monotonic()
         for run in runs:
-            if run.run_id not in states:
+            if (run.dag_id, run.run_id) not in states:
                 try:
                     state = dep.run_state(run.dag_id, run.run_id)
                 except (requests.RequestException, E2EFailure) as exc:
                     say(f"reading {run.run_id}: {exc!r}")
                     continue
                 if state in TERMINAL:
-                    states[run.run_id] = state
+                    states[run.dag_id, run.run_id] = state
                     say(f"run {run.dag_id}/{run.run_id}: {state} after {time.monotonic() - t0:.0f}s")
         if time.monotonic() > deadline:
-            pending = [r.run_id for r in runs if r.run_id not in states]
+            pending = [r.run_id for r in runs if (r.dag_id, r.run_id) not in states]
             raise E2EFailure(f"runs still not finished after {timeout:.0f}s: {pending}")
         time.sleep(1.0)
-    failed = [f"{r.dag_id}/{r.run_id}" for r in runs if states[r.run_id] != "success"]
+    failed = [f"{r.dag_id}/{r.run_id}" for r in runs if states[r.dag_id, r.run_id] != "success"]
     if failed:
         details = {r.run_id: {ti["task_id"]: ti["state"] for ti in dep.task_instances(r.dag_id, r.run_id)} for r in runs}
         raise E2EFailure(f"runs did not succeed: {failed}; task states {details}")
