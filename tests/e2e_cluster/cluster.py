@@ -34,8 +34,7 @@ from typing import Any
 import psycopg2
 import requests
 
-E2E_DIR = Path(__file__).resolve().parents[1] / "e2e"
-sys.path.insert(0, str(E2E_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from deployment import AIRFLOW, Deployment, E2EFailure, Service, free_port, say
 from proxy import Proxy
@@ -201,7 +200,10 @@ class ClusterDeployment(Deployment):
     # -- environment ---------------------------------------------------------------------------
     def airflow_env(self) -> dict[str, str]:
         env = super().airflow_env()
-        for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+        for name in (
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC",
+        ):
             env.pop(name, None)
         aws_conn = {
             "conn_type": "aws",
@@ -283,7 +285,12 @@ class ClusterDeployment(Deployment):
             for d in (self.pg_dir, data, sockets):
                 os.chown(d, entry.pw_uid, entry.pw_gid)
             os.chmod(data, 0o700)
-        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", RUN_MARKER: str(self.run_dir)}
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            RUN_MARKER: str(self.run_dir),
+        }
         t = time.monotonic()
         init = HostService(
             "initdb",
@@ -328,7 +335,9 @@ class ClusterDeployment(Deployment):
         with contextlib.closing(self.pg_connect("postgres")) as conn:
             conn.autocommit = True
             conn.cursor().execute(f"CREATE DATABASE {DB_NAME}")
-        say(f"PostgreSQL {bin_dir.parent.name} on 127.0.0.1:{self.pg_port} (user {user or 'current'}) in {time.monotonic() - t:.1f}s")
+        say(
+            f"PostgreSQL {bin_dir.parent.name} on 127.0.0.1:{self.pg_port} (user {user or 'current'}) in {time.monotonic() - t:.1f}s"
+        )
 
     def pg_connect(self, db: str = DB_NAME) -> Any:
         return psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="airflow", dbname=db, connect_timeout=5)
@@ -491,21 +500,39 @@ class ClusterDeployment(Deployment):
             self.wait_for("Redis to listen", lambda: "Ready to accept" in service.tail(5), 30, 0.1)
         say(f"{name} is back (pid {service.pid})")
 
-    def leaked(self) -> list[str]:
-        """Processes of this run that are not part of a live service's process tree."""
-        live: set[int] = set()
-        for service in self.services.values():
-            if service.alive() and service.pid is not None:
-                live.update(process_tree(service.pid))
-        needle = f"{RUN_MARKER}={self.run_dir}\0".encode()
-        out = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) not in live and int(entry.name) != os.getpid():
-                if _proc_env_has(int(entry.name), needle):
-                    with contextlib.suppress(OSError):
-                        cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                        out.append(f"{entry.name}: {cmdline[:160]}")
-        return out
+    def leaked(self, settle: float = 2.0) -> list[str]:
+        """Processes of this run outside every live service (its process group or tree).
+
+        Seen twice ``settle`` seconds apart, so a child that a live service is starting or
+        reaping at the moment of the first look is not counted.
+        """
+
+        def candidates() -> dict[int, str]:
+            live: set[int] = set()
+            leaders: set[int] = set()
+            for service in self.services.values():
+                if service.alive() and service.pid is not None:
+                    leaders.add(service.pid)
+                    live.update(process_tree(service.pid))
+            needle = f"{RUN_MARKER}={self.run_dir}\0".encode()
+            found = {}
+            for entry in Path("/proc").iterdir():
+                pid = int(entry.name) if entry.name.isdigit() else 0
+                if not pid or pid in live or pid == os.getpid() or not _proc_env_has(pid, needle):
+                    continue
+                with contextlib.suppress(OSError):
+                    if os.getpgid(pid) in leaders:
+                        continue
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    found[pid] = cmdline[:160]
+            return found
+
+        first = candidates()
+        if not first:
+            return []
+        time.sleep(settle)
+        second = candidates()
+        return [f"{pid}: {cmd}" for pid, cmd in second.items() if pid in first]
 
     def service_rss(self, name: str) -> int:
         service = self.services[name]
@@ -550,7 +577,10 @@ class ClusterDeployment(Deployment):
 
 
 def _boto_keys() -> dict[str, str]:
-    return {"aws_access_key_id": AWS_KEYS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": AWS_KEYS["AWS_SECRET_ACCESS_KEY"]}
+    return {
+        "aws_access_key_id": AWS_KEYS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": AWS_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
 
 
 @contextlib.contextmanager
@@ -569,5 +599,3 @@ def cluster(**kwargs: Any) -> Iterator[ClusterDeployment]:
         dep.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-

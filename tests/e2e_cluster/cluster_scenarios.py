@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import pendulum
 import requests
 from cluster import BUCKET, TRIGGERERS, WORKERS, ClusterDeployment, E2EFailure, say
-
 from scenarios import Context, results_bytes
 
 CLUSTER_DAG = "anthropix_cluster"
@@ -121,7 +120,9 @@ def check_job_output(ctx: Context, summary: dict[str, Any], requests_expected: i
     if lines != requests_expected or not summary.get("complete", True):
         raise E2EFailure(f"expected {requests_expected} merged results, got {lines}: {summary}")
     if written != expected:
-        raise E2EFailure(f"merged results ({len(written)} bytes) differ from the batches' last attempts ({len(expected)})")
+        raise E2EFailure(
+            f"merged results ({len(written)} bytes) differ from the batches' last attempts ({len(expected)})"
+        )
     rounds = max((int(b["round"]) for b in batches), default=0)
     return {"lines": requests_expected, "bytes_compared": len(expected), "batches": len(batches), "rounds": rounds}
 
@@ -186,7 +187,9 @@ def finish(ctx: Context, runs: list[Run], timeout: float = 420, tick: float = 6.
         time.sleep(1.0)
     failed = [f"{r.dag_id}/{r.run_id}" for r in runs if states[r.dag_id, r.run_id] != "success"]
     if failed:
-        details = {r.run_id: {ti["task_id"]: ti["state"] for ti in dep.task_instances(r.dag_id, r.run_id)} for r in runs}
+        details = {
+            r.run_id: {ti["task_id"]: ti["state"] for ti in dep.task_instances(r.dag_id, r.run_id)} for r in runs
+        }
         raise E2EFailure(f"runs did not succeed: {failed}; task states {details}")
     for run in runs:
         run.outcome = run.check(ctx, run.run_id)
@@ -329,7 +332,10 @@ def run_worker_kill(ctx: Context) -> dict[str, Any]:
     run = cluster_run(ctx, "worker-kill", 222, hold="after_record")
     ctx.dep.wait_for(
         "the create to record its batch",
-        lambda: ctx.batches_created() > before and HOLD_MARKER in ctx.dep.task_log(CLUSTER_DAG, run.run_id, "create_batch", 1),
+        lambda: (
+            ctx.batches_created() > before
+            and HOLD_MARKER in ctx.dep.task_log(CLUSTER_DAG, run.run_id, "create_batch", 1)
+        ),
         180,
         interval=0.5,
     )
@@ -457,9 +463,11 @@ def run_load(ctx: Context) -> dict[str, Any]:
     run_id = trigger(ctx, LOAD_DAG, {"batches": LOAD_WAITS})
     ids: list[str] = ctx.dep.wait_for(
         "the load's batches to be created",
-        lambda: ctx.dep.xcom(LOAD_DAG, run_id, "create_batches")
-        if ctx.dep.task_state(LOAD_DAG, run_id, "create_batches")["state"] == "success"
-        else None,
+        lambda: (
+            ctx.dep.xcom(LOAD_DAG, run_id, "create_batches")
+            if ctx.dep.task_state(LOAD_DAG, run_id, "create_batches")["state"] == "success"
+            else None
+        ),
         180,
         interval=1.0,
     )
@@ -547,7 +555,9 @@ def dag_files(repo: Path) -> list[Path]:
 
 SCENARIOS: list[ClusterScenario] = [
     ClusterScenario("concurrent", "example DAGs + cluster runs at once, results in S3", run_concurrent),
-    ClusterScenario("triggerer-kill", "SIGKILL the triggerer holding the waits (HA takeover)", run_triggerer_kill, True),
+    ClusterScenario(
+        "triggerer-kill", "SIGKILL the triggerer holding the waits (HA takeover)", run_triggerer_kill, True
+    ),
     ClusterScenario("worker-kill", "SIGKILL the Celery worker right after create recorded", run_worker_kill, True),
     ClusterScenario("postgres-restart", "PostgreSQL down 10 s during the waits", run_postgres_restart, True),
     ClusterScenario("redis-restart", "Redis down 10 s during the waits", run_redis_restart, True),

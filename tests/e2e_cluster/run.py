@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster import ClusterDeployment, E2EFailure, cluster, say
 from cluster_scenarios import BUCKET, SCENARIOS, dag_files, s3_bytes, s3_keys
-
 from scenarios import Context
 
 REPO = Path(__file__).resolve().parents[2]

@@ -51,9 +51,9 @@ with DAG(
         print(f"Created {len(ids)} batches")
         return ids
 
-    wait = BatchEndedSensor.partial(
-        task_id="wait", deferrable=True, poll_interval=3.0, max_poll_failures=50
-    ).expand(batch_id=create_batches("{{ params.batches }}"))
+    wait = BatchEndedSensor.partial(task_id="wait", deferrable=True, poll_interval=3.0, max_poll_failures=50).expand(
+        batch_id=create_batches("{{ params.batches }}")
+    )
 
     @task
     def collect(summaries: list[dict[str, Any]]) -> dict[str, Any]:
