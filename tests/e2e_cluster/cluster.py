@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -482,12 +482,14 @@ class ClusterDeployment(Deployment):
                 f"{service.name} exited unexpectedly with status {service.popen.returncode}:\n{service.tail(80)}"
             )
 
-    def restart_infra(self, name: str, down_seconds: float) -> None:
+    def restart_infra(self, name: str, down_seconds: float, while_down: Callable[[], None] | None = None) -> None:
         """Stop PostgreSQL or Redis cleanly, keep it down ``down_seconds``, start it on the same port."""
         service = self.services[name]
         say(f"stopping {name} (pid {service.pid}) for {down_seconds:.0f}s")
         service.stop()
         self._write_pids()
+        if while_down is not None:
+            while_down()
         deadline = time.monotonic() + down_seconds
         while time.monotonic() < deadline:
             self.check_processes()

@@ -36,6 +36,7 @@ NIGHTLY_REQUESTS = 300
 JOB_REQUESTS = 1200
 HOLD_MARKER = "E2E-CLUSTER-HOLD"
 TERMINAL = ("success", "failed")
+TASKS = ("create_batch", "wait_for_batch", "fetch_results")
 
 
 # -- S3 side ---------------------------------------------------------------------------------
@@ -382,7 +383,7 @@ def run_worker_kill(ctx: Context) -> dict[str, Any]:
     return summary([run], created, killed=host, retry_on=other, recovery_seconds=recovery)
 
 
-def _restart_during_waits(ctx: Context, name: str, down: float) -> dict[str, Any]:
+def _restart_during_waits(ctx: Context, name: str, down: float, *, end_while_down: bool) -> dict[str, Any]:
     dep = cluster_dep(ctx)
     before = ctx.batches_created()
     runs = [cluster_run(ctx, f"{name}-restart-{n}", 130 + n) for n in range(2)]
@@ -390,7 +391,9 @@ def _restart_during_waits(ctx: Context, name: str, down: float) -> dict[str, Any
     dep.supervised_restarts.clear()
     dep.supervise = True
     try:
-        dep.restart_infra(name, down)
+        # Ending the batches while the service is down makes the triggers fire into the outage:
+        # the next tasks must be queued while it is gone.
+        dep.restart_infra(name, down, while_down=dep.end_batches if end_while_down else None)
         finish(ctx, runs)
         # Give a process that is about to die of the outage the time to do so, and be restarted.
         dep.wait_healthy(timeout=120)
@@ -398,18 +401,21 @@ def _restart_during_waits(ctx: Context, name: str, down: float) -> dict[str, Any
         dep.supervise = False
     created = expect_batches(ctx, before, runs)
     restarts = list(dep.supervised_restarts)
+    tries = {t: [int(ctx.dep.task_state(r.dag_id, r.run_id, t)["try_number"]) for r in runs] for t in TASKS}
     expect_no_leak(ctx)
-    return summary(runs, created, down_seconds=down, supervisor_restarts=restarts)
+    return summary(
+        runs, created, down_seconds=down, batches_ended_during_outage=end_while_down, supervisor_restarts=restarts
+    )
 
 
 def run_postgres_restart(ctx: Context) -> dict[str, Any]:
     """PostgreSQL stops (fast shutdown) for 10 s and comes back while the waits are deferred."""
-    return _restart_during_waits(ctx, "postgres", 10)
+    return _restart_during_waits(ctx, "postgres", 10, end_while_down=False)
 
 
 def run_redis_restart(ctx: Context) -> dict[str, Any]:
-    """Redis stops for 10 s and comes back (empty: ``--save ''``) while the waits are deferred."""
-    return _restart_during_waits(ctx, "redis", 10)
+    """Redis stops for 15 s, the batches end meanwhile, and it comes back empty (``--save ''``)."""
+    return _restart_during_waits(ctx, "redis", 15, end_while_down=True)
 
 
 SCHEDULER_PAUSE = 60.0
@@ -589,7 +595,9 @@ SCENARIOS: list[ClusterScenario] = [
     ),
     ClusterScenario("worker-kill", "SIGKILL the Celery worker right after create recorded", run_worker_kill, True),
     ClusterScenario("postgres-restart", "PostgreSQL down 10 s during the waits", run_postgres_restart, True),
-    ClusterScenario("redis-restart", "Redis down 10 s during the waits", run_redis_restart, True),
+    ClusterScenario(
+        "redis-restart", "Redis down 15 s during the waits; batches end meanwhile", run_redis_restart, True
+    ),
     ClusterScenario("scheduler-pause", "scheduler stopped for a minute mid-run", run_scheduler_pause, True),
     ClusterScenario("load", "100 deferred waits over two triggerers, 5% API faults", run_load),
 ]

@@ -61,7 +61,9 @@ with DAG(
     catchup=False,
     max_active_runs=16,
     max_active_tasks=64,
-    default_args={"retries": 3, "retry_delay": timedelta(seconds=2)},
+    # A broker outage while a task is being queued fails that try at once (the Celery executor
+    # retries a publish only on a timeout): the retry delay is what bridges the outage.
+    default_args={"retries": 3, "retry_delay": timedelta(seconds=10)},
     params={
         "output": Param("s3://anthropix-cluster/cluster", type="string"),
         "requests": Param(200, type="integer"),
