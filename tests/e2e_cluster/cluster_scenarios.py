@@ -404,7 +404,12 @@ def _restart_during_waits(ctx: Context, name: str, down: float, *, end_while_dow
     tries = {t: [int(ctx.dep.task_state(r.dag_id, r.run_id, t)["try_number"]) for r in runs] for t in TASKS}
     expect_no_leak(ctx)
     return summary(
-        runs, created, down_seconds=down, batches_ended_during_outage=end_while_down, supervisor_restarts=restarts
+        runs,
+        created,
+        down_seconds=down,
+        batches_ended_during_outage=end_while_down,
+        supervisor_restarts=restarts,
+        tries=tries,
     )
 
 
