@@ -9,7 +9,7 @@
 # Everything it starts is stopped on every exit path: by the Python harness, and by this
 # trap (each recorded pid leads its own process group) if the harness itself dies.
 #
-#   scripts/e2e_cluster.sh                   # everything (~15 min on 2 cores)
+#   scripts/e2e_cluster.sh                   # everything (~11 min on 2 cores)
 #   scripts/e2e_cluster.sh --no-chaos        # the deployment and load scenarios only
 #   scripts/e2e_cluster.sh --only NAME       # one scenario (see --list)
 #   E2E_KEEP=1 scripts/e2e_cluster.sh        # keep the run directory (logs, database)
