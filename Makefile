@@ -9,7 +9,7 @@ LOCK := requirements/lock-airflow-3.3.txt
 LOCK32 := requirements/lock-airflow-3.2.txt
 PYTEST_ARGS ?=
 
-.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo e2e chaos bench bench-load lock clean dist wheel-check
+.PHONY: venv venv32 lint test test-main test-smoke-3.2 demo e2e e2e-cluster chaos bench bench-load lock clean dist wheel-check
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ chaos: venv
 .PHONY: e2e-ui
 e2e-ui: venv
 	bash scripts/e2e_ui.sh --docs-image docs/img/batches-page.png
+
+# A production-shaped deployment: PostgreSQL, CeleryExecutor on Redis, two workers, two
+# triggerers, results in an S3 server; chaos and load included (see docs/deployment.md).
+e2e-cluster: venv
+	bash scripts/e2e_cluster.sh
 
 bench: venv
 	$(VENV)/bin/python benchmarks/bench_emulator.py

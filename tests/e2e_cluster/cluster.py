@@ -1,0 +1,603 @@
+"""A production-shaped Airflow 3 deployment on loopback, built on ``tests/e2e/deployment.py``.
+
+PostgreSQL as the metadata database, Redis as the Celery broker, an S3 API server (moto in
+server mode) for every file a task hands to another, and Airflow as seven processes:
+api-server, scheduler, dag-processor, two triggerers and two Celery workers. Each Airflow
+process gets its own "host": a working directory, ``TMPDIR``, ``AIRFLOW_HOME`` and a host
+name (``[core] hostname_callable`` reads it from the environment), so nothing can rely on
+another process's disk. What is shared is what a cluster shares: the database, the broker,
+the object store, the DAG code, and the task-log folder (a shared log volume; remote logging
+is the production alternative).
+
+Every process is started in its own session with ``ANTHROPIX_CLUSTER_RUN=<run dir>`` in its
+environment, so :meth:`ClusterDeployment.leaked` can find anything that outlived its
+process group, even a child that started a session of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from deployment import AIRFLOW, Deployment, E2EFailure, Service, free_port, say
+from proxy import Proxy
+
+PG_USER = "anthropix-pg"
+DB_NAME = "airflow"
+BUCKET = "anthropix-cluster"
+AWS_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+AIRFLOW_SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer-1", "triggerer-2", "worker-1", "worker-2")
+TRIGGERERS = ("triggerer-1", "triggerer-2")
+WORKERS = ("worker-1", "worker-2")
+RUN_MARKER = "ANTHROPIX_CLUSTER_RUN"
+#: The emulator's batches take this long; scenarios end them when they choose by moving its clock.
+PROCESSING_SECONDS = 3600.0
+
+
+def pg_bin_dir() -> Path:
+    """The newest installed PostgreSQL server's bin folder (Debian layout)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise E2EFailure("no PostgreSQL server under /usr/lib/postgresql/*/bin (scripts/e2e_cluster.sh installs it)")
+    return found[-1].parent
+
+
+@dataclass
+class HostService(Service):
+    """A :class:`Service` with a working directory and, optionally, another Unix user."""
+
+    cwd: Path | None = None
+    user: str | None = None
+    #: signal for a clean stop of the leader (PostgreSQL: SIGINT is its "fast" shutdown)
+    stop_signal: int = signal.SIGTERM
+    restarts: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.generation += 1
+        self.expected_exit = False
+        log = self.log_path.open("ab")
+        log.write(f"\n===== start #{self.generation}: {' '.join(self.argv)}\n".encode())
+        log.flush()
+        kwargs: dict[str, Any] = {}
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(self.env),
+            cwd=str(self.cwd) if self.cwd else None,
+            start_new_session=True,
+            **kwargs,
+        )
+        log.close()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """The service's own clean-stop signal to its leader, then SIGKILL what is left of the group."""
+        if self.popen is None:
+            return
+        self.expected_exit = True
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, self.stop_signal)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+            if self.popen.poll() is None:
+                self.signal_group(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(5)
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+
+def _proc_env_has(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class ClusterDeployment(Deployment):
+    """PostgreSQL + Redis + moto + emulator/proxy + seven Airflow processes under ``run_dir``.
+
+    :param triggerer_capacity: ``[triggerer] capacity`` of each triggerer (low, so that a load of
+        100 waits cannot fit in one and both triggerers must run some).
+    :param worker_concurrency: Celery pool size of each worker.
+    """
+
+    processing_seconds: float = PROCESSING_SECONDS
+    triggerer_capacity: int = 60
+    worker_concurrency: int = 4
+    pg_port: int = 0
+    redis_port: int = 0
+    s3_url: str = ""
+    #: restart Airflow services that exit on their own (a process supervisor), and say so
+    supervise: bool = False
+    supervised_restarts: list[str] = field(default_factory=list)
+    #: one api secret and JWT secret for the whole cluster (the api-server checks the workers' tokens)
+    shared_secrets: dict[str, str] = field(
+        default_factory=lambda: {
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        }
+    )
+
+    # -- layout ------------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:  # the api-server's host; db migrate runs there too
+        return self.host_dir("api-server") / "airflow-home"
+
+    @property
+    def task_logs_dir(self) -> Path:
+        return self.run_dir / "task-logs"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.run_dir / "postgres"
+
+    def host_dir(self, name: str) -> Path:
+        return self.run_dir / "hosts" / name
+
+    @property
+    def sql_alchemy_conn(self) -> str:
+        return f"postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/{DB_NAME}"
+
+    def s3_uri(self, *parts: str) -> str:
+        return "s3://" + "/".join([BUCKET, *parts])
+
+    # -- environment ---------------------------------------------------------------------------
+    def airflow_env(self) -> dict[str, str]:
+        env = super().airflow_env()
+        for name in (
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC",
+        ):
+            env.pop(name, None)
+        aws_conn = {
+            "conn_type": "aws",
+            "login": AWS_KEYS["AWS_ACCESS_KEY_ID"],
+            "password": AWS_KEYS["AWS_SECRET_ACCESS_KEY"],
+            "extra": {"endpoint_url": self.s3_url, "region_name": AWS_KEYS["AWS_DEFAULT_REGION"]},
+        }
+        env.update(
+            {
+                RUN_MARKER: str(self.run_dir),
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "64",
+                "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "256",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "anthropix_cluster_host.hostname",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.sql_alchemy_conn.replace("+psycopg2", "+asyncpg"),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "True",
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.sql_alchemy_conn}",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_logs_dir),
+                # Recovery timers, low so that recovery is seen in seconds (production: 30 / 300 / 600).
+                "AIRFLOW__TRIGGERER__CAPACITY": str(self.triggerer_capacity),
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+                "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
+                "ANTHROPIX_E2E_OUT": self.s3_uri("e2e-out"),
+                "ANTHROPIX_NIGHTLY_OUTPUT": self.s3_uri("nightly-default"),
+                "ANTHROPIX_JOB_OUTPUT": self.s3_uri("large-job-default"),
+                "ANTHROPIX_JOB_REQUESTS": "1200",
+                "ANTHROPIX_JOB_BATCH_SIZE": "400",
+                "ANTHROPIX_JOB_POLL_INTERVAL": "2",
+                # ObjectStoragePath("s3://...") without a conn_id (the examples) uses boto's default
+                # chain: these variables, as an instance role would in production.
+                "AWS_ENDPOINT_URL_S3": self.s3_url,
+                **AWS_KEYS,
+                **self.shared_secrets,
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def host_env(self, name: str) -> dict[str, str]:
+        """One Airflow process's environment: its own home, temp dir and host name."""
+        host = self.host_dir(name)
+        env = self.airflow_env()
+        env.update(
+            {
+                "AIRFLOW_HOME": str(host / "airflow-home"),
+                "TMPDIR": str(host / "tmp"),
+                "ANTHROPIX_CLUSTER_HOST": name,
+                "HOME": str(host),
+            }
+        )
+        if name.startswith("worker"):
+            # Each worker serves its own logs; the api-server reads the shared log folder first.
+            env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
+        return env
+
+    def _write_pids(self) -> None:
+        lines = [f"{s.pid} {s.name}" for s in self.services.values() if s.pid is not None and s.alive()]
+        (self.run_dir / "pids").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+    # -- infrastructure ----------------------------------------------------------------------
+    def _start_postgres(self) -> None:
+        bin_dir = pg_bin_dir()
+        data, sockets = self.pg_dir / "data", self.pg_dir / "sockets"
+        for d in (self.pg_dir, data, sockets):
+            d.mkdir(parents=True, exist_ok=True)
+        user = PG_USER if os.geteuid() == 0 else None
+        if user:
+            entry = pwd.getpwnam(user)
+            for d in (self.pg_dir, data, sockets):
+                os.chown(d, entry.pw_uid, entry.pw_gid)
+            os.chmod(data, 0o700)
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            RUN_MARKER: str(self.run_dir),
+        }
+        t = time.monotonic()
+        init = HostService(
+            "initdb",
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            self.logs_dir / "initdb.log",
+            env,
+            cwd=self.pg_dir,
+            user=user,
+        )
+        init.start()
+        assert init.popen is not None
+        if init.popen.wait(120) != 0:
+            raise E2EFailure(f"initdb failed:\n{init.tail()}")
+        self.pg_port = free_port()
+        argv = [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(self.pg_port),
+            "-k",
+            str(sockets),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=300",
+            # A throw-away database: durability is not what this test is about.
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]
+        service = HostService(
+            "postgres", argv, self.logs_dir / "postgres.log", env, cwd=self.pg_dir, user=user, stop_signal=signal.SIGINT
+        )
+        self.services["postgres"] = service
+        service.start()
+        self._write_pids()
+        self.wait_postgres(60)
+        with contextlib.closing(self.pg_connect("postgres")) as conn:
+            conn.autocommit = True
+            conn.cursor().execute(f"CREATE DATABASE {DB_NAME}")
+        say(
+            f"PostgreSQL {bin_dir.parent.name} on 127.0.0.1:{self.pg_port} (user {user or 'current'}) in {time.monotonic() - t:.1f}s"
+        )
+
+    def pg_connect(self, db: str = DB_NAME) -> Any:
+        return psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="airflow", dbname=db, connect_timeout=5)
+
+    def wait_postgres(self, timeout: float) -> None:
+        def ready() -> bool:
+            try:
+                with contextlib.closing(self.pg_connect("postgres")):
+                    return True
+            except psycopg2.OperationalError:
+                return False
+
+        self.wait_for("PostgreSQL to accept connections", ready, timeout, interval=0.2)
+
+    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """One read of the metadata database (what the scenarios check against)."""
+        with contextlib.closing(self.pg_connect()) as conn, conn.cursor() as cur:
+            cur.execute(query, args)
+            return list(cur.fetchall())
+
+    def _start_redis(self) -> None:
+        redis = shutil.which("redis-server") or "/usr/bin/redis-server"
+        data = self.run_dir / "redis"
+        data.mkdir(exist_ok=True)
+        self.redis_port = free_port()
+        argv = [redis, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(data), "--save", ""]
+        argv += ["--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes", "--unixsocket", ""]
+        service = HostService("redis", argv, self.logs_dir / "redis.log", {RUN_MARKER: str(self.run_dir)}, cwd=data)
+        self.services["redis"] = service
+        service.start()
+        self._write_pids()
+        self.wait_for("Redis to listen", lambda: "Ready to accept connections" in service.log_path.read_text(), 30, 0.1)
+        say(f"Redis on 127.0.0.1:{self.redis_port}")
+
+    def _start_s3(self) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
+        env[RUN_MARKER] = str(self.run_dir)
+        service = HostService("s3", argv, self.logs_dir / "s3.log", env, cwd=self.run_dir)
+        self.services["s3"] = service
+        service.start()
+        self._write_pids()
+        self.s3_url = f"http://127.0.0.1:{port}"
+        self.wait_for("the S3 server", lambda: requests.get(self.s3_url, timeout=2).status_code < 500, 60, 0.2)
+        self.s3().create_bucket(Bucket=BUCKET)
+        say(f"S3 API (moto server) on {self.s3_url}, bucket {BUCKET}")
+
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-1", **_boto_keys())
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        # Inherited by every process started from here on (see leaked()).
+        os.environ[RUN_MARKER] = str(self.run_dir)
+        for d in (self.dags_dir, self.logs_dir, self.pylib_dir, self.task_logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in AIRFLOW_SERVICES:
+            for sub in ("airflow-home", "tmp"):
+                (self.host_dir(name) / sub).mkdir(parents=True, exist_ok=True)
+        (self.pylib_dir / "anthropix_cluster_host.py").write_text(
+            '"""Host name of this process in the cluster test (each process plays a separate host)."""\n\n'
+            "import os\n\n\ndef hostname() -> str:\n"
+            '    return os.environ.get("ANTHROPIX_CLUSTER_HOST") or os.uname().nodename\n'
+        )
+        for f in self.dag_files:
+            if f.is_dir():
+                shutil.copytree(f, self.dags_dir / f.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(f, self.dags_dir / f.name)
+        self._start_postgres()
+        self._start_redis()
+        self._start_s3()
+        self._start_emulator()
+        host, port = self.emulator_url.removeprefix("http://").rsplit(":", 1)
+        self.proxy = Proxy(host, int(port)).start()
+        say(f"emulator {self.emulator_url}, proxy {self.proxy.url}")
+        self.api_url = f"http://127.0.0.1:{free_port()}"
+        t = time.monotonic()
+        migrate = subprocess.run(
+            [AIRFLOW, "db", "migrate"],
+            env=self.host_env("api-server"),
+            cwd=self.host_dir("api-server"),
+            stdout=(self.logs_dir / "db-migrate.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            check=False,
+        )
+        if migrate.returncode != 0:
+            raise E2EFailure(
+                f"airflow db migrate failed ({migrate.returncode}):\n"
+                + (self.logs_dir / "db-migrate.log").read_text(errors="replace")[-4000:]
+            )
+        say(f"database migrated in {time.monotonic() - t:.1f}s (PostgreSQL)")
+        port = self.api_url.rsplit(":", 1)[1]
+        argv = {
+            "api-server": [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", port, "--workers", "1"],
+            "dag-processor": [AIRFLOW, "dag-processor"],
+            "scheduler": [AIRFLOW, "scheduler", "--skip-serve-logs"],
+            "triggerer-1": [AIRFLOW, "triggerer", "--skip-serve-logs"],
+            "triggerer-2": [AIRFLOW, "triggerer", "--skip-serve-logs"],
+            "worker-1": [AIRFLOW, "celery", "worker", "--celery-hostname", "w1@cluster", "--skip-serve-logs"],
+            "worker-2": [AIRFLOW, "celery", "worker", "--celery-hostname", "w2@cluster", "--skip-serve-logs"],
+        }
+        for name in AIRFLOW_SERVICES:
+            service = HostService(
+                name, argv[name], self.logs_dir / f"{name}.log", self.host_env(name), cwd=self.host_dir(name)
+            )
+            self.services[name] = service
+            service.start()
+        self._write_pids()
+        self.wait_healthy()
+        self.wait_workers()
+
+    def wait_workers(self, *names: str, timeout: float = 120) -> None:
+        """Wait until each Celery worker has logged that it is ready for tasks."""
+        for name in names or WORKERS:
+            service = self.services[name]
+            self.wait_for(
+                f"{name} to be ready",
+                lambda s=service: " ready." in s.log_path.read_text(errors="replace").rsplit("===== start #", 1)[-1],
+                timeout,
+            )
+
+    # -- processes -----------------------------------------------------------------------------
+    def check_processes(self) -> None:
+        """Fail on an unexpected exit, or, while supervising, restart the Airflow service and note it."""
+        for service in list(self.services.values()):
+            if service.popen is None or service.expected_exit or service.popen.poll() is None:
+                continue
+            if self.supervise and service.name in AIRFLOW_SERVICES:
+                note = f"{service.name} exited with status {service.popen.returncode}; supervisor restarted it"
+                say(f"supervisor: {note}")
+                self.supervised_restarts.append(note)
+                service.signal_group(signal.SIGKILL)
+                service.start()
+                self._write_pids()
+                continue
+            raise E2EFailure(
+                f"{service.name} exited unexpectedly with status {service.popen.returncode}:\n{service.tail(80)}"
+            )
+
+    def restart_infra(self, name: str, down_seconds: float, while_down: Callable[[], None] | None = None) -> None:
+        """Stop PostgreSQL or Redis cleanly, keep it down ``down_seconds``, start it on the same port."""
+        service = self.services[name]
+        say(f"stopping {name} (pid {service.pid}) for {down_seconds:.0f}s")
+        service.stop()
+        self._write_pids()
+        if while_down is not None:
+            while_down()
+        deadline = time.monotonic() + down_seconds
+        while time.monotonic() < deadline:
+            self.check_processes()
+            time.sleep(0.5)
+        service.start()
+        self._write_pids()
+        if name == "postgres":
+            self.wait_postgres(60)
+        else:
+            self.wait_for("Redis to listen", lambda: "Ready to accept" in service.tail(5), 30, 0.1)
+        say(f"{name} is back (pid {service.pid})")
+
+    def leaked(self, settle: float = 2.0) -> list[str]:
+        """Processes of this run outside every live service (its process group or tree).
+
+        Seen twice ``settle`` seconds apart, so a child that a live service is starting or
+        reaping at the moment of the first look is not counted.
+        """
+
+        def candidates() -> dict[int, str]:
+            live: set[int] = set()
+            leaders: set[int] = set()
+            for service in self.services.values():
+                if service.alive() and service.pid is not None:
+                    leaders.add(service.pid)
+                    live.update(process_tree(service.pid))
+            needle = f"{RUN_MARKER}={self.run_dir}\0".encode()
+            found = {}
+            for entry in Path("/proc").iterdir():
+                pid = int(entry.name) if entry.name.isdigit() else 0
+                if not pid or pid in live or pid == os.getpid() or not _proc_env_has(pid, needle):
+                    continue
+                with contextlib.suppress(OSError):
+                    if os.getpgid(pid) in leaders:
+                        continue
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    found[pid] = cmdline[:160]
+            return found
+
+        first = candidates()
+        if not first:
+            return []
+        time.sleep(settle)
+        second = candidates()
+        return [f"{pid}: {cmd}" for pid, cmd in second.items() if pid in first]
+
+    def service_rss(self, name: str) -> int:
+        service = self.services[name]
+        return rss_bytes(process_tree(service.pid)) if service.alive() and service.pid else 0
+
+    def triggerer_mentions(self, text: str) -> int:
+        count = sum(self.services[n].log_path.read_text(errors="replace").count(text) for n in TRIGGERERS)
+        return count + self.triggerer_log_count(text)
+
+    def triggerer_log_count(self, text: str) -> int:
+        return sum(p.read_text(errors="replace").count(text) for p in self.task_logs_dir.rglob("*.log.trigger.*"))
+
+    def dump_failure(self, extra_tasks: list[tuple[str, str]] | None = None) -> str:
+        parts = []
+        for service in self.services.values():
+            parts.append(f"----- {service.name} (pid {service.pid}, alive={service.alive()}) -----\n{service.tail(40)}")
+        task_logs = sorted(self.task_logs_dir.rglob("*.log"), key=lambda p: p.stat().st_mtime)
+        for path in task_logs[-8:]:
+            text = path.read_text(errors="replace").splitlines()
+            parts.append(f"----- task log {path.relative_to(self.task_logs_dir)} -----\n" + "\n".join(text[-40:]))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        """Airflow first (reverse order), then the emulator, the object store, Redis, PostgreSQL."""
+        order = [*reversed(AIRFLOW_SERVICES), "emulator", "s3", "redis", "postgres"]
+        for name in order + [n for n in self.services if n not in order]:
+            if name in self.services:
+                self.services[name].stop()
+        self._write_pids()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+    # -- emulator clock --------------------------------------------------------------------------
+    def end_batches(self, quiet: bool = False) -> None:
+        """Move the emulator's clock past the processing time: every batch created so far ends."""
+        response = requests.post(
+            f"{self.emulator_url}/_emulator/clock", json={"advance": self.processing_seconds + 1}, timeout=10
+        )
+        response.raise_for_status()
+        if not quiet:
+            say(f"emulator clock advanced {self.processing_seconds + 1:.0f}s: every batch so far has ended")
+
+
+def _boto_keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": AWS_KEYS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": AWS_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+@contextlib.contextmanager
+def cluster(**kwargs: Any) -> Iterator[ClusterDeployment]:
+    """Start a :class:`ClusterDeployment`, always stop it; SIGTERM/SIGHUP become a clean stop too."""
+    dep = ClusterDeployment(**kwargs)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        dep.start()
+        yield dep
+    finally:
+        dep.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
