@@ -111,6 +111,8 @@ with DAG(
         destination=RUN_FOLDER + "/results",
         compression="gzip",
         max_errored_ratio=0.10,  # applied after the results are published: land, then gate
+        # The create's cost estimate, kept in the manifest beside the actual cost.
+        estimate="{{ ti.xcom_pull(task_ids='create_batch', key='estimate') }}",
     )
 
     @task

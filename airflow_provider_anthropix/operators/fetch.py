@@ -82,6 +82,9 @@ class FetchBatchResultsOperator(BaseOperator):
         place, so the errored lines can be looked at: "land, then gate".
     :param fail_on_canceled: after publishing, fail when any request was canceled.
     :param fail_on_expired: after publishing, fail when any request expired.
+    :param estimate: the create's cost estimate (templated), e.g.
+        ``"{{ ti.xcom_pull(task_ids='create', key='estimate') }}"``: the manifest then holds it beside
+        the actual tokens and cost, with the relative error (reconciliation; see docs/cost.md).
 
     The policy is the sensor's (:mod:`airflow_provider_anthropix.workflow.outcome`); its failure
     message counts the errors by type (``invalid_request_error: 12, overloaded_error: 3``), as
@@ -95,7 +98,7 @@ class FetchBatchResultsOperator(BaseOperator):
     "complete", "tokens", "estimated_cost_usd"}``.
     """
 
-    template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id")
+    template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id", "estimate")
     ui_color = "#e8d5c4"
     operator_extra_links = (AnthropicConsoleLink(), BatchResultsLink())
 
@@ -115,6 +118,7 @@ class FetchBatchResultsOperator(BaseOperator):
         max_errored_ratio: float | None = None,
         fail_on_canceled: bool = False,
         fail_on_expired: bool = False,
+        estimate: Any = None,
         **kwargs: Any,
     ) -> None:
         # Bad options fail when the DAG is parsed, not hours later.
@@ -148,6 +152,7 @@ class FetchBatchResultsOperator(BaseOperator):
         self.max_errored_ratio = ratio
         self.fail_on_canceled = fail_on_canceled
         self.fail_on_expired = fail_on_expired
+        self.estimate = estimate
         self._kill_requested = False
 
     @cached_property
@@ -183,6 +188,24 @@ class FetchBatchResultsOperator(BaseOperator):
         if len(set(ids)) != len(ids):
             raise AirflowFailException(f"batch_id lists a batch more than once: {', '.join(ids)}")
         return ids
+
+    def _estimate(self) -> dict[str, Any] | None:
+        """The create's estimate as a dict: an XCom value, or its text as a non-native template renders it."""
+        value: Any = self.estimate
+        if value is None or value == "" or value == "None":
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                try:
+                    value = ast.literal_eval(value)
+                except (ValueError, SyntaxError):
+                    value = None
+        if not isinstance(value, Mapping):
+            self.log.warning("estimate is not the create's estimate (a mapping); the manifest leaves it out")
+            return None
+        return dict(value)
 
     def _ended_batch(self, batch_id: str) -> MessageBatch:
         from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
@@ -241,7 +264,7 @@ class FetchBatchResultsOperator(BaseOperator):
         )
         if len(batches) == 1:
             chunks: Iterable[bytes] = self.hook.iter_result_bytes(batch, chunk_size=RESULTS_CHUNK_BYTES)
-            extra = None
+            extra: dict[str, Any] | None = None
         else:
             # One result set: the batches' streams one after the other, checked for repeated custom_ids.
             chunks = merged_results(
@@ -251,6 +274,9 @@ class FetchBatchResultsOperator(BaseOperator):
                 "batch_ids": [b.id for b in batches],
                 "batches": [{"batch_id": b.id, "counts": b.request_counts.to_dict()} for b in batches],
             }
+        estimate = self._estimate()
+        if estimate is not None:
+            extra = {**(extra or {}), "estimate": estimate}
         try:
             result = export_results(
                 chunks,
@@ -276,7 +302,7 @@ class FetchBatchResultsOperator(BaseOperator):
                 exc, doing=f"downloading the results of batch {batch.id}", conn_id=self.anthropix_conn_id
             ) from None
         summary = result.xcom()
-        if extra is not None:
+        if extra is not None and "batch_ids" in extra:
             summary["batch_ids"] = extra["batch_ids"]
         self._gate(batch, result.manifest, summary["manifest"])
         self._record_asset_events(context, publisher.uri.rstrip("/"), summary)

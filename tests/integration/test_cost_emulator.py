@@ -27,11 +27,13 @@ class FakeTI:
         self.pushed[key] = json.loads(json.dumps(value))
 
 
-def write_requests(path: Path, n: int, *, max_tokens: int = 64, seed: int = 7) -> Path:
+def write_requests(
+    path: Path, n: int, *, max_tokens: int = 64, seed: int = 7, lengths: tuple[int, ...] = (3, 30, 300, 1200)
+) -> Path:
     rng = random.Random(seed)
     with path.open("w") as fh:
         for i in range(n):
-            text = " ".join("word" for _ in range(rng.choice([3, 30, 300, 1200])))
+            text = " ".join("word" for _ in range(rng.choice(lengths)))
             params = {"max_tokens": max_tokens, "messages": [{"role": "user", "content": f"q{i} {text}"}]}
             fh.write(json.dumps({"custom_id": f"r{i}", "params": params}) + "\n")
     return path
@@ -113,6 +115,39 @@ def test_the_estimate_is_within_its_bound_of_the_actual_usage(
     assert abs(estimate["input_tokens"] - actual.input) <= estimate["input_tokens_bound"]
     assert (estimate["input_tokens_bound"] == 0) == (n <= 50)
     assert actual.output <= estimate["output_tokens_worst_case"]
+
+
+def test_the_estimate_holds_its_bound_at_100000_requests(
+    emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    """The sampled estimate (50 counted of 100,000 of mixed lengths) against what the batch really used."""
+    path = write_requests(tmp_path / "r.jsonl", 100_000, seed=3, lengths=(3, 30, 120, 400))
+    op = CreateBatchOperator(task_id="c", requests_path=str(path), default_params={"model": MODEL})
+    batch_id, ti = run(op)
+    estimate = ti.pushed["estimate"]
+    actual = _wait_and_summarise(emulator, batch_id).tokens
+    assert estimate["requests"] == 100_000 and estimate["sampled"] == 50
+    assert 0 < estimate["input_tokens_bound"] < estimate["input_tokens"]
+    assert abs(estimate["input_tokens"] - actual.input) <= estimate["input_tokens_bound"]
+
+
+def test_the_fetch_reconciles_the_create_estimate_in_its_manifest(
+    emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
+
+    path = write_requests(tmp_path / "r.jsonl", 300, seed=11)
+    batch_id, ti = run(CreateBatchOperator(task_id="c", requests_path=str(path), default_params={"model": MODEL}))
+    emulator.advance(3600)
+    out = tmp_path / "out"
+    # As a non-native template renders the XCom: the dict's text.
+    FetchBatchResultsOperator(
+        task_id="f", batch_id=batch_id, destination=str(out), estimate=str(ti.pushed["estimate"])
+    ).execute({})
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["estimate"]["input_tokens"] == ti.pushed["estimate"]["input_tokens"]
+    assert manifest["estimate_error"]["input_tokens_within_bound"] is True
+    assert manifest["actual"]["input_tokens"] > 0
 
 
 def test_cache_accounting_matches_the_emulator(

@@ -159,7 +159,11 @@ def test_cache_is_written_once_then_read_in_a_batch(sdk: anthropic.Anthropic, em
 
 def test_the_smallest_models_need_a_longer_prefix(sdk: anthropic.Anthropic, emulator: EmulatorHandle) -> None:
     def usage_of(model: str) -> Any:
-        params = {"model": model, "system": cached_system(MEDIUM_SYSTEM), "messages": [{"role": "user", "content": "Q"}]}
+        params = {
+            "model": model,
+            "system": cached_system(MEDIUM_SYSTEM),
+            "messages": [{"role": "user", "content": "Q"}],
+        }
         return run_batch(sdk, emulator, [params])["p0"].message.usage
 
     assert usage_of("claude-sonnet-4-5").cache_creation_input_tokens > 0
