@@ -14,7 +14,6 @@ from typing import Any
 import pendulum
 from pendulum import DateTime
 
-PROCESSING_STATUSES = ("in_progress", "canceling", "ended")
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 
 
@@ -111,10 +110,6 @@ class MessageBatch:
     @property
     def is_ended(self) -> bool:
         return self.processing_status == "ended"
-
-    @property
-    def is_canceling(self) -> bool:
-        return self.processing_status == "canceling"
 
     @property
     def is_archived(self) -> bool:

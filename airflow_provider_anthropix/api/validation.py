@@ -59,7 +59,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _version_fix(api_version: str) -> str:
+def _not_accepted_by(api_version: str) -> str:
     return f"is not accepted by API version {api_version}"
 
 
@@ -71,7 +71,7 @@ def _check_sampling(params: Mapping[str, Any], api_version: str, problems: list[
         value = params[name]
         if strict:
             problems.append(
-                f"params.{name} {_version_fix(api_version)} (even at its default value); remove it "
+                f"params.{name} {_not_accepted_by(api_version)} (even at its default value); remove it "
                 f"or set the connection's anthropic_version to {LEGACY_API_VERSION}"
             )
         elif name == "top_k":
@@ -92,13 +92,13 @@ def _check_blocks(blocks: list[Any], where: str, role: str | None, api_version: 
         kind = block["type"]
         if role == "assistant" and kind == "document":
             problems.append(
-                f"{where}[{b}]: a document block in an assistant message {_version_fix(api_version)}; "
+                f"{where}[{b}]: a document block in an assistant message {_not_accepted_by(api_version)}; "
                 f"move it to a user message or set the connection's anthropic_version to {LEGACY_API_VERSION}"
             )
         elif role == "user" and kind == "text" and block.get("citations"):
             problems.append(
                 f"{where}[{b}].citations: a text block with citations in a user message "
-                f"{_version_fix(api_version)}; remove the citations or set the connection's "
+                f"{_not_accepted_by(api_version)}; remove the citations or set the connection's "
                 f"anthropic_version to {LEGACY_API_VERSION}"
             )
 

@@ -38,8 +38,3 @@ class BlockSplitter:
         """What is left when the stream ends: a last line without its newline, or ``b""``."""
         tail, self._tail = self._tail, b""
         return tail
-
-    @property
-    def pending(self) -> int:
-        """Bytes held back, waiting for their newline."""
-        return len(self._tail)

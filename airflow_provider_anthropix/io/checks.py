@@ -22,7 +22,7 @@ class ResultsMismatchError(ValueError):
         )
 
 
-def check_on_mismatch(value: str) -> str:
+def validate_on_mismatch(value: str) -> str:
     if value not in ON_MISMATCH:
         raise ValueError(f"on_mismatch must be one of {', '.join(ON_MISMATCH)}; got {value!r}")
     return value

@@ -19,7 +19,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api.models import RESULT_TYPES, RequestCounts
 from airflow_provider_anthropix.io.blocks import BlockSplitter
-from airflow_provider_anthropix.io.checks import ResultsMismatchError, check_on_mismatch, completeness_problems
+from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
 from airflow_provider_anthropix.io.jsonl import DEFAULT_GZIP_LEVEL, FileInfo, JsonlWriter
 from airflow_provider_anthropix.io.manifest import build_manifest, xcom_summary
 from airflow_provider_anthropix.io.parquet import DEFAULT_PARQUET_CODEC, DEFAULT_ROW_GROUP_ROWS, PARQUET_CODECS
@@ -90,7 +90,7 @@ class ExportOptions:
             raise ValueError(
                 f"compression for parquet is its codec, one of {', '.join(PARQUET_CODECS)}; got {self.compression!r}"
             )
-        check_on_mismatch(self.on_mismatch)
+        validate_on_mismatch(self.on_mismatch)
         if self.price_table is not None:
             object.__setattr__(self, "price_table", validate_price_table(self.price_table))
 

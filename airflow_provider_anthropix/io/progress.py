@@ -49,7 +49,3 @@ class Progress:
 
     def done(self) -> None:
         self.log.info("done: %s", self.describe())
-
-    @property
-    def elapsed(self) -> float:
-        return self.clock() - self.started

@@ -48,10 +48,9 @@ CASES: dict[str, dict[str, Any]] = {
 MAX_MESSAGE = 4000
 
 #: Known defects, reported to their owners; strict, so the marker must go once they are fixed.
-#: (The six create.py defects this corpus found first were fixed in 03b1ae8.)
 KNOWN_BUGS: dict[str, str] = {}
 
-KNOWN_CASE_BUGS: dict[str, str] = {}  # the fetch defects found first were fixed in d9d254a
+KNOWN_CASE_BUGS: dict[str, str] = {}
 
 
 @pytest.fixture

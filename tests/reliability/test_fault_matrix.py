@@ -406,7 +406,7 @@ for _state in ("expired", "canceled", "archived"):
     CELLS[("fetch", _state)] = fetch_state(_state)
 
 #: Defects found by this matrix, reported to their owner; strict: the marker must go when fixed.
-KNOWN_BUGS: dict[tuple[str, str], str] = {}  # fetch+401 (found here first) was fixed in d9d254a
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize(

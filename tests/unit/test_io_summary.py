@@ -7,7 +7,7 @@ from test_io_support import chunked, counts_of, mixed_results, result_line
 
 from airflow_provider_anthropix.api.models import RequestCounts
 from airflow_provider_anthropix.io.blocks import BlockSplitter
-from airflow_provider_anthropix.io.checks import ResultsMismatchError, check_on_mismatch, completeness_problems
+from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
 from airflow_provider_anthropix.io.pricing import (
     DEFAULT_PRICE_TABLE,
     estimate_cost,
@@ -100,9 +100,9 @@ def test_completeness_problems_name_what_differs() -> None:
     assert any("succeeded" in p for p in problems)
     error = ResultsMismatchError(problems)
     assert "on_mismatch='warn'" in str(error)
-    assert check_on_mismatch("warn") == "warn"
+    assert validate_on_mismatch("warn") == "warn"
     with pytest.raises(ValueError, match="on_mismatch"):
-        check_on_mismatch("ignore")
+        validate_on_mismatch("ignore")
 
 
 def test_cost_uses_the_longest_prefix_and_the_batch_discount() -> None:
