@@ -91,6 +91,20 @@ class HostService(Service):
         )
         log.close()
 
+    def signal_group(self, sig: int) -> None:
+        """Signal the leader's process group and every other process of its session.
+
+        A Celery worker's task process moves to a process group of its own; signalling only the
+        worker's group would leave it running when the "host" dies, which a real host loss never
+        does. Every service starts a session of its own, so the session is the host.
+        """
+        super().signal_group(sig)
+        if self.popen is None:
+            return
+        for pid in session_members(self.popen.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
     def stop(self, timeout: float = 20.0) -> None:
         """The service's own clean-stop signal to its leader, then SIGKILL what is left of the group."""
         if self.popen is None:
@@ -108,6 +122,21 @@ class HostService(Service):
         self.signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
+
+
+def session_members(sid: int) -> list[int]:
+    """Every process whose session id is ``sid`` (from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == str(sid):  # state, ppid, pgrp, session
+            members.append(int(entry.name))
+    return members
 
 
 def _proc_env_has(pid: int, needle: bytes) -> bool:
