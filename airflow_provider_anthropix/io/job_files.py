@@ -19,7 +19,12 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api.models import EncodedBody, RequestCounts
 from airflow_provider_anthropix.io.export import ExportOptions, export_results
-from airflow_provider_anthropix.io.publish import OBJECT_STORE_PROTOCOLS, UPLOAD_BLOCK_BYTES
+from airflow_provider_anthropix.io.publish import (
+    OBJECT_STORE_PROTOCOLS,
+    UPLOAD_BLOCK_BYTES,
+    destination_uri,
+    protocol_of,
+)
 from airflow_provider_anthropix.io.shards import (
     ENVELOPE_BYTES,
     RetryScan,
@@ -48,16 +53,13 @@ class JobFiles:
     def __init__(self, root: ObjectStoragePath) -> None:
         self.root = root
         self.fs = root.fs
-        protocol = root.protocol[0] if isinstance(root.protocol, (tuple, list)) else root.protocol
-        self.protocol = str(protocol or "file")
+        self.protocol = protocol_of(root)
         self.base = str(root.path).rstrip("/")
         self._folders_made: set[str] = set()
 
     @property
     def uri(self) -> str:
-        if self.protocol in ("file", "local"):
-            return f"file://{self.base}"
-        return f"{self.protocol}://{self.base}"
+        return destination_uri(self.root).rstrip("/")
 
     def _full(self, name: str) -> str:
         if not name or name.startswith("/") or ".." in name.split("/"):

@@ -59,7 +59,7 @@ class DestinationError(Exception):
     """The destination cannot be written (unknown scheme, missing bucket, no permission)."""
 
 
-def _protocol(path: ObjectStoragePath) -> str:
+def protocol_of(path: ObjectStoragePath) -> str:
     protocol = path.protocol
     if isinstance(protocol, (tuple, list)):
         protocol = protocol[0]
@@ -68,7 +68,7 @@ def _protocol(path: ObjectStoragePath) -> str:
 
 def destination_uri(path: ObjectStoragePath) -> str:
     """The destination as a plain URI, without a connection id (for Assets, logs, XCom)."""
-    protocol = _protocol(path)
+    protocol = protocol_of(path)
     if protocol in ("file", "local"):
         return "file://" + str(path.path)
     return f"{protocol}://{path.path}"
@@ -93,7 +93,7 @@ PROBE_PREFIX = "_anthropix_probe_"
 
 def check_protocol(path: ObjectStoragePath) -> None:
     """Fail early, naming the package to install, when no filesystem is registered for the scheme."""
-    protocol = _protocol(path)
+    protocol = protocol_of(path)
     if protocol in ("file", "local"):
         # Always registered; asking has_fs would make Airflow discover every installed
         # filesystem (~0.3 s on the first call of a process) for nothing.
@@ -145,7 +145,7 @@ def check_destination_writable(path: ObjectStoragePath) -> None:
     """
     check_protocol(path)
     fs = path.fs
-    protocol = _protocol(path)
+    protocol = protocol_of(path)
     root = path.path.rstrip("/")
     probe = f"{root}/{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
     uri = destination_uri(path)
@@ -197,7 +197,7 @@ class AtomicPublisher:
             raise ValueError(f"a staging token is 12 lowercase hex digits; got {token!r}")
         self.destination = destination
         self.fs = destination.fs
-        self.protocol = _protocol(destination)
+        self.protocol = protocol_of(destination)
         self.root = destination.path.rstrip("/")
         self.token = token or uuid.uuid4().hex[:12]
         self.staging = f"{self.root}/{STAGING_PREFIX}{self.token}"

@@ -97,8 +97,10 @@ def resolve_inputs(path: ObjectStoragePath) -> list[ObjectStoragePath]:
 
 
 def _child(parent: ObjectStoragePath, full_path: str) -> ObjectStoragePath:
-    protocol = parent.protocol[0] if isinstance(parent.protocol, (tuple, list)) else parent.protocol
-    uri = full_path if protocol in ("file", "local", None) else f"{protocol}://{full_path}"
+    from airflow_provider_anthropix.io.publish import protocol_of
+
+    protocol = protocol_of(parent)
+    uri = full_path if protocol in ("file", "local") else f"{protocol}://{full_path}"
     conn_id = getattr(parent, "conn_id", None)
     return ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
 

@@ -169,15 +169,9 @@ class FetchBatchResultsOperator(BaseOperator):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    try:
-                        value = ast.literal_eval(text)
-                    except (ValueError, SyntaxError):
-                        raise AirflowFailException(
-                            f"batch_id {text[:200]!r} is neither a batch id nor a list of them"
-                        ) from None
+                value = _rendered_value(text)
+                if value is None:
+                    raise AirflowFailException(f"batch_id {text[:200]!r} is neither a batch id nor a list of them")
             else:
                 value = [text] if text else []
         elif value is None:
@@ -195,13 +189,7 @@ class FetchBatchResultsOperator(BaseOperator):
         if value is None or value == "" or value == "None":
             return None
         if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                try:
-                    value = ast.literal_eval(value)
-                except (ValueError, SyntaxError):
-                    value = None
+            value = _rendered_value(value)
         if not isinstance(value, Mapping):
             self.log.warning("estimate is not the create's estimate (a mapping); the manifest leaves it out")
             return None
@@ -348,6 +336,17 @@ class FetchBatchResultsOperator(BaseOperator):
     def on_kill(self) -> None:
         """Stop at the next chunk; the export then removes what it staged and publishes nothing."""
         self._kill_requested = True
+
+
+def _rendered_value(text: str) -> Any:
+    """An XCom value from its text: JSON, or the Python literal a non-native template renders; None if neither."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return None
 
 
 def _merged_view(batches: Sequence[MessageBatch]) -> MessageBatch:

@@ -270,12 +270,11 @@ class BatchJobOperator(BaseOperator):
             raise airflow_error(exc, doing="running the batch job", conn_id=self.anthropix_conn_id) from None
 
     def _defer(self, step: Wait) -> None:
-        import pendulum
-
+        from airflow_provider_anthropix.triggers.batch import deadline_epoch
         from airflow_provider_anthropix.triggers.job import BatchesEndedTrigger
 
-        deadline = pendulum.parse(step.deadline)
-        remaining = max(60.0, deadline.timestamp() - time.time()) if isinstance(deadline, pendulum.DateTime) else 0
+        deadline = deadline_epoch(step.deadline)
+        remaining = max(60.0, deadline - time.time()) if deadline is not None else 0.0
         self.defer(
             trigger=BatchesEndedTrigger(
                 batch_ids=step.batch_ids,
