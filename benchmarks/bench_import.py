@@ -15,6 +15,15 @@ measured inside the interpreter. The figure that counts is the median of the sec
 over ``airflow.sdk``); the target for ours is <= 50 ms. The heavy modules each case loads on
 top of ``airflow.sdk`` are listed as well.
 
+Two rounds, because the bytecode cache decides much of the figure:
+
+- ``bytecode cached``: what a deployment runs. ``pip install`` and Airflow's images compile
+  ``.pyc`` files at install time; here the probes share a private ``PYTHONPYCACHEPREFIX``,
+  filled by one unmeasured run per case. This is the figure the target is about.
+- ``no bytecode cache``: the first parse after an install that did not compile (``uv pip``
+  without ``--compile-bytecode``, or ``PYTHONDONTWRITEBYTECODE=1`` as on this machine):
+  every module is compiled from source, in every process.
+
     .venv/bin/python benchmarks/bench_import.py [--repeats 9]
 """
 
@@ -23,10 +32,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import pkgutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 OURS = [
     "airflow_provider_anthropix.operators.create",
@@ -74,18 +85,54 @@ def our_modules() -> list[str]:
     return OURS + extra
 
 
-def sample(modules: list[str]) -> dict[str, object]:
+def probe_env(cache_dir: str, *, write: bool) -> dict[str, str]:
+    """The environment of a probe: its bytecode read from (and, when ``write``, written to) ``cache_dir`` only."""
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=cache_dir)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if not write:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def sample(modules: list[str], env: dict[str, str]) -> dict[str, object]:
     """One fresh interpreter: time ``import airflow.sdk``, then ``modules`` on top of it."""
     code = PROBE.format(modules=modules, heavy=HEAVY)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"importing {modules} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure(cases: dict[str, list[str]], repeats: int, env: dict[str, str]) -> dict[str, list[dict[str, object]]]:
+    """``repeats`` samples of every case, interleaved so a busy machine hurts them alike."""
+    samples: dict[str, list[dict[str, object]]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, modules in cases.items():
+            samples[name].append(sample(modules, env))
+    return samples
+
+
+def report(title: str, samples: dict[str, list[dict[str, object]]], repeats: int) -> dict[str, float]:
+    """Print one round's table and return the median cost over ``airflow.sdk`` of each case, in ms."""
+    print(f"{title}: import cost in fresh interpreters, median of {repeats} (interleaved)")
+    print(f"{'case':<12} {'import airflow.sdk':>19} {'over airflow.sdk':>17} {'new modules':>12}  heavy modules loaded")
+    medians: dict[str, float] = {}
+    for name, rows in samples.items():
+        sdk = statistics.median(float(r["sdk"]) for r in rows) * 1000  # type: ignore[arg-type]
+        extra = statistics.median(float(r["extra"]) for r in rows) * 1000  # type: ignore[arg-type]
+        medians[name] = extra
+        heavy = ", ".join(rows[-1]["heavy"]) or "-"  # type: ignore[arg-type]
+        count = rows[-1]["modules"]
+        print(f"{name:<12} {sdk:>16.0f} ms {extra:>14.1f} ms {count:>12}  {heavy}")
+    ours = medians["ours"]
+    if "official" in medians and ours > 0:
+        print(f"official over airflow.sdk: {medians['official']:.0f} ms ({medians['official'] / ours:.0f}x ours)")
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9, help="fresh interpreters per case (default 9)")
+    parser.add_argument("--repeats", type=int, default=9, help="fresh interpreters per case and round (default 9)")
     parser.add_argument("--json", action="store_true", help="print the medians as one JSON line as well")
     args = parser.parse_args()
 
@@ -93,29 +140,24 @@ def main() -> None:
     if not cases["official"]:
         print("airflow.providers.anthropic is not installed: the official case is skipped")
         del cases["official"]
-    samples: dict[str, list[dict[str, object]]] = {name: [] for name in cases}
-    for _ in range(args.repeats):
-        for name, modules in cases.items():
-            samples[name].append(sample(modules))
-
-    print(f"Import cost in fresh interpreters, median of {args.repeats} (interleaved):")
-    print(f"{'case':<12} {'import airflow.sdk':>19} {'over airflow.sdk':>17} {'new modules':>12}  heavy modules loaded")
-    medians: dict[str, float] = {}
-    for name, rows in samples.items():
-        sdk = statistics.median(float(r["sdk"]) for r in rows) * 1000
-        extra = statistics.median(float(r["extra"]) for r in rows) * 1000
-        medians[name] = extra
-        heavy = ", ".join(rows[-1]["heavy"]) or "-"  # type: ignore[arg-type]
-        count = rows[-1]["modules"]
-        print(f"{name:<12} {sdk:>16.0f} ms {extra:>14.1f} ms {count:>12}  {heavy}")
-    ours = medians["ours"]
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as cached, tempfile.TemporaryDirectory() as empty:
+        for modules in cases.values():  # fills the cache, unmeasured: the install-time compile
+            sample(modules, probe_env(cached, write=True))
+        rounds = {
+            "bytecode cached": probe_env(cached, write=False),
+            "no bytecode cache": probe_env(empty, write=False),
+        }
+        for title, env in rounds.items():
+            results[title] = report(title, measure(cases, args.repeats, env), args.repeats)
+            print()
+    ours = results["bytecode cached"]["ours"]
     verdict = "meets" if ours <= 50 else "MISSES"
-    print(f"ours over airflow.sdk: {ours:.1f} ms ({verdict} the <= 50 ms target)")
-    if "official" in medians and ours > 0:
-        print(f"official over airflow.sdk: {medians['official']:.0f} ms ({medians['official'] / ours:.0f}x ours)")
+    print(f"ours over airflow.sdk, bytecode cached: {ours:.1f} ms ({verdict} the <= 50 ms target)")
+    print(f"ours over airflow.sdk, no bytecode cache: {results['no bytecode cache']['ours']:.1f} ms")
     print("modules (ours): " + ", ".join(m.rsplit(".", 2)[-2] + "." + m.rsplit(".", 1)[-1] for m in cases["ours"]))
     if args.json:
-        print(json.dumps({name: round(value, 1) for name, value in medians.items()}))
+        print(json.dumps({title: {k: round(v, 1) for k, v in medians.items()} for title, medians in results.items()}))
 
 
 if __name__ == "__main__":
