@@ -17,7 +17,8 @@ from airflow_provider_anthropix.api import (
 )
 from airflow_provider_anthropix.api.errors import error_from_response
 from airflow_provider_anthropix.api.retry import is_transient
-from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, jittered, next_poll_wait
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+from airflow_provider_anthropix.triggers.polling import jittered, next_poll_wait
 
 
 @pytest.mark.smoke
