@@ -20,6 +20,7 @@ from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAM
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_provider_anthropix.api.errors import AnthropixError
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
     from airflow_provider_anthropix.io.pricing import PriceTable
     from airflow_provider_anthropix.workflow.cost import CostEstimate, CostTally, SharedPrefix
@@ -78,7 +79,8 @@ class EstimatingTask(Protocol):
     cost_options: CostOptions
     max_cost_usd: Any
     default_params: Mapping[str, Any] | None
-    anthropix_conn_id: str
+
+    def api_failure(self, exc: AnthropixError, doing: str) -> AirflowException: ...
 
 
 def run_estimate(
@@ -86,12 +88,11 @@ def run_estimate(
 ) -> CostEstimate | None:
     """Model check, estimate, log, budget gate; returns the estimate (None: a model has no price and no budget is set).
 
-    :param task: the operator: its hook, estimate arguments (rendered ``max_cost_usd``), log and connection.
+    :param task: the operator: its hook, estimate arguments (rendered ``max_cost_usd``), log and API failures.
     :param tally: the requests as validated, tallied for the estimate.
     :param learn_from: where earlier results landed, to learn output/max_tokens ratios from (None: nowhere).
     """
     from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
-    from airflow_provider_anthropix.failures import airflow_error
     from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
     from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
     from airflow_provider_anthropix.workflow.cost import (
@@ -103,7 +104,7 @@ def run_estimate(
         shared_prefix,
     )
 
-    hook, options, log, conn_id = task.hook, task.cost_options, task.log, task.anthropix_conn_id
+    hook, options, log = task.hook, task.cost_options, task.log
     try:
         budget = parse_budget(task.max_cost_usd)
     except CostError as exc:
@@ -134,10 +135,10 @@ def run_estimate(
         raise AirflowFailException(str(exc)) from None
     except AnthropixConnectionError as exc:
         if exc.maybe_sent:
-            raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
+            raise task.api_failure(exc, "estimating the cost before sending") from None
         raise AirflowException(f"The batch was not sent: {exc}") from None
     except AnthropixError as exc:
-        raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
+        raise task.api_failure(exc, "estimating the cost before sending") from None
     if budget is not None:
         log.info(
             "Within budget: %s cost $%.4f <= max_cost_usd $%.4f",

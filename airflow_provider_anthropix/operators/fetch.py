@@ -169,7 +169,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
             raise AirflowFailException(f"batch_id lists a batch more than once: {', '.join(ids)}")
         return ids
 
-    def _estimate(self) -> dict[str, Any] | None:
+    def _estimate_argument(self) -> dict[str, Any] | None:
         """The create's estimate as a dict: an XCom value, or its text as a non-native template renders it."""
         value: Any = self.estimate
         if value is None or value == "" or value == "None":
@@ -245,7 +245,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
                 "batch_ids": [b.id for b in batches],
                 "batches": [{"batch_id": b.id, "counts": b.request_counts.to_dict()} for b in batches],
             }
-        estimate = self._estimate()
+        estimate = self._estimate_argument()
         if estimate is not None:
             extra = {**(extra or {}), "estimate": estimate}
         try:
@@ -279,6 +279,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
 
     def _gate(self, batch: MessageBatch, manifest: Mapping[str, Any], manifest_uri: str) -> None:
         """Land, then gate: the results are published; now apply the outcome policy to them."""
+        from airflow_provider_anthropix.failures import enforce_outcome
         from airflow_provider_anthropix.workflow.outcome import evaluate_outcome
 
         if self.max_errored_ratio is None and not self.fail_on_canceled and not self.fail_on_expired:
@@ -290,12 +291,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
             fail_on_expired=self.fail_on_expired,
             errored_by_type=manifest.get("errored_by_type") or {},
         )
-        if outcome.ok:
-            self.log.info("%s", outcome.message)
-            return
-        message = f"{outcome.message}. The results were published first, see {manifest_uri}"
-        self.log.error("%s", message)
-        raise AirflowFailException(message)
+        enforce_outcome(outcome, self.log, note=f". The results were published first, see {manifest_uri}")
 
     def _record_asset_events(self, context: Context, uri: str, summary: Mapping[str, Any]) -> None:
         """Attach the manifest to the outlet event; resolve an AssetAlias to the rendered destination."""

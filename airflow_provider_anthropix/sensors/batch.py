@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_provider_anthropix.api import AnthropixError, MessageBatch
 from airflow_provider_anthropix.api.retry import is_transient
@@ -161,16 +161,15 @@ class BatchEndedSensor(AnthropixHookMixin, BaseSensorOperator):
             raise self.api_failure(exc, f"waiting for batch {self.batch_id}") from None
 
     def _finish(self, batch: MessageBatch) -> dict[str, Any]:
+        from airflow_provider_anthropix.failures import enforce_outcome
+
         outcome = evaluate_outcome(
             batch,
             max_errored_ratio=self.max_errored_ratio,
             fail_on_canceled=self.fail_on_canceled,
             fail_on_expired=self.fail_on_expired,
         )
-        if not outcome.ok:
-            self.log.error("%s", outcome.message)
-            raise AirflowFailException(outcome.message)
-        self.log.info("%s", outcome.message)
+        enforce_outcome(outcome, self.log)
         return batch_summary(batch)
 
     def _handle_timeout(self, batch: MessageBatch | None) -> None:
