@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
@@ -18,11 +16,10 @@ from airflow_provider_anthropix.api import (
     MessageBatch,
 )
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.mixins import AnthropixHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
 
 def describe_counts(batch: MessageBatch) -> str:
@@ -38,7 +35,7 @@ def describe_counts(batch: MessageBatch) -> str:
     )
 
 
-class CancelBatchOperator(BaseOperator):
+class CancelBatchOperator(AnthropixHookMixin, BaseOperator):
     """Cancel a Message Batch by id; returns a summary of the batch (counts, status, ``results_url``).
 
     Cancelling a batch that has already ended is not an error: it is logged and the summary
@@ -76,51 +73,30 @@ class CancelBatchOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
 
-    @cached_property
-    def hook(self) -> AnthropixHook:
-        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
-        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
-
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger
+        from airflow_provider_anthropix.triggers.deferral import defer_until_ended
         from airflow_provider_anthropix.workflow.events import batch_summary
 
         batch = self._cancel()
         if batch.is_ended or not self.wait_for_end:
             return batch_summary(batch)
         if self.deferrable:
-            import pendulum
-
-            deadline = pendulum.now("UTC") + timedelta(seconds=self.wait_timeout)
-            self.defer(
-                trigger=BatchEndedTrigger(
-                    batch_id=batch.id,
-                    anthropix_conn_id=self.anthropix_conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=deadline.to_iso8601_string(),
-                    first_poll_delay=self.poll_interval,  # we have just looked: see the trigger's docstring
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=self.wait_timeout + max(60.0, 2 * self.poll_interval)),
+            defer_until_ended(
+                self, batch.id, conn_id=self.anthropix_conn_id, poll_interval=self.poll_interval, wait=self.wait_timeout
             )
         return batch_summary(self._wait(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
+        from airflow_provider_anthropix.triggers.deferral import read_event
+        from airflow_provider_anthropix.workflow.events import batch_summary, parse_batch_event
 
-        try:
-            status, batch, message = parse_batch_event(event)
-        except EventError as exc:
-            raise AirflowException(str(exc)) from None
+        status, batch, message = read_event(parse_batch_event, event)
         if status == "success" and batch is not None:
             self.log.info("Batch %s has ended after the cancel: %s", batch.id, describe_counts(batch))
             return batch_summary(batch)
         raise AirflowException(message or f"waiting for canceled batch {self.batch_id} to end failed")
 
     def _cancel(self) -> MessageBatch:
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-
         try:
             batch = self.hook.cancel_batch(self.batch_id)
         except (BadRequestError, ConflictError) as exc:
@@ -134,9 +110,9 @@ class CancelBatchOperator(BaseOperator):
                     describe_counts(current),
                 )
                 return current
-            raise airflow_error(exc, doing=f"canceling batch {self.batch_id}", conn_id=self.anthropix_conn_id) from None
+            raise self.api_failure(exc, f"canceling batch {self.batch_id}") from None
         except AnthropixError as exc:
-            raise airflow_error(exc, doing=f"canceling batch {self.batch_id}", conn_id=self.anthropix_conn_id) from None
+            raise self.api_failure(exc, f"canceling batch {self.batch_id}") from None
         self.log.info(
             "Cancel requested for batch %s (cancel initiated at %s); now %s",
             batch.id,
@@ -146,12 +122,10 @@ class CancelBatchOperator(BaseOperator):
         return batch
 
     def _get(self, batch_id: str) -> MessageBatch:
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-
         try:
             return self.hook.get_batch(batch_id)
         except AnthropixError as exc:
-            raise airflow_error(exc, doing=f"checking batch {batch_id}", conn_id=self.anthropix_conn_id) from None
+            raise self.api_failure(exc, f"checking batch {batch_id}") from None
 
     def _wait(self, batch: MessageBatch) -> MessageBatch:
         from airflow_provider_anthropix.triggers.batch import describe_progress

@@ -18,7 +18,6 @@ import json
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
@@ -31,13 +30,13 @@ from airflow_provider_anthropix.api import (
 )
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink
+from airflow_provider_anthropix.mixins import AnthropixHookMixin
 from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions
 from airflow_provider_anthropix.workflow.budget import DEFAULT_SAMPLE_SIZE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
     from airflow_provider_anthropix.io.requests_file import SpooledBatch
     from airflow_provider_anthropix.workflow.cost import CostTally
     from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger
@@ -62,7 +61,7 @@ def _human_bytes(size: int) -> str:
 # -- the operator -------------------------------------------------------------------------------
 
 
-class CreateBatchOperator(BaseOperator):
+class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
     """Submit one Message Batch from a list of requests or a JSONL file; returns the batch id.
 
     Everything the API would reject is caught before anything is sent: the task then fails
@@ -143,13 +142,7 @@ class CreateBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost_options = CostOptions(
-            budget_basis=budget_basis,
-            dry_run=dry_run,
-            sample_size=estimate_sample_size,
-            check_models=check_models,
-            price_table=price_table,
-        )
+        self.cost_options = CostOptions(budget_basis, dry_run, estimate_sample_size, check_models, price_table)
         self.max_cost_usd = max_cost_usd
         if (requests is None) == (requests_path is None):
             raise ValueError("give exactly one of requests and requests_path")
@@ -166,12 +159,6 @@ class CreateBatchOperator(BaseOperator):
         self.results_destination = results_destination
         self.results_destination_conn_id = results_destination_conn_id
         self.batch_id: str | None = None
-
-    @cached_property
-    def hook(self) -> AnthropixHook:
-        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
-        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- execute ------------------------------------------------------------------------------
 
@@ -211,16 +198,7 @@ class CreateBatchOperator(BaseOperator):
         destination = None
         if self.results_destination is not None:
             destination = resolve_destination(self.results_destination, self.results_destination_conn_id)
-        estimate = run_estimate(
-            self.hook,
-            self.cost_options,
-            tally,
-            max_cost_usd=self.max_cost_usd,
-            default_params=self.default_params,
-            learn_from=destination,
-            log=self.log,
-            conn_id=self.anthropix_conn_id,
-        )
+        estimate = run_estimate(self, tally, learn_from=destination)
         if estimate is not None:
             push_estimate(context, estimate.to_dict())
         if self.cost_options.dry_run:
@@ -230,8 +208,6 @@ class CreateBatchOperator(BaseOperator):
             )
 
     def _reuse_recorded_batch(self, store: ForgivingStore) -> str | None:
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-
         recorded = store.get(STATE_BATCH_ID)
         if not recorded:
             return None
@@ -243,9 +219,7 @@ class CreateBatchOperator(BaseOperator):
             store.delete(STATE_BATCH_ID)
             return None
         except AnthropixError as exc:
-            raise airflow_error(
-                exc, doing=f"checking batch {batch_id} recorded by an earlier try", conn_id=self.anthropix_conn_id
-            ) from None
+            raise self.api_failure(exc, f"checking batch {batch_id} recorded by an earlier try") from None
         if batch.cancel_initiated_at is not None:
             self.log.warning("Batch %s recorded by an earlier try was canceled; creating a new one", batch_id)
             store.delete(STATE_BATCH_ID)
@@ -279,13 +253,9 @@ class CreateBatchOperator(BaseOperator):
         self.log.info("results_destination %s is writable", destination_uri(path))
 
     def _spool(self, tally: CostTally) -> SpooledBatch:
-        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.requests_file import iter_jsonl, spool_batch
 
-        try:
-            api_version = self.hook.config.anthropic_version
-        except ConnectionSettingsError as exc:
-            raise AirflowFailException(str(exc)) from None
+        api_version = self.client_config().anthropic_version
         started = time.monotonic()
 
         def progress(seen: int, body_bytes: int) -> None:
@@ -378,13 +348,9 @@ class CreateBatchOperator(BaseOperator):
         return list(value)
 
     def _ledger(self, store: ForgivingStore) -> CreateLedger:
-        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.workflow.ledger import CreateLedger, RecoverySettings
 
-        try:
-            config = self.hook.config
-        except ConnectionSettingsError as exc:
-            raise AirflowFailException(str(exc)) from None
+        config = self.client_config()
         return CreateLedger(
             self.hook,
             store,
@@ -426,11 +392,11 @@ class CreateBatchOperator(BaseOperator):
 
     def _airflow_failure(self, exc: CreateFailed) -> AirflowException:
         """A create that failed: retryable unless a retry cannot help; API errors get the shared hints."""
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+        from airflow_provider_anthropix.failures import task_failure
 
         if exc.cause is not None and not exc.retryable:
-            return airflow_error(exc.cause, doing="creating the batch", conn_id=self.anthropix_conn_id)
-        return (AirflowException if exc.retryable else AirflowFailException)(str(exc))
+            return self.api_failure(exc.cause, "creating the batch")
+        return task_failure(str(exc), retryable=exc.retryable)
 
     def on_kill(self) -> None:
         if not self.cancel_on_kill or not self.batch_id:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -20,6 +20,7 @@ from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAM
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_provider_anthropix.api.errors import AnthropixError
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
     from airflow_provider_anthropix.io.pricing import PriceTable
     from airflow_provider_anthropix.workflow.cost import CostEstimate, CostTally, SharedPrefix
@@ -31,6 +32,9 @@ XCOM_KEY = "estimate"
 @dataclass(frozen=True)
 class CostOptions:
     """The operator arguments of the estimate, checked when the DAG is parsed.
+
+    The fields are in the operators' argument order, so both build it the same way:
+    ``CostOptions(budget_basis, dry_run, estimate_sample_size, check_models, price_table)``.
 
     :param max_cost_usd: the budget (templated on the operator; parsed at run time).
     :param budget_basis: ``worst_case`` (every max_tokens used, input at its bound, no cache hit) or ``expected``.
@@ -64,20 +68,31 @@ class CostOptions:
         return CostTally(self.sample_size, prices=lambda model: model_price(model, table))
 
 
+class EstimatingTask(Protocol):
+    """What :func:`run_estimate` reads of the operator (the create and the job)."""
+
+    @property
+    def hook(self) -> AnthropixHook: ...
+    @property
+    def log(self) -> logging.Logger: ...
+
+    cost_options: CostOptions
+    max_cost_usd: Any
+    default_params: Mapping[str, Any] | None
+
+    def api_failure(self, exc: AnthropixError, doing: str) -> AirflowException: ...
+
+
 def run_estimate(
-    hook: AnthropixHook,
-    options: CostOptions,
-    tally: CostTally,
-    *,
-    max_cost_usd: Any,
-    default_params: Mapping[str, Any] | None,
-    learn_from: ObjectStoragePath | None,
-    log: logging.Logger | Any,
-    conn_id: str,
+    task: EstimatingTask, tally: CostTally, *, learn_from: ObjectStoragePath | None
 ) -> CostEstimate | None:
-    """Model check, estimate, log, budget gate; returns the estimate (None: a model has no price and no budget is set)."""
+    """Model check, estimate, log, budget gate; returns the estimate (None: a model has no price and no budget is set).
+
+    :param task: the operator: its hook, estimate arguments (rendered ``max_cost_usd``), log and API failures.
+    :param tally: the requests as validated, tallied for the estimate.
+    :param learn_from: where earlier results landed, to learn output/max_tokens ratios from (None: nowhere).
+    """
     from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
-    from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
     from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
     from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
     from airflow_provider_anthropix.workflow.cost import (
@@ -89,8 +104,9 @@ def run_estimate(
         shared_prefix,
     )
 
+    hook, options, log = task.hook, task.cost_options, task.log
     try:
-        budget = parse_budget(max_cost_usd)
+        budget = parse_budget(task.max_cost_usd)
     except CostError as exc:
         raise AirflowFailException(str(exc)) from None
     try:
@@ -98,7 +114,7 @@ def run_estimate(
         if options.check_models and models:
             check_models(models, hook.model_exists, hook.known_models)
             log.info("Model(s) %s are known to the API", ", ".join(models))
-        prefix: SharedPrefix | None = shared_prefix(default_params)
+        prefix: SharedPrefix | None = shared_prefix(task.default_params)
         ratios, source = learned_output_ratios(learn_from)
         table = options.price_table
         kwargs: dict[str, Any] = {"prefix": prefix, "output_ratios": ratios}
@@ -119,10 +135,10 @@ def run_estimate(
         raise AirflowFailException(str(exc)) from None
     except AnthropixConnectionError as exc:
         if exc.maybe_sent:
-            raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
+            raise task.api_failure(exc, "estimating the cost before sending") from None
         raise AirflowException(f"The batch was not sent: {exc}") from None
     except AnthropixError as exc:
-        raise airflow_error(exc, doing="estimating the cost before sending", conn_id=conn_id) from None
+        raise task.api_failure(exc, "estimating the cost before sending") from None
     if budget is not None:
         log.info(
             "Within budget: %s cost $%.4f <= max_cost_usd $%.4f",

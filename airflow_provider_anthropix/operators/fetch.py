@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,11 +19,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_anthropix.api import AnthropixError, MessageBatch, NotFoundError
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink, BatchResultsLink
+from airflow_provider_anthropix.mixins import AnthropixHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
     from airflow_provider_anthropix.io.pricing import PriceTable
 
 #: Bytes asked of the network per read: large reads keep per-chunk Python work negligible.
@@ -53,8 +52,7 @@ def static_asset_uri(destination: str | ObjectStoragePath) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-#: Errors a retry cannot fix: the task fails at once, naming the fix.
-class FetchBatchResultsOperator(BaseOperator):
+class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
     """Download the results of an ended batch into a folder of object storage.
 
     The folder gets ``results.jsonl`` (or ``results.jsonl.gz`` / ``results.parquet``, or one
@@ -141,25 +139,13 @@ class FetchBatchResultsOperator(BaseOperator):
         super().__init__(**kwargs)
         self.batch_id = batch_id
         self.destination = destination
-        self.format = format
-        self.compression = compression
-        self.split_by_result_type = split_by_result_type
         self.anthropix_conn_id = anthropix_conn_id
-        self.price_table = price_table
-        self.on_mismatch = on_mismatch
         self.destination_conn_id = destination_conn_id
-        self.progress_interval = progress_interval
         self.max_errored_ratio = ratio
         self.fail_on_canceled = fail_on_canceled
         self.fail_on_expired = fail_on_expired
         self.estimate = estimate
         self._kill_requested = False
-
-    @cached_property
-    def hook(self) -> AnthropixHook:
-        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
-        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
 
     # -- checks before any download ----------------------------------------------------------
 
@@ -183,7 +169,7 @@ class FetchBatchResultsOperator(BaseOperator):
             raise AirflowFailException(f"batch_id lists a batch more than once: {', '.join(ids)}")
         return ids
 
-    def _estimate(self) -> dict[str, Any] | None:
+    def _estimate_argument(self) -> dict[str, Any] | None:
         """The create's estimate as a dict: an XCom value, or its text as a non-native template renders it."""
         value: Any = self.estimate
         if value is None or value == "" or value == "None":
@@ -196,8 +182,6 @@ class FetchBatchResultsOperator(BaseOperator):
         return dict(value)
 
     def _ended_batch(self, batch_id: str) -> MessageBatch:
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-
         try:
             batch = self.hook.get_batch(batch_id)
         except NotFoundError:
@@ -206,7 +190,7 @@ class FetchBatchResultsOperator(BaseOperator):
                 "(wrong id, or another workspace)"
             ) from None
         except AnthropixError as exc:
-            raise airflow_error(exc, doing=f"looking up batch {batch_id}", conn_id=self.anthropix_conn_id) from None
+            raise self.api_failure(exc, f"looking up batch {batch_id}") from None
         if not batch.is_ended:
             counts = batch.request_counts
             raise AirflowFailException(
@@ -231,7 +215,6 @@ class FetchBatchResultsOperator(BaseOperator):
     # -- the task --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
         from airflow_provider_anthropix.io.checks import ResultsMismatchError
         from airflow_provider_anthropix.io.export import ExportInterrupted, export_results
         from airflow_provider_anthropix.io.publish import AtomicPublisher, DestinationError
@@ -262,7 +245,7 @@ class FetchBatchResultsOperator(BaseOperator):
                 "batch_ids": [b.id for b in batches],
                 "batches": [{"batch_id": b.id, "counts": b.request_counts.to_dict()} for b in batches],
             }
-        estimate = self._estimate()
+        estimate = self._estimate_argument()
         if estimate is not None:
             extra = {**(extra or {}), "estimate": estimate}
         try:
@@ -286,9 +269,7 @@ class FetchBatchResultsOperator(BaseOperator):
         except ExportInterrupted as exc:
             raise AirflowException(str(exc)) from None
         except AnthropixError as exc:
-            raise airflow_error(
-                exc, doing=f"downloading the results of batch {batch.id}", conn_id=self.anthropix_conn_id
-            ) from None
+            raise self.api_failure(exc, f"downloading the results of batch {batch.id}") from None
         summary = result.xcom()
         if extra is not None and "batch_ids" in extra:
             summary["batch_ids"] = extra["batch_ids"]
@@ -298,6 +279,7 @@ class FetchBatchResultsOperator(BaseOperator):
 
     def _gate(self, batch: MessageBatch, manifest: Mapping[str, Any], manifest_uri: str) -> None:
         """Land, then gate: the results are published; now apply the outcome policy to them."""
+        from airflow_provider_anthropix.failures import enforce_outcome
         from airflow_provider_anthropix.workflow.outcome import evaluate_outcome
 
         if self.max_errored_ratio is None and not self.fail_on_canceled and not self.fail_on_expired:
@@ -309,12 +291,7 @@ class FetchBatchResultsOperator(BaseOperator):
             fail_on_expired=self.fail_on_expired,
             errored_by_type=manifest.get("errored_by_type") or {},
         )
-        if outcome.ok:
-            self.log.info("%s", outcome.message)
-            return
-        message = f"{outcome.message}. The results were published first, see {manifest_uri}"
-        self.log.error("%s", message)
-        raise AirflowFailException(message)
+        enforce_outcome(outcome, self.log, note=f". The results were published first, see {manifest_uri}")
 
     def _record_asset_events(self, context: Context, uri: str, summary: Mapping[str, Any]) -> None:
         """Attach the manifest to the outlet event; resolve an AssetAlias to the rendered destination."""

@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
@@ -26,6 +25,7 @@ from airflow_provider_anthropix.api import AnthropixError, BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleBatchesLink, BatchResultsLink
+from airflow_provider_anthropix.mixins import AnthropixHookMixin
 from airflow_provider_anthropix.operators.estimate import CostOptions
 from airflow_provider_anthropix.workflow.budget import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
@@ -33,7 +33,6 @@ from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
     from airflow_provider_anthropix.io.pricing import PriceTable
     from airflow_provider_anthropix.workflow.job import Done, JobRunner, JobState, Wait
 
@@ -50,7 +49,7 @@ class _DryRunDone(Exception):
 WORK_FOLDER = "_anthropix_job"
 
 
-class BatchJobOperator(BaseOperator):
+class BatchJobOperator(AnthropixHookMixin, BaseOperator):
     """Run a job larger than one batch: split, create, wait, retry what failed, export one merged result.
 
     - **Split**: the input (a JSONL(.gz) file, a folder of them, or a glob) is validated as a
@@ -155,13 +154,7 @@ class BatchJobOperator(BaseOperator):
         from airflow_provider_anthropix.workflow.job import JobSettings
 
         super().__init__(**kwargs)
-        self.cost_options = CostOptions(
-            budget_basis=budget_basis,
-            dry_run=dry_run,
-            sample_size=estimate_sample_size,
-            check_models=check_models,
-            price_table=price_table,
-        )
+        self.cost_options = CostOptions(budget_basis, dry_run, estimate_sample_size, check_models, price_table)
         self.max_cost_usd = max_cost_usd
         check_batch_limits(max_requests_per_batch, max_bytes_per_batch)
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
@@ -196,24 +189,16 @@ class BatchJobOperator(BaseOperator):
         self.lost_response_checks = max(0, lost_response_checks)
         self._kill_requested = False
 
-    @cached_property
-    def hook(self) -> AnthropixHook:
-        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
-        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
-
     # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self._advance(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow_provider_anthropix.workflow.events import EventError, parse_batches_event
+        from airflow_provider_anthropix.triggers.deferral import read_event
+        from airflow_provider_anthropix.workflow.events import parse_batches_event
 
-        try:
-            status, _, message = parse_batches_event(event)
-        except EventError as exc:
-            raise AirflowException(str(exc)) from None
+        status, _, message = read_event(parse_batches_event, event)
         if status == "error":
             # A permanent polling failure (401, 404...) or a long outage: the job's state is safe; a retry resumes.
             raise AirflowException(f"waiting for the job's batches failed: {message}")
@@ -239,7 +224,7 @@ class BatchJobOperator(BaseOperator):
             self._poll_until_something_ends(step)
 
     def _step(self, runner: JobRunner) -> Wait | Done:
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+        from airflow_provider_anthropix.failures import task_failure
         from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.checks import ResultsMismatchError
         from airflow_provider_anthropix.io.export import ExportInterrupted
@@ -251,13 +236,11 @@ class BatchJobOperator(BaseOperator):
 
         try:
             return runner.advance()
-        except JobError as exc:
-            raise (AirflowException if exc.retryable else AirflowFailException)(str(exc)) from None
-        except CreateFailed as exc:
-            raise (AirflowException if exc.retryable else AirflowFailException)(str(exc)) from None
+        except (JobError, CreateFailed) as exc:
+            raise task_failure(str(exc), retryable=exc.retryable) from None
         except BatchValidationError as exc:
             raise AirflowFailException(
-                f"{exc}\n(validated with the rules of API version {self.hook.config.anthropic_version} of "
+                f"{exc}\n(validated with the rules of API version {self.client_config().anthropic_version} of "
                 f"connection {self.anthropix_conn_id!r}; nothing was sent)"
             ) from None
         except InputError as exc:
@@ -267,27 +250,25 @@ class BatchJobOperator(BaseOperator):
         except (ResultsFormatError, ExportInterrupted) as exc:
             raise AirflowException(str(exc)) from None
         except AnthropixError as exc:
-            raise airflow_error(exc, doing="running the batch job", conn_id=self.anthropix_conn_id) from None
+            raise self.api_failure(exc, "running the batch job") from None
 
     def _defer(self, step: Wait) -> None:
-        from airflow_provider_anthropix.triggers.batch import deadline_epoch
+        from airflow_provider_anthropix.triggers.deferral import defer_to
         from airflow_provider_anthropix.triggers.job import BatchesEndedTrigger
+        from airflow_provider_anthropix.triggers.polling import deadline_epoch
 
         deadline = deadline_epoch(step.deadline)
-        remaining = max(60.0, deadline - time.time()) if deadline is not None else 0.0
-        self.defer(
-            trigger=BatchesEndedTrigger(
-                batch_ids=step.batch_ids,
-                anthropix_conn_id=self.anthropix_conn_id,
-                wait_for=step.wait_for,
-                poll_interval=self.poll_interval,
-                deadline=step.deadline,
-                first_poll_delay=self.poll_interval,
-                job_progress=step.progress.to_dict(),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=remaining + max(60.0, 2 * self.poll_interval)),
+        trigger = BatchesEndedTrigger(
+            step.batch_ids,
+            self.anthropix_conn_id,
+            wait_for=step.wait_for,
+            job_progress=step.progress.to_dict(),
+            poll_interval=self.poll_interval,
+            deadline=step.deadline,
+            first_poll_delay=self.poll_interval,  # the job has just looked at its batches
         )
+        remaining = max(60.0, deadline - time.time()) if deadline is not None else 0.0
+        defer_to(self, trigger, wait=remaining, poll_interval=self.poll_interval)
 
     def _poll_until_something_ends(self, step: Wait) -> None:
         """Without deferral: sleep in the worker until one of the batches ends (or any poll fails)."""
@@ -322,7 +303,6 @@ class BatchJobOperator(BaseOperator):
         return destination / WORK_FOLDER / key
 
     def _runner(self, context: Context) -> JobRunner:
-        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.job_files import JobWorkspace
         from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
         from airflow_provider_anthropix.operators.paths import storage_path
@@ -330,10 +310,7 @@ class BatchJobOperator(BaseOperator):
         from airflow_provider_anthropix.workflow.ledger import RecoverySettings
 
         self._kill_requested = False
-        try:
-            config = self.hook.config
-        except ConnectionSettingsError as exc:
-            raise AirflowFailException(str(exc)) from None
+        config = self.client_config()
         destination = storage_path(self.destination, self.destination_conn_id, "destination")
         try:
             check_destination_writable(destination)  # before the split writes shards, or anything is sent
@@ -389,16 +366,7 @@ class BatchJobOperator(BaseOperator):
         prefix = shared_prefix(self.default_params)
         shards = [(s.name, lambda name=s.name: workspace.open_read(name)) for s in state.rounds[0].shards]
         tally_shards(shards, tally, prefix=prefix_bytes(prefix.keys if prefix else (), self.default_params))
-        estimate = run_estimate(
-            self.hook,
-            self.cost_options,
-            tally,
-            max_cost_usd=self.max_cost_usd,
-            default_params=self.default_params,
-            learn_from=destination,
-            log=self.log,
-            conn_id=self.anthropix_conn_id,
-        )
+        estimate = run_estimate(self, tally, learn_from=destination)
         figures = estimate.to_dict() if estimate is not None else None
         if self.cost_options.dry_run:
             if figures is not None:

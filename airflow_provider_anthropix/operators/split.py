@@ -10,7 +10,6 @@ requests_path=split.output)``. The same input always gives the same files.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
@@ -19,16 +18,15 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_anthropix.api import BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
+from airflow_provider_anthropix.mixins import AnthropixHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
 SHARD_PATTERN = "shard-*.jsonl"
 
 
-class SplitRequestsOperator(BaseOperator):
+class SplitRequestsOperator(AnthropixHookMixin, BaseOperator):
     """Validate a request input and write it as batch-sized JSONL files; returns their URIs.
 
     Each file holds complete requests (``default_params`` merged in), so a
@@ -76,14 +74,7 @@ class SplitRequestsOperator(BaseOperator):
         self.destination_conn_id = destination_conn_id
         self.max_problems_shown = max_problems_shown
 
-    @cached_property
-    def hook(self) -> AnthropixHook:
-        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
-        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
-
     def execute(self, context: Context) -> list[str]:
-        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.job_files import JobFiles
         from airflow_provider_anthropix.io.shards import (
             InputError,
@@ -95,10 +86,7 @@ class SplitRequestsOperator(BaseOperator):
         )
         from airflow_provider_anthropix.operators.paths import storage_path
 
-        try:
-            api_version = self.hook.config.anthropic_version
-        except ConnectionSettingsError as exc:
-            raise AirflowFailException(str(exc)) from None
+        api_version = self.client_config().anthropic_version
         source = storage_path(self.requests_path, self.requests_path_conn_id, "requests_path")
         folder = JobFiles(storage_path(self.destination, self.destination_conn_id, "destination"))
         writer = ShardWriter(

@@ -17,25 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_provider_anthropix.api import AnthropixError, MessageBatch
 from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink
-from airflow_provider_anthropix.workflow.events import EventError, batch_summary, parse_batch_event
+from airflow_provider_anthropix.mixins import AnthropixHookMixin
+from airflow_provider_anthropix.workflow.events import batch_summary, parse_batch_event
 from airflow_provider_anthropix.workflow.outcome import Outcome, evaluate_outcome
 
 __all__ = ["BatchEndedSensor", "Outcome", "batch_summary", "evaluate_outcome", "validate_event"]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
 #: A batch cannot run longer than 24 h (it expires); an hour on top covers queueing and polling.
 DEFAULT_TIMEOUT = timedelta(hours=25)
@@ -44,13 +42,12 @@ ON_TIMEOUT_CHOICES = ("fail", "cancel")
 
 def validate_event(event: Any) -> tuple[str, MessageBatch | None, str]:
     """The trigger's event, checked (a malformed one fails the task, naming it)."""
-    try:
-        return parse_batch_event(event)
-    except EventError as exc:
-        raise AirflowException(str(exc)) from None
+    from airflow_provider_anthropix.triggers.deferral import read_event
+
+    return read_event(parse_batch_event, event)
 
 
-class BatchEndedSensor(BaseSensorOperator):
+class BatchEndedSensor(AnthropixHookMixin, BaseSensorOperator):
     """Wait for a Message Batch to end, then apply an outcome policy; returns a small summary.
 
     :param batch_id: the batch to wait for (templated; usually ``create.output``).
@@ -104,16 +101,11 @@ class BatchEndedSensor(BaseSensorOperator):
         self.max_poll_failures = max_poll_failures
         self.progress_log_interval = progress_log_interval
 
-    @cached_property
-    def hook(self) -> AnthropixHook:
-        from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
-        return AnthropixHook(anthropix_conn_id=self.anthropix_conn_id)
-
     # -- entry points -------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+        from airflow_provider_anthropix.triggers.batch import describe_progress
+        from airflow_provider_anthropix.triggers.deferral import defer_until_ended
 
         if not self.deferrable:
             try:
@@ -126,25 +118,15 @@ class BatchEndedSensor(BaseSensorOperator):
             return self._finish(batch)
         if batch is not None:
             self.log.info("%s; deferring to the triggerer", describe_progress(batch, None))
-        import pendulum
-
-        deadline = pendulum.now("UTC") + timedelta(seconds=self.timeout)
-        self.defer(
-            trigger=BatchEndedTrigger(
-                batch_id=self.batch_id,
-                anthropix_conn_id=self.anthropix_conn_id,
-                poll_interval=self.poll_interval,
-                deadline=deadline.to_iso8601_string(),
-                max_poll_failures=self.max_poll_failures,
-                progress_log_interval=self.progress_log_interval,
-                first_poll_delay=self.poll_interval,  # we have just polled: see the trigger's docstring
-            ),
-            method_name="execute_complete",
-            # A margin past the trigger's own deadline, so the trigger's timeout event (which
-            # can cancel the batch) arrives before Airflow's deferral timeout does.
-            timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poll_interval)),
+        defer_until_ended(
+            self,
+            self.batch_id,
+            conn_id=self.anthropix_conn_id,
+            poll_interval=self.poll_interval,
+            wait=self.timeout,
+            max_poll_failures=self.max_poll_failures,
+            progress_log_interval=self.progress_log_interval,
         )
-        return None  # not reached: defer() raises
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         from airflow_provider_anthropix.triggers.batch import describe_progress
@@ -170,29 +152,24 @@ class BatchEndedSensor(BaseSensorOperator):
 
     def _get_batch(self) -> MessageBatch | None:
         """The batch, or None after a transient failure (the next poll tries again)."""
-        from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
-
         try:
             return self.hook.get_batch(self.batch_id)
         except AnthropixError as exc:
             if is_transient(exc):
                 self.log.warning("Polling batch %s failed (%s); trying again at the next poll", self.batch_id, exc)
                 return None
-            raise airflow_error(
-                exc, doing=f"waiting for batch {self.batch_id}", conn_id=self.anthropix_conn_id
-            ) from None
+            raise self.api_failure(exc, f"waiting for batch {self.batch_id}") from None
 
     def _finish(self, batch: MessageBatch) -> dict[str, Any]:
+        from airflow_provider_anthropix.failures import enforce_outcome
+
         outcome = evaluate_outcome(
             batch,
             max_errored_ratio=self.max_errored_ratio,
             fail_on_canceled=self.fail_on_canceled,
             fail_on_expired=self.fail_on_expired,
         )
-        if not outcome.ok:
-            self.log.error("%s", outcome.message)
-            raise AirflowFailException(outcome.message)
-        self.log.info("%s", outcome.message)
+        enforce_outcome(outcome, self.log)
         return batch_summary(batch)
 
     def _handle_timeout(self, batch: MessageBatch | None) -> None:

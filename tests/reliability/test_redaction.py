@@ -144,7 +144,7 @@ def test_an_echoed_key_is_redacted_from_errors_and_retry_logs(
 
 
 def test_airflow_error_and_test_connection_carry_no_echoed_key(echo_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_anthropix.hooks.airflow_errors import airflow_error
+    from airflow_provider_anthropix.failures import airflow_error
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 
     exc = _sync_get(echo_url, "/400/json/r", 0)

@@ -17,7 +17,8 @@ from airflow_provider_anthropix.api import (
 )
 from airflow_provider_anthropix.api.errors import error_from_response
 from airflow_provider_anthropix.api.retry import is_transient
-from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress, jittered, next_poll_wait
+from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger, describe_progress
+from airflow_provider_anthropix.triggers.polling import jittered, next_poll_wait
 
 
 @pytest.mark.smoke
@@ -80,3 +81,36 @@ def test_a_huge_retry_after_is_capped() -> None:
     assert next_poll_wait(5.0, 0.1, 1, 86_400.0) == 600.0
     assert next_poll_wait(5.0, 0.1, 1, 7.0) == 7.0
     assert 4.5 <= next_poll_wait(5.0, 0.1, 0, 86_400.0) <= 5.5  # no failure: the interval, hint or not
+
+
+@pytest.mark.smoke
+def test_triggers_serialized_by_the_previous_release_still_load() -> None:
+    """A triggerer upgraded mid-deferral rebuilds triggers from kwargs an older version wrote."""
+    from airflow_provider_anthropix.triggers.job import BatchesEndedTrigger
+
+    single = {
+        "batch_id": "msgbatch_1",
+        "anthropix_conn_id": "c",
+        "poll_interval": 5.0,
+        "deadline": "2026-11-26T10:00:00Z",
+        "jitter": 0.2,
+        "max_poll_failures": 3,
+        "progress_log_interval": 30.0,
+        "first_poll_delay": 5.0,
+    }
+    several = {
+        "batch_ids": ["msgbatch_1", "msgbatch_2"],
+        "anthropix_conn_id": "c",
+        "wait_for": "any",
+        "poll_interval": 5.0,
+        "deadline": None,
+        "jitter": 0.1,
+        "max_poll_failures": 10,
+        "progress_log_interval": 300.0,
+        "first_poll_delay": 0.0,
+        "job_progress": {"requests": 10, "round": 1},
+    }
+    for cls, kwargs in ((BatchEndedTrigger, single), (BatchesEndedTrigger, several)):
+        classpath, again = cls(**kwargs).serialize()  # type: ignore[arg-type]
+        assert classpath == f"{cls.__module__}.{cls.__qualname__}"
+        assert again == kwargs

@@ -1,12 +1,20 @@
-"""One translation from this provider's errors to Airflow's, deciding whether a retry of the task can help.
+"""How this provider's failures become Airflow task failures: retryable, or failed at once.
 
-Operators and sensors call :func:`airflow_error` instead of each deciding on its own, so a
+Operators and the sensor call :func:`airflow_error` instead of each deciding on its own, so a
 wrong key, a bad connection or a 4xx fails the task at once (``AirflowFailException``,
 no retries wasted, a message that names the fix) in every task the same way, while
-transient failures (429, 5xx, broken connections) stay retryable.
+transient failures (429, 5xx, broken connections) stay retryable. :func:`task_failure` is the
+same choice for our own errors that already know whether a retry can help, and
+:func:`enforce_outcome` fails a task whose batch the outcome policy refused.
+
+Imported when a task runs, not when a DAG file is parsed: the operators import it inside
+their methods.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -18,6 +26,9 @@ from airflow_provider_anthropix.api.errors import (
 )
 from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.workflow.outcome import Outcome
 
 _HINTS = {
     400: "the API rejected the request",
@@ -43,3 +54,21 @@ def airflow_error(exc: AnthropixError, *, doing: str, conn_id: str) -> AirflowEx
         hint = _HINTS.get(exc.status, "a retry cannot fix this").format(conn=repr(conn_id))
         return AirflowFailException(f"{doing} failed: {hint} ({exc})")
     return AirflowException(f"{doing} failed: {exc}")
+
+
+def task_failure(message: str, *, retryable: bool) -> AirflowException:
+    """A failure whose cause has already said whether a retry of the task can help."""
+    return (AirflowException if retryable else AirflowFailException)(message)
+
+
+def enforce_outcome(outcome: Outcome, log: logging.Logger | Any, *, note: str = "") -> None:
+    """Log the outcome policy's verdict; a refused batch fails the task without retries (a retry sees the same batch).
+
+    :param note: added to the failure's message (what has already happened, e.g. that the results landed).
+    """
+    if outcome.ok:
+        log.info("%s", outcome.message)
+        return
+    message = outcome.message + note
+    log.error("%s", message)
+    raise AirflowFailException(message)
