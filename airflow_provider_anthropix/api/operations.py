@@ -1,0 +1,205 @@
+"""The API's methods, defined once for both clients, without any I/O.
+
+Each method of :class:`~airflow_provider_anthropix.api.sync_client.SyncClient` and
+:class:`~airflow_provider_anthropix.api.async_client.AsyncClient` that makes one call is an
+:class:`Operation`: the :class:`~airflow_provider_anthropix.api.calls.Call` it sends (built
+from the client's settings and the method's arguments) and the parser of its answer. A
+client only knows how to send a call with its library; :func:`sync_method` and
+:func:`async_method` turn an operation into a method of that client with the operation's
+signature and docstring, so the two classes cannot drift apart. The state of the loops that
+make several calls (a listing page by page, see :class:`Pager`) lives here too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
+
+from airflow_provider_anthropix.api import calls
+from airflow_provider_anthropix.api.calls import Call
+from airflow_provider_anthropix.api.config import ClientConfig
+from airflow_provider_anthropix.api.errors import AnthropixResponseError
+from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, MessageBatch, ModelInfo, ModelPage
+from airflow_provider_anthropix.api.retry import RetryLoop
+
+P = ParamSpec("P")
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+#: What a parser raises for JSON of the wrong shape (a list where an object belongs, no ``id``).
+_SHAPE_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
+
+
+@dataclass(frozen=True)
+class Operation(Generic[P, T]):
+    """One API method: the call it sends and how its answer becomes the method's value.
+
+    :param name: the method's name on both clients.
+    :param build: the call, from the client's settings and the method's own arguments.
+    :param parse: the value, from the answer's JSON; raises ``ValueError`` (or another shape
+        error) when the JSON is not what the call returns.
+    :param doc: the method's docstring.
+    """
+
+    name: str
+    build: Callable[Concatenate[ClientConfig, P], Call]
+    parse: Callable[[Any], T]
+    doc: str
+
+    def answer(self, call: Call, status: int, body: bytes, client: ClientBase) -> T:
+        """The method's value from a success answer; :class:`AnthropixResponseError` when the body is not one.
+
+        A 2xx that cannot be read is the server's (or a proxy's) fault, not the connection's:
+        it is raised as a malformed answer, which neither the retry policy nor a poller retries.
+        """
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise client._malformed(call, status, f"the body is not valid JSON ({exc})") from None
+        try:
+            return self.parse(data)
+        except _SHAPE_ERRORS as exc:
+            raise client._malformed(call, status, str(exc)) from None
+
+    def signature(self) -> inspect.Signature:
+        """The method's signature: ``self`` and the arguments of ``build`` after the settings."""
+        built = inspect.signature(self.build)
+        arguments = list(built.parameters.values())[1:]
+        self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        returns = inspect.signature(self.parse).return_annotation
+        return built.replace(parameters=[self_parameter, *arguments], return_annotation=returns)
+
+
+create_batch = Operation(
+    "create_batch",
+    calls.create_call,
+    MessageBatch.from_dict,
+    "Submit a batch. Not retried once it may have reached the server (see the retry policy).",
+)
+get_batch = Operation(
+    "get_batch",
+    calls.get_call,
+    MessageBatch.from_dict,
+    "The batch with this id as it is now: its status, request counts and, once ended, its results URL.",
+)
+list_batches = Operation(
+    "list_batches",
+    calls.list_call,
+    BatchPage.from_dict,
+    "One page of the key's batches, newest first; ``after_id``/``before_id`` page older/newer.",
+)
+cancel_batch = Operation(
+    "cancel_batch",
+    calls.cancel_call,
+    MessageBatch.from_dict,
+    "Ask the API to cancel a batch; the answer is the batch, usually ``canceling`` (safe to retry).",
+)
+delete_batch = Operation(
+    "delete_batch",
+    calls.delete_call,
+    DeletedMessageBatch.from_dict,
+    "Delete an ended batch and its results.",
+)
+count_tokens = Operation(
+    "count_tokens",
+    calls.count_tokens_call,
+    calls.parse_token_count,
+    "Input tokens of one request's ``params`` (system prompt and tools included).",
+)
+list_models = Operation(
+    "list_models",
+    calls.list_models_call,
+    ModelPage.from_dict,
+    "One page of the models the key may use, newest first.",
+)
+get_model = Operation(
+    "get_model",
+    calls.get_model_call,
+    ModelInfo.from_dict,
+    "One model; an alias answers with the model it resolves to, an unknown id is a NotFoundError.",
+)
+
+
+class ClientBase:
+    """What both clients hold besides their HTTP library: settings, retry policy, redactor."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self._policy = config.retry_policy()
+        self._redact = config.redactor()
+
+    def __repr__(self) -> str:
+        config = self.config
+        return self._redact(
+            f"{type(self).__name__}(base_url={config.base_url!r}, version={config.anthropic_version!r})"
+        )
+
+    def _retries(self, call: Call) -> RetryLoop:
+        return RetryLoop(self._policy, call.name, idempotent=call.idempotent)
+
+    def _malformed(self, call: Call, status: int, problem: str) -> AnthropixResponseError:
+        return calls.malformed_answer(call, status, self.config, self._redact, problem)
+
+
+class SyncRunner(Protocol):
+    def _run(self, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+
+class AsyncRunner(Protocol):
+    async def _run(self, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+
+def _dressed(function: Callable[..., Any], operation: Operation[Any, Any]) -> None:
+    function.__name__ = function.__qualname__ = operation.name
+    function.__doc__ = operation.doc
+    function.__signature__ = operation.signature()  # type: ignore[attr-defined]
+
+
+def sync_method(operation: Operation[P, T]) -> Callable[Concatenate[SyncRunner, P], T]:
+    """``operation`` as a method of a blocking client (one that has ``_run``)."""
+
+    def method(self: SyncRunner, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(operation, *args, **kwargs)
+
+    _dressed(method, operation)
+    return method
+
+
+def async_method(operation: Operation[P, T]) -> Callable[Concatenate[AsyncRunner, P], Coroutine[Any, Any, T]]:
+    """``operation`` as a coroutine method of a non-blocking client (one that has ``async _run``)."""
+
+    async def method(self: AsyncRunner, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(operation, *args, **kwargs)
+
+    _dressed(method, operation)
+    return method
+
+
+class Page(Protocol[T_co]):
+    """A page of a listing (:class:`BatchPage`, :class:`ModelPage`)."""
+
+    @property
+    def data(self) -> Sequence[T_co]: ...
+
+    @property
+    def has_more(self) -> bool: ...
+
+    @property
+    def last_id(self) -> str | None: ...
+
+
+class Pager:
+    """Where a walk through a listing is: the ``after_id`` of the next page, and whether there is one."""
+
+    def __init__(self) -> None:
+        self.after_id: str | None = None
+        self.more = True
+
+    def take(self, page: Page[T]) -> Sequence[T]:
+        """The items of the page just fetched; moves on to the next page (or to the end)."""
+        self.more = bool(page.has_more and page.last_id)
+        self.after_id = page.last_id
+        return page.data
