@@ -110,10 +110,8 @@ class AsyncClient(operations.ClientBase):
                 body = await response.aread()
                 await response.aclose()
                 calls.raise_for_response(response.status_code, response.headers, body, self._redact)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, UnicodeError) as exc:
             raise _TRANSPORT.translate(exc, call.name, self.config, self._redact) from None
-        except UnicodeError as exc:
-            raise calls.unencodable(call, self._redact, exc) from None
         return response
 
     async def _send(

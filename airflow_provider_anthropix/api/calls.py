@@ -284,7 +284,16 @@ class TransportErrors:
     def translate(
         self, exc: BaseException, call_name: str, config: ClientConfig, redact: Redactor
     ) -> AnthropixConnectionError:
-        """Our error for the library's ``exc``, noting whether the request may have reached the server."""
+        """Our error for the library's ``exc``, noting whether the request may have reached the server.
+
+        A ``UnicodeError`` from a send is a request line or header that HTTP cannot carry: the
+        library refuses it (``http.client`` encodes them before anything is written), so nothing left.
+        """
+        if isinstance(exc, UnicodeError):
+            return AnthropixConnectionError(
+                redact(f"{call_name}: the request cannot be encoded for HTTP ({type(exc).__name__}); nothing was sent"),
+                maybe_sent=False,
+            )
         return connection_error(
             call_name,
             config,
@@ -293,14 +302,6 @@ class TransportErrors:
             never_sent=never_sent(exc, self.never_sent),
             timeout=isinstance(exc, self.timeouts),
         )
-
-
-def unencodable(call: Call, redact: Redactor, exc: UnicodeError) -> AnthropixConnectionError:
-    """A request line or header that HTTP cannot carry: the library refused it before writing a byte."""
-    return AnthropixConnectionError(
-        redact(f"{call.name}: the request cannot be encoded for HTTP ({type(exc).__name__}); nothing was sent"),
-        maybe_sent=False,
-    )
 
 
 def connect_failure_reason(exc: BaseException) -> tuple[str, str]:

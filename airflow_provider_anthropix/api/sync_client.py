@@ -110,11 +110,8 @@ class SyncClient(operations.ClientBase):
                 body = response.content
                 response.close()
                 calls.raise_for_response(response.status_code, response.headers, body, self._redact)
-        except rex.RequestException as exc:
+        except (rex.RequestException, UnicodeError) as exc:
             raise _TRANSPORT.translate(exc, call.name, self.config, self._redact) from None
-        except UnicodeError as exc:
-            # http.client encodes the request line and headers before anything is written.
-            raise calls.unencodable(call, self._redact, exc) from None
         return response
 
     def _send(
