@@ -47,7 +47,7 @@ async def _aiter_body(body: EncodedBody) -> AsyncIterator[bytes]:
         yield chunk
 
 
-class AsyncClient(operations.ClientBase):
+class AsyncClient(operations.ClientBase, binder=operations.async_method):
     """The Message Batches API over ``httpx.AsyncClient``; same methods as :class:`SyncClient`, awaited."""
 
     def __init__(
@@ -128,17 +128,6 @@ class AsyncClient(operations.ClientBase):
         call = operation.build(self.config, *args, **kwargs)
         response = await self._send(call)
         return operation.answer(call, response.status_code, response.content, self)
-
-    # -- batches, tokens and models: one call each (see api.operations) ----------------------
-
-    create_batch = operations.async_method(operations.create_batch)
-    get_batch = operations.async_method(operations.get_batch)
-    list_batches = operations.async_method(operations.list_batches)
-    cancel_batch = operations.async_method(operations.cancel_batch)
-    delete_batch = operations.async_method(operations.delete_batch)
-    count_tokens = operations.async_method(operations.count_tokens)
-    list_models = operations.async_method(operations.list_models)
-    get_model = operations.async_method(operations.get_model)
 
     async def _walk(self, list_page: Callable[..., Awaitable[operations.Page[T]]], page_size: int) -> AsyncIterator[T]:
         pager = Pager()

@@ -3,11 +3,14 @@
 Each method of :class:`~airflow_provider_anthropix.api.sync_client.SyncClient` and
 :class:`~airflow_provider_anthropix.api.async_client.AsyncClient` that makes one call is an
 :class:`Operation`: the :class:`~airflow_provider_anthropix.api.calls.Call` it sends (built
-from the client's settings and the method's arguments) and the parser of its answer. A
-client only knows how to send a call with its library; :func:`sync_method` and
-:func:`async_method` turn an operation into a method of that client with the operation's
-signature and docstring, so the two classes cannot drift apart. The state of the loops that
-make several calls (a listing page by page, see :class:`Pager`) lives here too.
+from the client's settings and the method's arguments), the parser of its answer and its
+docstring. :class:`ClientBase` lists them once; each client class only knows how to send a
+call with its library (its ``_run``), and its binder (:func:`sync_method` or
+:func:`async_method`) makes every operation a method of that class with the operation's
+signature and docstring, so the two clients cannot drift apart. The bookkeeping of the loops
+that send more than one call lives here and in ``api.retry``/``api.resume``: a listing page
+by page (:class:`Pager`), a call's retries (``RetryLoop``), a resumed results stream
+(``ResumeState``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import inspect
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from airflow_provider_anthropix.api import calls
 from airflow_provider_anthropix.api.calls import Call
@@ -24,6 +27,10 @@ from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import AnthropixResponseError
 from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, MessageBatch, ModelInfo, ModelPage
 from airflow_provider_anthropix.api.retry import RetryLoop
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.api.async_client import AsyncClient
+    from airflow_provider_anthropix.api.sync_client import SyncClient
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -123,27 +130,6 @@ get_model = Operation(
 )
 
 
-class ClientBase:
-    """What both clients hold besides their HTTP library: settings, retry policy, redactor."""
-
-    def __init__(self, config: ClientConfig) -> None:
-        self.config = config
-        self._policy = config.retry_policy()
-        self._redact = config.redactor()
-
-    def __repr__(self) -> str:
-        config = self.config
-        return self._redact(
-            f"{type(self).__name__}(base_url={config.base_url!r}, version={config.anthropic_version!r})"
-        )
-
-    def _retries(self, call: Call) -> RetryLoop:
-        return RetryLoop(self._policy, call.name, idempotent=call.idempotent)
-
-    def _malformed(self, call: Call, status: int, problem: str) -> AnthropixResponseError:
-        return calls.malformed_answer(call, status, self.config, self._redact, problem)
-
-
 class SyncRunner(Protocol):
     def _run(self, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
 
@@ -153,7 +139,7 @@ class AsyncRunner(Protocol):
 
 
 def _dressed(function: Callable[..., Any], operation: Operation[Any, Any]) -> None:
-    function.__name__ = function.__qualname__ = operation.name
+    function.__name__ = operation.name
     function.__doc__ = operation.doc
     function.__signature__ = operation.signature()  # type: ignore[attr-defined]
 
@@ -176,6 +162,81 @@ def async_method(operation: Operation[P, T]) -> Callable[Concatenate[AsyncRunner
 
     _dressed(method, operation)
     return method
+
+
+class Method(Generic[P, T]):
+    """An operation declared once as a method of both clients.
+
+    Each client class replaces it, when the class is made, by a real method from its own
+    binder (:func:`sync_method` or :func:`async_method`, see :meth:`ClientBase.__init_subclass__`);
+    the overloads tell the type checker what that method is on each client.
+    """
+
+    def __init__(self, operation: Operation[P, T]) -> None:
+        self.operation = operation
+
+    @overload
+    def __get__(self, client: None, owner: type[Any]) -> Method[P, T]: ...
+
+    @overload
+    def __get__(self, client: SyncClient, owner: type[Any]) -> Callable[P, T]: ...
+
+    @overload
+    def __get__(self, client: AsyncClient, owner: type[Any]) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    def __get__(self, client: object, owner: type[Any]) -> Any:
+        if client is None:
+            return self
+        raise TypeError(f"{self.operation.name} is bound by the client classes only")
+
+
+class ClientBase:
+    """What both clients hold besides their HTTP library, and the API methods they both have.
+
+    A client class names its binder, e.g. ``class SyncClient(ClientBase, binder=sync_method)``:
+    every :class:`Method` below becomes a method of that class, with the operation's name,
+    signature and docstring, running through the class's own ``_run``.
+    """
+
+    create_batch = Method(create_batch)
+    get_batch = Method(get_batch)
+    list_batches = Method(list_batches)
+    cancel_batch = Method(cancel_batch)
+    delete_batch = Method(delete_batch)
+    count_tokens = Method(count_tokens)
+    list_models = Method(list_models)
+    get_model = Method(get_model)
+
+    def __init_subclass__(
+        cls, *, binder: Callable[[Operation[Any, Any]], Callable[..., Any]] | None = None, **kwargs: Any
+    ) -> None:
+        """Bind every :class:`Method` with ``binder`` (a subclass of a client keeps its parent's methods)."""
+        super().__init_subclass__(**kwargs)
+        if binder is None:
+            return
+        for name, value in vars(ClientBase).items():
+            if isinstance(value, Method):
+                method = binder(value.operation)
+                method.__qualname__ = f"{cls.__qualname__}.{name}"
+                method.__module__ = cls.__module__
+                setattr(cls, name, method)
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self._policy = config.retry_policy()
+        self._redact = config.redactor()
+
+    def __repr__(self) -> str:
+        config = self.config
+        return self._redact(
+            f"{type(self).__name__}(base_url={config.base_url!r}, version={config.anthropic_version!r})"
+        )
+
+    def _retries(self, call: Call) -> RetryLoop:
+        return RetryLoop(self._policy, call.name, idempotent=call.idempotent)
+
+    def _malformed(self, call: Call, status: int, problem: str) -> AnthropixResponseError:
+        return calls.malformed_answer(call, status, self.config, self._redact, problem)
 
 
 class Page(Protocol[T_co]):

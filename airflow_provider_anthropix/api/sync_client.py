@@ -56,7 +56,7 @@ def _sent_to(prepared_url: str | None) -> Origin:
     return Origin.of(parsed.scheme, parsed.host, parsed.port)
 
 
-class SyncClient(operations.ClientBase):
+class SyncClient(operations.ClientBase, binder=operations.sync_method):
     """The Message Batches API over ``requests``, with the shared retry policy and error mapping.
 
     One instance holds one connection pool; reuse it for many calls and close it when done.
@@ -128,17 +128,6 @@ class SyncClient(operations.ClientBase):
         call = operation.build(self.config, *args, **kwargs)
         response = self._send(call)
         return operation.answer(call, response.status_code, response.content, self)
-
-    # -- batches, tokens and models: one call each (see api.operations) ----------------------
-
-    create_batch = operations.sync_method(operations.create_batch)
-    get_batch = operations.sync_method(operations.get_batch)
-    list_batches = operations.sync_method(operations.list_batches)
-    cancel_batch = operations.sync_method(operations.cancel_batch)
-    delete_batch = operations.sync_method(operations.delete_batch)
-    count_tokens = operations.sync_method(operations.count_tokens)
-    list_models = operations.sync_method(operations.list_models)
-    get_model = operations.sync_method(operations.get_model)
 
     def _walk(self, list_page: Callable[..., operations.Page[T]], page_size: int) -> Iterator[T]:
         pager = Pager()
