@@ -418,7 +418,7 @@ def answers() -> Iterator[tuple[str, type[_Answers]]]:
             b'{"echo": "' + KEY.encode() + b'"}',
             "not a message batch",
         ),
-        ("list_batches", "list", "/v1/messages/batches", b"[1, 2]", "malformed answer"),
+        ("list_batches", "list", "/v1/messages/batches", b"[1, 2]", "not a page of a listing"),
         ("count_tokens", "count_tokens", "/v1/messages/count_tokens", b'{"tokens": 12}', "without a token count"),
     ],
 )
