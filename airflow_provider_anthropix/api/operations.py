@@ -80,49 +80,49 @@ class Operation(Generic[P, T]):
         return built.replace(parameters=[self_parameter, *arguments], return_annotation=returns)
 
 
-create_batch = Operation(
+CREATE_BATCH = Operation(
     "create_batch",
     calls.create_call,
     MessageBatch.from_dict,
     "Submit a batch. Not retried once it may have reached the server (see the retry policy).",
 )
-get_batch = Operation(
+GET_BATCH = Operation(
     "get_batch",
     calls.get_call,
     MessageBatch.from_dict,
     "The batch with this id as it is now: its status, request counts and, once ended, its results URL.",
 )
-list_batches = Operation(
+LIST_BATCHES = Operation(
     "list_batches",
     calls.list_call,
     BatchPage.from_dict,
     "One page of the key's batches, newest first; ``after_id``/``before_id`` page older/newer.",
 )
-cancel_batch = Operation(
+CANCEL_BATCH = Operation(
     "cancel_batch",
     calls.cancel_call,
     MessageBatch.from_dict,
     "Ask the API to cancel a batch; the answer is the batch, usually ``canceling`` (safe to retry).",
 )
-delete_batch = Operation(
+DELETE_BATCH = Operation(
     "delete_batch",
     calls.delete_call,
     DeletedMessageBatch.from_dict,
     "Delete an ended batch and its results.",
 )
-count_tokens = Operation(
+COUNT_TOKENS = Operation(
     "count_tokens",
     calls.count_tokens_call,
     calls.parse_token_count,
     "Input tokens of one request's ``params`` (system prompt and tools included).",
 )
-list_models = Operation(
+LIST_MODELS = Operation(
     "list_models",
     calls.list_models_call,
     ModelPage.from_dict,
     "One page of the models the key may use, newest first.",
 )
-get_model = Operation(
+GET_MODEL = Operation(
     "get_model",
     calls.get_model_call,
     ModelInfo.from_dict,
@@ -198,14 +198,14 @@ class ClientBase:
     signature and docstring, running through the class's own ``_run``.
     """
 
-    create_batch = Method(create_batch)
-    get_batch = Method(get_batch)
-    list_batches = Method(list_batches)
-    cancel_batch = Method(cancel_batch)
-    delete_batch = Method(delete_batch)
-    count_tokens = Method(count_tokens)
-    list_models = Method(list_models)
-    get_model = Method(get_model)
+    create_batch = Method(CREATE_BATCH)
+    get_batch = Method(GET_BATCH)
+    list_batches = Method(LIST_BATCHES)
+    cancel_batch = Method(CANCEL_BATCH)
+    delete_batch = Method(DELETE_BATCH)
+    count_tokens = Method(COUNT_TOKENS)
+    list_models = Method(LIST_MODELS)
+    get_model = Method(GET_MODEL)
 
     def __init_subclass__(
         cls, *, binder: Callable[[Operation[Any, Any]], Callable[..., Any]] | None = None, **kwargs: Any
