@@ -8,8 +8,9 @@ must not pay for the HTTP clients (``requests``, ``httpx``) while the dag-proces
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_provider_anthropix._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from airflow_provider_anthropix.api.async_client import (
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
         AnthropixAPIError,
         AnthropixConnectionError,
         AnthropixError,
+        AnthropixResponseError,
         AnthropixTimeoutError,
         AuthenticationError,
         BadRequestError,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
         PermissionDeniedError,
         RateLimitError,
         RequestTooLargeError,
+        ResultsChangedError,
         ResultsHostError,
         ValidationProblem,
     )
@@ -45,9 +48,6 @@ if TYPE_CHECKING:
         ModelInfo,
         ModelPage,
         RequestCounts,
-    )
-    from airflow_provider_anthropix.api.resume import (
-        ResultsChangedError,
     )
     from airflow_provider_anthropix.api.retry import (
         RetryPolicy,
@@ -61,6 +61,7 @@ _LAZY: dict[str, str] = {
     "AnthropixAPIError": "airflow_provider_anthropix.api.errors",
     "AnthropixConnectionError": "airflow_provider_anthropix.api.errors",
     "AnthropixError": "airflow_provider_anthropix.api.errors",
+    "AnthropixResponseError": "airflow_provider_anthropix.api.errors",
     "AnthropixTimeoutError": "airflow_provider_anthropix.api.errors",
     "AsyncClient": "airflow_provider_anthropix.api.async_client",
     "AuthenticationError": "airflow_provider_anthropix.api.errors",
@@ -81,7 +82,7 @@ _LAZY: dict[str, str] = {
     "RateLimitError": "airflow_provider_anthropix.api.errors",
     "RequestCounts": "airflow_provider_anthropix.api.models",
     "RequestTooLargeError": "airflow_provider_anthropix.api.errors",
-    "ResultsChangedError": "airflow_provider_anthropix.api.resume",
+    "ResultsChangedError": "airflow_provider_anthropix.api.errors",
     "ResultsHostError": "airflow_provider_anthropix.api.errors",
     "RetryPolicy": "airflow_provider_anthropix.api.retry",
     "SyncClient": "airflow_provider_anthropix.api.sync_client",
@@ -90,24 +91,13 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the defining module of ``name`` on first use (PEP 562) and cache the value here."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 __all__ = [
     "AnthropixAPIError",
     "AnthropixConnectionError",
     "AnthropixError",
+    "AnthropixResponseError",
     "AnthropixTimeoutError",
     "AsyncClient",
     "AuthenticationError",

@@ -2,8 +2,9 @@
 
 Both clients turn a :class:`Call` into a request with their own library and feed the
 answer back through :func:`raise_for_response`; everything about paths, parameters,
-idempotency, the origin check made before each send (:func:`check_origin`) and the
-wording of connection failures lives here once.
+idempotency, the origin check made before each send (:func:`check_origin`), which
+transport failures prove that nothing was sent (:func:`never_sent`) and the wording of
+connection failures and malformed answers lives here once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import quote
 from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import (
     AnthropixConnectionError,
+    AnthropixResponseError,
     AnthropixTimeoutError,
     ResultsHostError,
     error_from_response,
@@ -66,7 +68,8 @@ def get_call(config: ClientConfig, batch_id: str) -> Call:
     return Call("retrieve", "GET", _batch_path(config, batch_id))
 
 
-def list_call(config: ClientConfig, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> Call:
+def _page_params(limit: int, before_id: str | None, after_id: str | None) -> dict[str, Any]:
+    """The query of one page of a listing (batches and models page the same way)."""
     if not MIN_LIST_LIMIT <= limit <= MAX_LIST_LIMIT:
         raise ValueError(f"limit must be between {MIN_LIST_LIMIT} and {MAX_LIST_LIMIT}, got {limit}")
     params: dict[str, Any] = {"limit": limit}
@@ -74,7 +77,11 @@ def list_call(config: ClientConfig, limit: int = 20, before_id: str | None = Non
         params["before_id"] = before_id
     if after_id:
         params["after_id"] = after_id
-    return Call("list", "GET", f"{config.base_url}{BATCHES_PATH}", params=params)
+    return params
+
+
+def list_call(config: ClientConfig, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> Call:
+    return Call("list", "GET", f"{config.base_url}{BATCHES_PATH}", params=_page_params(limit, before_id, after_id))
 
 
 def cancel_call(config: ClientConfig, batch_id: str) -> Call:
@@ -100,13 +107,7 @@ def count_tokens_call(config: ClientConfig, params: Mapping[str, Any]) -> Call:
 def list_models_call(
     config: ClientConfig, limit: int = 20, before_id: str | None = None, after_id: str | None = None
 ) -> Call:
-    if not MIN_LIST_LIMIT <= limit <= MAX_LIST_LIMIT:
-        raise ValueError(f"limit must be between {MIN_LIST_LIMIT} and {MAX_LIST_LIMIT}, got {limit}")
-    params: dict[str, Any] = {"limit": limit}
-    if before_id:
-        params["before_id"] = before_id
-    if after_id:
-        params["after_id"] = after_id
+    params = _page_params(limit, before_id, after_id)
     return Call("list_models", "GET", f"{config.base_url}{MODELS_PATH}", params=params)
 
 
@@ -114,6 +115,21 @@ def get_model_call(config: ClientConfig, model_id: str) -> Call:
     if not model_id or not isinstance(model_id, str):
         raise ValueError(f"a model id is required, got {model_id!r}")
     return Call("get_model", "GET", f"{config.base_url}{MODELS_PATH}/{quote(model_id, safe='')}")
+
+
+def results_call(config: ClientConfig, batch: MessageBatch | str, redact: Redactor) -> Call:
+    """The GET of a batch's results (the URL checked by :func:`results_url_for`)."""
+    return Call("results", "GET", results_url_for(config, batch, redact=redact))
+
+
+def body_headers(call: Call, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``headers`` plus what the call's body needs: its content type, and the length of a streamed one."""
+    request_headers = dict(headers or {})
+    if call.json_body is not None or call.encoded_body is not None:
+        request_headers["content-type"] = "application/json"
+    if call.encoded_body is not None:
+        request_headers["content-length"] = str(call.encoded_body.size)
+    return request_headers
 
 
 def parse_token_count(data: Any) -> int:
@@ -240,6 +256,54 @@ def tls_handshake_failed(exc: BaseException) -> bool:
     )
 
 
+def never_sent(exc: BaseException, library_types: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` proves that no byte of the request left, decided by exception type only.
+
+    ``library_types`` are the sending library's errors raised before a request is written (no
+    TCP connection, no name, a connect timeout, no pool slot); they are looked for along the
+    whole chain, since libraries wrap each other's errors (requests -> urllib3 -> socket). A
+    TLS failure counts only when it happened inside the handshake: an SSL error while reading
+    an answer (the request already left) stays "maybe sent".
+    """
+    return any(isinstance(error, library_types) for error in exception_chain(exc)) or tls_handshake_failed(exc)
+
+
+@dataclass(frozen=True)
+class TransportErrors:
+    """How one HTTP library reports a failed transport, and its mapping to our exception tree.
+
+    :param base: the library's base exception (what a client catches around a send).
+    :param never_sent: its errors raised before a request byte is written (see :func:`never_sent`).
+    :param timeouts: its timeout errors.
+    """
+
+    base: type[Exception]
+    never_sent: tuple[type[BaseException], ...]
+    timeouts: tuple[type[BaseException], ...]
+
+    def translate(
+        self, exc: BaseException, call_name: str, config: ClientConfig, redact: Redactor
+    ) -> AnthropixConnectionError:
+        """Our error for the library's ``exc``, noting whether the request may have reached the server.
+
+        A ``UnicodeError`` from a send is a request line or header that HTTP cannot carry: the
+        library refuses it (``http.client`` encodes them before anything is written), so nothing left.
+        """
+        if isinstance(exc, UnicodeError):
+            return AnthropixConnectionError(
+                redact(f"{call_name}: the request cannot be encoded for HTTP ({type(exc).__name__}); nothing was sent"),
+                maybe_sent=False,
+            )
+        return connection_error(
+            call_name,
+            config,
+            redact,
+            exc,
+            never_sent=never_sent(exc, self.never_sent),
+            timeout=isinstance(exc, self.timeouts),
+        )
+
+
 def connect_failure_reason(exc: BaseException) -> tuple[str, str]:
     """A short reason and a fix for a failed connection, from the standard-library error it wraps."""
     chain = list(exception_chain(exc))
@@ -313,6 +377,16 @@ def raise_for_response(status: int, headers: Mapping[str, str], body: bytes, red
             redact=redact,
         )
     raise error_from_response(status, headers, body, retry_after=parse_retry_after(headers), redact=redact)
+
+
+def malformed_answer(
+    call: Call, status: int, config: ClientConfig, redact: Redactor, problem: str
+) -> AnthropixResponseError:
+    """The error for a success status whose body is not what ``call`` expects, naming the call and the origin."""
+    text = f"{call.name}: {config.where()} answered HTTP {status} with a malformed answer: {problem}"
+    if not call.idempotent:
+        text += "; the request was received, so what it asked for may have been done: look before sending it again"
+    return AnthropixResponseError(redact(text))
 
 
 def parse_json(body: bytes) -> Any:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from airflow_provider_anthropix.api.limits import DEFAULT_API_VERSION, DEFAULT_BASE_URL, check_api_version
 from airflow_provider_anthropix.api.origin import AmbiguousURLError, Origin, plain_url
 from airflow_provider_anthropix.api.redact import Redactor, url_credentials
 from airflow_provider_anthropix.api.retry import RetryPolicy
 
 USER_AGENT = "airflow-provider-anthropix"
+#: Seconds to wait for a TCP/TLS connection, unless the connection's ``extra.timeout`` says otherwise.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds to wait between bytes of an answer, unless the connection's ``extra.timeout`` says otherwise.
+DEFAULT_READ_TIMEOUT = 60.0
 
 
 def header_value_problem(value: str) -> str | None:
@@ -50,8 +54,8 @@ class ClientConfig:
     anthropic_version: str = DEFAULT_API_VERSION
     anthropic_beta: tuple[str, ...] = ()
     workspace_id: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
     max_retries: int = 2
     max_total_retry_wait: float = 60.0
     proxies: dict[str, str] | None = field(default=None, repr=False)
@@ -69,8 +73,8 @@ class ClientConfig:
             raise ValueError(f"base_url must look like https://host[:port], got {shown}: it {exc}") from None
         if "?" in self.base_url:
             raise ValueError("base_url must not have a query")
-        if self.anthropic_version not in API_VERSIONS:
-            raise ValueError(f"anthropic_version {self.anthropic_version!r} is not one of {', '.join(API_VERSIONS)}")
+        if (problem := check_api_version(self.anthropic_version)) is not None:
+            raise ValueError(f"anthropic_version: {problem}")
         for name, values in (("anthropic_beta", self.anthropic_beta), ("workspace_id", [self.workspace_id or ""])):
             for value in values:
                 if (problem := header_value_problem(value)) is not None:

@@ -125,6 +125,21 @@ class AnthropixTimeoutError(AnthropixConnectionError):
     """A connect or read timeout."""
 
 
+class AnthropixResponseError(AnthropixError):
+    """The server answered with a success status, but not with what the call expects.
+
+    A 200 whose body is not valid JSON, or JSON that is not the object the call returns (a
+    count without ``input_tokens``, a batch without an id). Not a connection error: the
+    request arrived and was answered, so neither the retry policy nor a poller retries it
+    (the same server would most likely give the same answer), and for a create it means the
+    batch may well exist.
+    """
+
+
+class ResultsChangedError(AnthropixError):
+    """The results served on a resume are not the bytes served before; start the download over."""
+
+
 class ResultsHostError(AnthropixError):
     """A ``results_url`` points to a host other than the configured API host.
 

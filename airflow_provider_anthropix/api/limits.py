@@ -20,6 +20,17 @@ MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 20
 
 
+def check_api_version(api_version: str) -> str | None:
+    """Why ``api_version`` is not an ``anthropic-version`` the API serves, or None when it is one.
+
+    The one version check: the client settings, the connection reader, the request
+    validator and the emulator all ask it, so they accept and word the same versions.
+    """
+    if api_version in API_VERSIONS:
+        return None
+    return f"unknown anthropic-version {api_version!r}; use one of {', '.join(API_VERSIONS)}"
+
+
 def check_batch_limits(max_requests: int, max_body_bytes: int) -> None:
     """Refuse shard limits the API would not take (raises ValueError naming the argument)."""
     if not 1 <= max_requests <= MAX_REQUESTS:

@@ -29,3 +29,17 @@ def parse_result_line(line: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"a results line is not a JSON object: {line[:120]!r}")
     return value
+
+
+class ResultLines:
+    """Chunks of a results stream in, parsed result objects out: the line handling of both clients."""
+
+    def __init__(self) -> None:
+        self._splitter = LineSplitter()
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        return [parse_result_line(line) for line in self._splitter.feed(chunk)]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The last result when the stream did not end with a newline."""
+        return [parse_result_line(line) for line in self._splitter.finish()]

@@ -137,6 +137,18 @@ class MessageBatch:
         }
 
 
+def _page_fields(data: Any, item: Callable[[Any], Any]) -> dict[str, Any]:
+    """The fields of one page of a listing: batches and models are paged alike."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"not a page of a listing: {str(data)[:200]!r}")
+    return {
+        "data": [item(entry) for entry in data.get("data") or []],
+        "has_more": bool(data.get("has_more")),
+        "first_id": data.get("first_id"),
+        "last_id": data.get("last_id"),
+    }
+
+
 @dataclass(frozen=True)
 class BatchPage:
     """One page of the list endpoint, newest batch first."""
@@ -148,12 +160,7 @@ class BatchPage:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatchPage:
-        return cls(
-            data=[MessageBatch.from_dict(item) for item in data.get("data") or []],
-            has_more=bool(data.get("has_more")),
-            first_id=data.get("first_id"),
-            last_id=data.get("last_id"),
-        )
+        return cls(**_page_fields(data, MessageBatch.from_dict))
 
 
 @dataclass(frozen=True)
@@ -214,12 +221,7 @@ class ModelPage:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelPage:
-        return cls(
-            data=[ModelInfo.from_dict(item) for item in data.get("data") or []],
-            has_more=bool(data.get("has_more")),
-            first_id=data.get("first_id"),
-            last_id=data.get("last_id"),
-        )
+        return cls(**_page_fields(data, ModelInfo.from_dict))
 
 
 #: The params a token count accepts (a Messages body without max_tokens and the sampling/batch-only fields).

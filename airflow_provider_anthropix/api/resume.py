@@ -18,16 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
+from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError, ResultsChangedError
 from airflow_provider_anthropix.api.retry import RetryPolicy
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-\d+/(\d+|\*)")
 #: Breaks of one results stream we ride out, at least, whatever the connection's max_retries.
 MIN_STREAM_RESUMES = 3
-
-
-class ResultsChangedError(AnthropixError):
-    """The results served on a resume are not the bytes served before; start the download over."""
 
 
 class Skipper:
@@ -55,6 +51,7 @@ class ResumeState:
         self.received = 0
         self.resumes = 0
         self.max_resumes = max(MIN_STREAM_RESUMES, policy.max_retries)
+        self._skipper = Skipper(0)
 
     etag: str | None = None
     total: int | None = None
@@ -73,7 +70,17 @@ class ResumeState:
         return headers
 
     def start(self, status: int, headers: Mapping[str, str]) -> Skipper:
-        """Decide how many leading bytes of the new response were already delivered."""
+        """Decide how many leading bytes of the new response were already delivered (:meth:`take` drops them)."""
+        self._skipper = self._skipper_for(status, headers)
+        return self._skipper
+
+    def take(self, chunk: bytes) -> bytes:
+        """The part of a chunk of the current response the caller has not had yet, counted as delivered."""
+        chunk = self._skipper.trim(chunk)
+        self.received += len(chunk)
+        return chunk
+
+    def _skipper_for(self, status: int, headers: Mapping[str, str]) -> Skipper:
         etag = headers.get("etag")
         content_range = headers.get("content-range")
         total = _total_length(status, headers.get("content-length"), content_range)

@@ -19,6 +19,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from email.utils import parsedate_to_datetime
 import pendulum
 
 from airflow_provider_anthropix.api.errors import AnthropixAPIError, AnthropixConnectionError, AnthropixError
+
+log = logging.getLogger(__name__)
 
 #: Retryable below 500; every 5xx is retryable too (529 and the edge's 52x included), see :func:`is_retryable_status`.
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -140,4 +143,37 @@ class RetryPolicy:
             delay = float(hinted)
         if waited + delay > self.max_total_wait:
             return None
+        return delay
+
+
+class RetryLoop:
+    """The bookkeeping of one logical call's retries, shared by both clients' send loops.
+
+    A client tries, and on an :class:`AnthropixError` asks :meth:`next_delay` how long to
+    sleep (with its own sleep, blocking or not) before the next try; the policy's verdict,
+    the warning line and the count of attempts and seconds waited are kept here.
+    """
+
+    def __init__(self, policy: RetryPolicy, call_name: str, *, idempotent: bool) -> None:
+        self.policy = policy
+        self.call_name = call_name
+        self.idempotent = idempotent
+        self.attempt = 0
+        self.waited = 0.0
+
+    def next_delay(self, error: AnthropixError) -> float:
+        """Seconds to wait before trying again, logged; re-raises ``error`` when the policy gives up."""
+        delay = self.policy.next_delay(error, attempt=self.attempt, waited=self.waited, idempotent=self.idempotent)
+        if delay is None:
+            raise error
+        log.warning(
+            "%s failed (%s); retry %d of %d in %.1f s",
+            self.call_name,
+            error,
+            self.attempt + 1,
+            self.policy.max_retries,
+            delay,
+        )
+        self.waited += delay
+        self.attempt += 1
         return delay

@@ -1,37 +1,31 @@
-"""Blocking client on a pooled ``requests.Session``: for workers (operators, poke-mode sensors)."""
+"""Blocking client on a pooled ``requests.Session``: for workers (operators, poke-mode sensors).
+
+Only the sending is here; what each method sends and how its answer is read are the
+shared :mod:`~airflow_provider_anthropix.api.operations`.
+"""
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import requests
 from requests import exceptions as rex
 from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util import parse_url
 
-from airflow_provider_anthropix.api import calls
+from airflow_provider_anthropix.api import calls, operations
 from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.errors import (
-    AnthropixConnectionError,
-    AnthropixError,
-)
-from airflow_provider_anthropix.api.lines import LineSplitter, parse_result_line
-from airflow_provider_anthropix.api.models import (
-    BatchPage,
-    DeletedMessageBatch,
-    EncodedBody,
-    MessageBatch,
-    ModelInfo,
-    ModelPage,
-)
+from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
+from airflow_provider_anthropix.api.lines import ResultLines
+from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch, ModelInfo
+from airflow_provider_anthropix.api.operations import Operation, Pager
 from airflow_provider_anthropix.api.origin import Origin
-from airflow_provider_anthropix.api.redact import Redactor
 from airflow_provider_anthropix.api.resume import ResumeState
 
-log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class _SizedChunks:
@@ -47,30 +41,13 @@ class _SizedChunks:
         return self._body.size
 
 
-#: urllib3 errors raised before a single byte of the request left: no TCP connection, no name, a connect timeout.
-_NEVER_SENT = (urllib3_exceptions.NewConnectionError, urllib3_exceptions.ConnectTimeoutError)
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """Decided by exception type along requests' chain (``ConnectionError`` -> ``MaxRetryError.reason`` -> ...).
-
-    A TLS failure counts as never sent only when it happened inside the handshake: an SSL
-    error while reading an answer (the request already left) stays "maybe sent".
-    """
-    if isinstance(exc, rex.ConnectTimeout):
-        return True
-    return any(isinstance(error, _NEVER_SENT) for error in calls.exception_chain(exc)) or calls.tls_handshake_failed(
-        exc
-    )
-
-
-def _translate(
-    exc: rex.RequestException, call_name: str, config: ClientConfig, redact: Redactor
-) -> AnthropixConnectionError:
-    """Map a requests failure to our tree, noting whether the request may have reached the server."""
-    never_sent = _never_sent(exc)
-    timeout = isinstance(exc, rex.Timeout)
-    return calls.connection_error(call_name, config, redact, exc, never_sent=never_sent, timeout=timeout)
+#: requests' transport failures; urllib3's errors (along requests' chain ``ConnectionError`` ->
+#: ``MaxRetryError.reason`` -> ...) raised before a byte left: no TCP connection, no name, a connect timeout.
+_TRANSPORT = calls.TransportErrors(
+    base=rex.RequestException,
+    never_sent=(rex.ConnectTimeout, urllib3_exceptions.NewConnectionError, urllib3_exceptions.ConnectTimeoutError),
+    timeouts=(rex.Timeout,),
+)
 
 
 def _sent_to(prepared_url: str | None) -> Origin:
@@ -79,7 +56,7 @@ def _sent_to(prepared_url: str | None) -> Origin:
     return Origin.of(parsed.scheme, parsed.host, parsed.port)
 
 
-class SyncClient:
+class SyncClient(operations.ClientBase, binder=operations.sync_method):
     """The Message Batches API over ``requests``, with the shared retry policy and error mapping.
 
     One instance holds one connection pool; reuse it for many calls and close it when done.
@@ -92,18 +69,13 @@ class SyncClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.config = config
-        self._policy = config.retry_policy()
-        self._redact = config.redactor()
+        super().__init__(config)
         self._sleep = sleep
         self._session = session or requests.Session()
         self._session.headers.update(config.headers())
         if config.proxies:
             self._session.proxies.update(config.proxies)
         self._timeout = (config.connect_timeout, config.read_timeout)
-
-    def __repr__(self) -> str:
-        return self._redact(f"SyncClient(base_url={self.config.base_url!r}, version={self.config.anthropic_version!r})")
 
     def close(self) -> None:
         self._session.close()
@@ -117,18 +89,15 @@ class SyncClient:
     # -- transport ---------------------------------------------------------------------------
 
     def _attempt(self, call: calls.Call, *, stream: bool, headers: Mapping[str, str] | None) -> requests.Response:
-        request_headers = dict(headers or {})
-        data: Any = None
-        if call.json_body is not None:
-            data = call.json_body
-            request_headers["content-type"] = "application/json"
-        elif call.encoded_body is not None:
+        data: Any = call.json_body
+        if call.encoded_body is not None:
             data = _SizedChunks(call.encoded_body)
-            request_headers["content-type"] = "application/json"
         try:
             # Prepared here rather than inside Session.request so the URL checked is the URL sent.
             prepared = self._session.prepare_request(
-                requests.Request(call.method, call.url, params=call.params, data=data, headers=request_headers)
+                requests.Request(
+                    call.method, call.url, params=call.params, data=data, headers=calls.body_headers(call, headers)
+                )
             )
             sent_to = _sent_to(prepared.url)
         except (rex.RequestException, ValueError, UnicodeError) as exc:
@@ -141,106 +110,37 @@ class SyncClient:
                 body = response.content
                 response.close()
                 calls.raise_for_response(response.status_code, response.headers, body, self._redact)
-        except rex.RequestException as exc:
-            raise _translate(exc, call.name, self.config, self._redact) from None
-        except UnicodeError as exc:
-            # http.client encodes the request line and headers before anything is written.
-            raise AnthropixConnectionError(
-                self._redact(
-                    f"{call.name}: the request cannot be encoded for HTTP ({type(exc).__name__}); nothing was sent"
-                ),
-                maybe_sent=False,
-            ) from None
+        except (rex.RequestException, UnicodeError) as exc:
+            raise _TRANSPORT.translate(exc, call.name, self.config, self._redact) from None
         return response
 
     def _send(
         self, call: calls.Call, *, stream: bool = False, headers: Mapping[str, str] | None = None
     ) -> requests.Response:
-        attempt = 0
-        waited = 0.0
+        retries = self._retries(call)
         while True:
             try:
                 return self._attempt(call, stream=stream, headers=headers)
             except AnthropixError as exc:
-                delay = self._policy.next_delay(exc, attempt=attempt, waited=waited, idempotent=call.idempotent)
-                if delay is None:
-                    raise
-                log.warning(
-                    "%s failed (%s); retry %d of %d in %.1f s",
-                    call.name,
-                    exc,
-                    attempt + 1,
-                    self._policy.max_retries,
-                    delay,
-                )
-                self._sleep(delay)
-                waited += delay
-                attempt += 1
+                self._sleep(retries.next_delay(exc))
 
-    def _json(self, call: calls.Call) -> Any:
+    def _run(self, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = operation.build(self.config, *args, **kwargs)
         response = self._send(call)
-        try:
-            return calls.parse_json(response.content)
-        except (ValueError, RecursionError) as exc:
-            raise AnthropixConnectionError(
-                self._redact(f"{call.name}: the API's answer is not valid JSON ({exc})")
-            ) from None
+        return operation.answer(call, response.status_code, response.content, self)
 
-    # -- batches -----------------------------------------------------------------------------
-
-    def create_batch(self, requests: Sequence[Mapping[str, Any]] | EncodedBody) -> MessageBatch:
-        """Submit a batch. Not retried once it may have reached the server (see the retry policy)."""
-        return MessageBatch.from_dict(self._json(calls.create_call(self.config, requests)))
-
-    def get_batch(self, batch_id: str) -> MessageBatch:
-        return MessageBatch.from_dict(self._json(calls.get_call(self.config, batch_id)))
-
-    def list_batches(self, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> BatchPage:
-        return BatchPage.from_dict(self._json(calls.list_call(self.config, limit, before_id, after_id)))
+    def _walk(self, list_page: Callable[..., operations.Page[T]], page_size: int) -> Iterator[T]:
+        pager = Pager()
+        while pager.more:
+            yield from pager.take(list_page(limit=page_size, after_id=pager.after_id))
 
     def iter_batches(self, page_size: int = 100) -> Iterator[MessageBatch]:
         """Every batch, newest first, fetching pages as the caller goes."""
-        after_id: str | None = None
-        while True:
-            page = self.list_batches(limit=page_size, after_id=after_id)
-            yield from page.data
-            if not page.has_more or not page.last_id:
-                return
-            after_id = page.last_id
-
-    def cancel_batch(self, batch_id: str) -> MessageBatch:
-        return MessageBatch.from_dict(self._json(calls.cancel_call(self.config, batch_id)))
-
-    def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
-        return DeletedMessageBatch.from_dict(self._json(calls.delete_call(self.config, batch_id)))
-
-    # -- tokens and models -------------------------------------------------------------------
-
-    def count_tokens(self, params: Mapping[str, Any]) -> int:
-        """Input tokens of one request's ``params`` (system prompt and tools included)."""
-        data = self._json(calls.count_tokens_call(self.config, params))
-        try:
-            return calls.parse_token_count(data)
-        except ValueError as exc:
-            raise AnthropixConnectionError(self._redact(str(exc))) from None
-
-    def list_models(self, limit: int = 20, before_id: str | None = None, after_id: str | None = None) -> ModelPage:
-        return ModelPage.from_dict(self._json(calls.list_models_call(self.config, limit, before_id, after_id)))
-
-    def get_model(self, model_id: str) -> ModelInfo:
-        """One model; an alias answers with the model it resolves to, an unknown id is a NotFoundError."""
-        return ModelInfo.from_dict(self._json(calls.get_model_call(self.config, model_id)))
+        return self._walk(self.list_batches, page_size)
 
     def all_models(self, page_size: int = 1000) -> list[ModelInfo]:
         """Every model the key may use, newest first."""
-        models: list[ModelInfo] = []
-        after_id: str | None = None
-        while True:
-            page = self.list_models(limit=page_size, after_id=after_id)
-            models.extend(page.data)
-            if not page.has_more or not page.last_id:
-                return models
-            after_id = page.last_id
+        return list(self._walk(self.list_models, page_size))
 
     # -- results -----------------------------------------------------------------------------
 
@@ -251,41 +151,32 @@ class SyncClient:
         supports it sends only the rest; otherwise the bytes already delivered are skipped),
         up to ``max_retries`` times: the caller sees one uninterrupted, byte-identical stream.
         """
-        url = calls.results_url_for(self.config, batch, redact=self._redact)
+        call = calls.results_call(self.config, batch, self._redact)
         state = ResumeState(self._policy)
         while not state.complete:
             try:
-                response = self._send(calls.Call("results", "GET", url), stream=True, headers=state.request_headers())
+                response = self._send(call, stream=True, headers=state.request_headers())
                 try:
-                    skipper = state.start(response.status_code, response.headers)
+                    state.start(response.status_code, response.headers)
                     for chunk in response.iter_content(chunk_size=chunk_size):
-                        chunk = skipper.trim(chunk)
-                        if chunk:
-                            state.received += len(chunk)
+                        if chunk := state.take(chunk):
                             yield chunk
                 finally:
                     response.close()
                 return
             except rex.RequestException as exc:
-                error: AnthropixError = _translate(exc, "results", self.config, self._redact)
+                error: AnthropixError = _TRANSPORT.translate(exc, call.name, self.config, self._redact)
             except AnthropixConnectionError as exc:
                 error = exc
-            delay = state.next_delay(error)
-            self._sleep(delay)
+            self._sleep(state.next_delay(error))
 
     def iter_results(self, batch: MessageBatch | str) -> Iterator[dict[str, Any]]:
         """One parsed dict per results line."""
-        yield from _parse_lines(self.iter_result_bytes(batch))
+        lines = ResultLines()
+        for chunk in self.iter_result_bytes(batch):
+            yield from lines.feed(chunk)
+        yield from lines.finish()
 
     def get_results(self, batch: MessageBatch | str) -> list[dict[str, Any]]:
         """All results as a list: convenient for small batches only (a large one is ~1 KB per request)."""
         return list(self.iter_results(batch))
-
-
-def _parse_lines(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    splitter = LineSplitter()
-    for chunk in chunks:
-        for line in splitter.feed(chunk):
-            yield parse_result_line(line)
-    for line in splitter.finish():
-        yield parse_result_line(line)

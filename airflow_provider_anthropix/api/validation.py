@@ -16,11 +16,11 @@ from typing import Any
 
 from airflow_provider_anthropix.api.errors import ValidationProblem
 from airflow_provider_anthropix.api.limits import (
-    API_VERSIONS,
     CUSTOM_ID_RE,
     DEFAULT_API_VERSION,
     MAX_BODY_BYTES,
     MAX_REQUESTS,
+    check_api_version,
 )
 
 __all__ = [
@@ -41,13 +41,6 @@ _ENTRY_FIELDS = frozenset({"custom_id", "params"})
 _ROLES = ("user", "assistant")
 #: The message for a required param that is absent (callers match it to suggest ``default_params``).
 MISSING_PARAM = "params.{} is missing"
-
-
-def check_api_version(api_version: str) -> str | None:
-    """Return a message when ``api_version`` is not one the API serves, else None."""
-    if api_version in API_VERSIONS:
-        return None
-    return f"unknown anthropic-version {api_version!r}; use one of {', '.join(API_VERSIONS)}"
 
 
 def _is_int(value: Any) -> bool:

@@ -10,9 +10,14 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_provider_anthropix.api.config import ClientConfig, header_value_problem
+from airflow_provider_anthropix.api.config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    ClientConfig,
+    header_value_problem,
+)
 from airflow_provider_anthropix.api.errors import AnthropixError
-from airflow_provider_anthropix.api.limits import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from airflow_provider_anthropix.api.limits import DEFAULT_API_VERSION, DEFAULT_BASE_URL, check_api_version
 from airflow_provider_anthropix.api.origin import AmbiguousURLError, plain_url
 from airflow_provider_anthropix.api.redact import Redactor, url_credentials
 
@@ -108,18 +113,18 @@ def _number(conn_id: str, field: str, value: Any) -> float:
 def _timeouts(conn_id: str, value: Any) -> tuple[float, float]:
     """``timeout`` is one number (read), ``[connect, read]`` or ``{"connect": .., "read": ..}``."""
     if value is None or value == "":
-        return 10.0, 60.0
+        return DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
     if isinstance(value, Mapping):
         return (
-            _number(conn_id, "timeout.connect", value.get("connect", 10.0)),
-            _number(conn_id, "timeout.read", value.get("read", 60.0)),
+            _number(conn_id, "timeout.connect", value.get("connect", DEFAULT_CONNECT_TIMEOUT)),
+            _number(conn_id, "timeout.read", value.get("read", DEFAULT_READ_TIMEOUT)),
         )
     if isinstance(value, list | tuple):
         if len(value) != 2:
             raise _fail(conn_id, "extra.timeout", f"expected [connect, read], got {value!r}")
         return _number(conn_id, "timeout", value[0]), _number(conn_id, "timeout", value[1])
     read = _number(conn_id, "timeout", value)
-    return min(10.0, read), read
+    return min(DEFAULT_CONNECT_TIMEOUT, read), read
 
 
 def _beta(conn_id: str, value: Any) -> tuple[str, ...]:
@@ -140,8 +145,8 @@ def config_from_connection(conn_id: str, conn: ConnectionLike) -> ClientConfig:
     _header_field(conn_id, "password (API Key)", key, secret=True)
     extra = conn.extra_dejson or {}
     version = str(extra.get("anthropic_version") or DEFAULT_API_VERSION)
-    if version not in API_VERSIONS:
-        raise _fail(conn_id, "extra.anthropic_version", f"{version!r} is not one of {', '.join(API_VERSIONS)}")
+    if (problem := check_api_version(version)) is not None:
+        raise _fail(conn_id, "extra.anthropic_version", problem)
     max_retries_raw = extra.get("max_retries", 2)
     try:
         max_retries = int(max_retries_raw)

@@ -9,8 +9,9 @@ Names are imported on first use, not with the package, so that importing one ``i
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_provider_anthropix._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from airflow_provider_anthropix.io.checks import (
@@ -55,19 +56,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the defining module of ``name`` on first use (PEP 562) and cache the value here."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 __all__ = [
     "DEFAULT_PRICE_TABLE",

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ import requests
 
 from airflow_provider_anthropix.api import (
     AnthropixConnectionError,
+    AnthropixError,
+    AnthropixResponseError,
     AnthropixTimeoutError,
     AsyncClient,
     AuthenticationError,
@@ -29,6 +32,7 @@ from airflow_provider_anthropix.api import (
     ResultsHostError,
     SyncClient,
 )
+from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.emulator import EmulatorHandle, run_emulator
 
 KEY = "sk-ant-contract-test-key"
@@ -361,3 +365,103 @@ def test_create_that_timed_out_is_not_resent(client_factory: Callable[..., Any],
     time.sleep(1.0)  # let the slow create finish on the server
     assert emulator.stats()["calls"]["create"] == 1
     assert emulator.stats()["batches_created"] == 1
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers every request with HTTP 200 and the body set for its path, and counts them."""
+
+    bodies: dict[str, bytes] = {}
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        path = self.path.split("?", 1)[0]
+        self.seen.append(path)
+        body = self.bodies.get(path, b"{}")
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def answers() -> Iterator[tuple[str, type[_Answers]]]:
+    """A loopback server that answers 200 with whatever body a test sets (the emulator never sends garbage)."""
+    handler = type("Answers", (_Answers,), {"bodies": {}, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("method", "call_name", "path", "body", "problem"),
+    [
+        ("get_batch", "retrieve", "/v1/messages/batches/b1", b"<html>upstream proxy says hi</html>", "not valid JSON"),
+        ("get_batch", "retrieve", "/v1/messages/batches/b1", b'{"truncated": ', "not valid JSON"),
+        (
+            "get_batch",
+            "retrieve",
+            "/v1/messages/batches/b1",
+            b'{"echo": "' + KEY.encode() + b'"}',
+            "not a message batch",
+        ),
+        ("list_batches", "list", "/v1/messages/batches", b"[1, 2]", "not a page of a listing"),
+        ("count_tokens", "count_tokens", "/v1/messages/count_tokens", b'{"tokens": 12}', "without a token count"),
+    ],
+)
+def test_a_2xx_that_is_not_the_answer_is_a_response_error_and_not_retried(
+    client_factory: Callable[..., Any],
+    answers: tuple[str, type[_Answers]],
+    method: str,
+    call_name: str,
+    path: str,
+    body: bytes,
+    problem: str,
+) -> None:
+    """A malformed 200 is the server's answer, not a broken connection: no retry here, none in a poller."""
+    url, handler = answers
+    handler.bodies[path] = body
+    client = client_factory(base_url=url, max_retries=2, connection_id="nightly_llm")
+    arguments: dict[str, Any] = {
+        "get_batch": {"batch_id": "b1"},
+        "list_batches": {"limit": 1},
+        "count_tokens": {"params": {"model": "claude-test", "messages": [{"role": "user", "content": "hi"}]}},
+    }[method]
+    with pytest.raises(AnthropixResponseError) as info:
+        getattr(client, method)(**arguments)
+    error = info.value
+    assert isinstance(error, AnthropixError) and not isinstance(error, AnthropixConnectionError)
+    assert not is_transient(error)
+    assert handler.seen == [path], "a malformed answer must not be retried"
+    assert SLEEPS == []
+    message = str(error)
+    assert message.startswith(
+        f"{call_name}: {url} (connection 'nightly_llm') answered HTTP 200 with a malformed answer"
+    )
+    assert problem in message
+    assert KEY not in message
+
+
+def test_a_create_answered_with_garbage_says_the_batch_may_exist(
+    client_factory: Callable[..., Any], answers: tuple[str, type[_Answers]]
+) -> None:
+    url, handler = answers
+    handler.bodies["/v1/messages/batches"] = b"\x00\xff not json"
+    client = client_factory(base_url=url, max_retries=2)
+    with pytest.raises(AnthropixResponseError, match="may have been done: look before sending it again") as info:
+        client.create_batch(make_requests(1))
+    assert str(info.value).startswith("create: ")
+    assert handler.seen == ["/v1/messages/batches"]

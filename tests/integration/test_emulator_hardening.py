@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.resume import ResultsChangedError
+from airflow_provider_anthropix.api.errors import ResultsChangedError
 from airflow_provider_anthropix.api.sync_client import SyncClient
 from airflow_provider_anthropix.emulator import EmulatorHandle
 

@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_anthropix.api import calls
 from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.errors import ResultsHostError
+from airflow_provider_anthropix.api.errors import AnthropixTimeoutError, ResultsHostError
 from airflow_provider_anthropix.api.lines import LineSplitter
 from airflow_provider_anthropix.api.models import MessageBatch, RequestCounts
 
@@ -69,3 +69,52 @@ def test_line_splitter_across_chunks() -> None:
     splitter = LineSplitter()
     out = splitter.feed(b'{"a":1}\n{"b"') + splitter.feed(b":2}\n\n{") + splitter.feed(b'"c":3}') + splitter.finish()
     assert out == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+
+
+def _wrapped(error: BaseException, outer: BaseException) -> BaseException:
+    """``outer`` raised from ``error``, as libraries wrap each other's errors."""
+    try:
+        try:
+            raise error
+        except BaseException as inner:
+            raise outer from inner
+    except BaseException as raised:
+        return raised
+
+
+def test_never_sent_is_decided_by_type_along_the_chain_for_both_libraries() -> None:
+    """One rule for both clients: the library's connect-time error types, wherever they sit in the chain."""
+    import httpx
+    from requests import exceptions as rex
+    from urllib3 import exceptions as urllib3_exceptions
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    from airflow_provider_anthropix.api import async_client, sync_client
+
+    refused = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")
+    via_urllib3 = rex.ConnectionError(MaxRetryError(None, "/", reason=refused))  # type: ignore[arg-type]
+    sent_cases: list[tuple[calls.TransportErrors, BaseException, bool]] = [
+        (sync_client._TRANSPORT, via_urllib3, False),
+        (sync_client._TRANSPORT, rex.ConnectTimeout("connect timed out"), False),
+        (sync_client._TRANSPORT, rex.ConnectionError("Connection aborted: RemoteDisconnected"), True),
+        (sync_client._TRANSPORT, rex.ReadTimeout("read timed out"), True),
+        (sync_client._TRANSPORT, _wrapped(urllib3_exceptions.ConnectTimeoutError(), rex.ConnectionError()), False),
+        (async_client._TRANSPORT, httpx.ConnectError("refused"), False),
+        (async_client._TRANSPORT, httpx.PoolTimeout("no slot"), False),
+        (async_client._TRANSPORT, httpx.ReadError("reset"), True),
+        (async_client._TRANSPORT, _wrapped(httpx.ConnectError("refused"), httpx.ReadError("after")), False),
+    ]
+    for transport, exc, maybe_sent in sent_cases:
+        error = transport.translate(exc, "retrieve", CONFIG, CONFIG.redactor())
+        assert error.maybe_sent is maybe_sent, (type(exc).__name__, str(error))
+    timed_out = sync_client._TRANSPORT.translate(rex.ReadTimeout(), "list", CONFIG, CONFIG.redactor())
+    assert isinstance(timed_out, AnthropixTimeoutError)
+
+
+def test_a_request_that_cannot_be_encoded_was_never_sent() -> None:
+    from airflow_provider_anthropix.api import sync_client
+
+    exc = UnicodeEncodeError("latin-1", "\u2603", 0, 1, "ordinal not in range")
+    error = sync_client._TRANSPORT.translate(exc, "create", CONFIG, CONFIG.redactor())
+    assert not error.maybe_sent
+    assert "cannot be encoded for HTTP (UnicodeEncodeError); nothing was sent" in str(error)

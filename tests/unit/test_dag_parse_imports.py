@@ -34,6 +34,7 @@ TASK_TIME = [
     "airflow_provider_anthropix.api.sync_client",
     "airflow_provider_anthropix.api.async_client",
     "airflow_provider_anthropix.api.calls",
+    "airflow_provider_anthropix.api.operations",
     "airflow_provider_anthropix.hooks.anthropix",
     "airflow_provider_anthropix.io.export",
     "airflow_provider_anthropix.io.pipeline",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_anthropix.api.resume import ResultsChangedError, ResumeState
+from airflow_provider_anthropix.api.errors import ResultsChangedError
+from airflow_provider_anthropix.api.resume import ResumeState
 from airflow_provider_anthropix.api.retry import RetryPolicy
 
 

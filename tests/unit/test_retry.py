@@ -108,3 +108,35 @@ def test_connection_errors_retry_for_idempotent_calls() -> None:
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
     now = 1795593600.0  # 2026-11-25T08:00:00Z
     assert parse_retry_after(headers, now=now) == expected
+
+
+def test_the_retry_loop_counts_attempts_and_waits_and_gives_up_with_the_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from airflow_provider_anthropix.api.retry import RetryLoop
+
+    loop = RetryLoop(policy(max_retries=2), "retrieve", idempotent=True)
+    error = api_error(503)
+    with caplog.at_level("WARNING", logger="airflow_provider_anthropix"):
+        assert loop.next_delay(error) == 0.5
+        assert loop.next_delay(error) == 1.0
+    assert (loop.attempt, loop.waited) == (2, 1.5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "retrieve failed (HTTP 503 api_error: service unavailable); retry 1 of 2 in 0.5 s",
+        "retrieve failed (HTTP 503 api_error: service unavailable); retry 2 of 2 in 1.0 s",
+    ]
+    with pytest.raises(AnthropixAPIError) as info:
+        loop.next_delay(error)
+    assert info.value is error
+    create = RetryLoop(policy(), "create", idempotent=False)
+    with pytest.raises(AnthropixConnectionError):
+        create.next_delay(AnthropixConnectionError("broke", maybe_sent=True))
+
+
+def test_a_malformed_answer_is_neither_retried_nor_transient() -> None:
+    from airflow_provider_anthropix.api.errors import AnthropixResponseError
+    from airflow_provider_anthropix.api.retry import is_transient
+
+    error = AnthropixResponseError("retrieve: answered HTTP 200 with a malformed answer")
+    assert policy().next_delay(error, attempt=0, waited=0, idempotent=True) is None
+    assert not is_transient(error)
