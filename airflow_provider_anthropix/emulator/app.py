@@ -234,6 +234,8 @@ class EmulatorApp:
                 if fault is not None and fault.kind == "drop":
                     await _delay(latency)
                     return AbortResponse(self.registry, reset=False)
+                if fault is not None and fault.kind == "garble" and 200 <= response.status_code < 300:
+                    response = _garbled(response)
             # Latency delays the answer, not the work: a slow create still creates its batch,
             # which is exactly the case a client that timed out must not resend.
             await _delay(latency)
@@ -697,6 +699,12 @@ def _parse_range(wanted: str, size: int) -> tuple[int, int]:
             {"content-range": f"bytes */{size}"},
         )
     return start, end
+
+
+def _garbled(response: Response) -> Response:
+    """The same success status with the first half of its JSON body: not valid JSON any more."""
+    body = bytes(response.body)
+    return Response(body[: len(body) // 2], status_code=response.status_code, media_type="application/json")
 
 
 async def _delay(seconds: float) -> None:

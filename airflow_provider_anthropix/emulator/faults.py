@@ -10,7 +10,9 @@ next ``count`` matching calls (``None``: every call). Kinds:
 - ``reset``: abort the connection with a TCP RST before answering;
 - ``drop``: do the call (a create really creates the batch), then close the connection
   without an answer, like a response lost on the way back;
-- ``cut``: results only: send the first ``after_bytes`` bytes of the body, then abort.
+- ``cut``: results only: send the first ``after_bytes`` bytes of the body, then abort;
+- ``garble``: do the call, then answer its success status with half of the JSON body, like a
+  proxy that truncates answers (a create really creates the batch). Not for results.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "count_tokens", "models")
-KINDS = ("status", "latency", "reset", "drop", "cut")
+KINDS = ("status", "latency", "reset", "drop", "cut", "garble")
 #: The longest latency or retry-after a fault may ask for: longer only hangs a test.
 MAX_FAULT_SECONDS = 3600.0
 
@@ -74,6 +76,8 @@ class Fault:
             raise ValueError(f"unknown endpoint {self.endpoint!r}; use '*' or one of {', '.join(ENDPOINTS)}")
         if self.kind == "cut" and self.endpoint not in ("results", "*"):
             raise ValueError("a 'cut' fault applies to the results endpoint only")
+        if self.kind == "garble" and self.endpoint == "results":
+            raise ValueError("a 'garble' fault applies to the JSON endpoints, not to results (use 'cut')")
         if self.count is not None and self.count < 1:
             raise ValueError("count must be >= 1, or null for every call")
         if not 100 <= self.status <= 599:

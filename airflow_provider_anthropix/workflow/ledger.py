@@ -29,7 +29,12 @@ from typing import Any, Protocol
 
 import pendulum
 
-from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError, NotFoundError
+from airflow_provider_anthropix.api.errors import (
+    AnthropixConnectionError,
+    AnthropixError,
+    AnthropixResponseError,
+    NotFoundError,
+)
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES
 from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch
 from airflow_provider_anthropix.api.recovery import find_created_batch
@@ -207,8 +212,9 @@ class CreateLedger:
             raise CreateFailed(
                 f"The API declined the create for now: {exc}", retryable=True, cause=exc, declined=True
             ) from None
-        if is_transient(exc):
-            # A broken connection after sending, a timeout, a 5xx: the batch may exist.
+        if is_transient(exc) or isinstance(exc, AnthropixResponseError):
+            # A broken connection after sending, a timeout, a 5xx, or a success answer that is not
+            # a batch (a truncating proxy): the batch may exist.
             self.log.warning("The create's answer was lost (%s); the batch may exist. Looking for it.", exc)
             found = self._recover(attempt, str(exc))
             if found is None:

@@ -197,6 +197,19 @@ def test_lost_answer_adopts_the_single_matching_batch(emulator: EmulatorHandle, 
     assert store.data == {STATE_BATCH_ID: batch_id}
 
 
+def test_a_garbled_create_answer_adopts_the_batch_instead_of_sending_again(
+    emulator: EmulatorHandle, anthropix_conn_env: str
+) -> None:
+    emulator.add_fault("garble", endpoint="create", count=1)  # created, but the 200 is half a JSON object
+    store = FakeStateStore()
+    op = CreateBatchOperator(task_id="c", requests=[req(f"r{i}") for i in range(3)], default_params=DEFAULTS)
+    batch_id = run(op, store)
+    assert emulator.stats()["batches_created"] == 1  # adopted, not sent again
+    assert emulator.stats()["calls"]["create"] == 1
+    assert AnthropixHook().get_batch(batch_id).request_counts.total == 3
+    assert store.data == {STATE_BATCH_ID: batch_id}
+
+
 def test_lost_answer_with_two_candidates_fails_and_names_them(
     emulator: EmulatorHandle, anthropix_conn_env: str
 ) -> None:

@@ -142,6 +142,7 @@ def test_fault_specs_and_their_checks() -> None:
         ("explode", "unknown fault kind"),
         ("status,endpoint=nowhere", "unknown endpoint"),
         ("cut,endpoint=create", "results endpoint only"),
+        ("garble,endpoint=results", "not to results"),
         ("status,colour=red", "unknown fault field"),
         ("status,count=0", "count must be >= 1"),
         ("status,oops", "expected key=value"),
