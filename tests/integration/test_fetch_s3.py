@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from test_fetch_support import ended_batch, served_bytes
 
 from airflow_provider_anthropix.api import MessageBatch
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.io import read_manifest
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
+from tests.support.emulator import ended_batch, served_bytes
 
 BUCKET = "anthropix-results"
 CONN_ID = "anthropix_fetch_test_s3"
@@ -143,9 +143,8 @@ def test_s3_missing_bucket_fails_before_downloading(s3: Any, batch: MessageBatch
 
 
 def _create(**kwargs: Any) -> str:
-    from support_airflow import DictStateStore
-
     from airflow_provider_anthropix.operators.create import CreateBatchOperator
+    from tests.support.airflow import DictStateStore
 
     request = {"custom_id": "q-1", "params": {"messages": [{"role": "user", "content": "hi"}]}}
     operator = CreateBatchOperator(

@@ -33,6 +33,7 @@ from airflow_provider_anthropix.api import (
     SyncClient,
     calls,
 )
+from tests.support.payloads import ended_batch_json as _ended
 
 KEY = "sk-ant-hostile-url-KEYCANARY-0123456789abcdef"
 RESULTS = "/v1/messages/batches/msgbatch_forged/results"
@@ -114,21 +115,6 @@ class _Api(BaseHTTPRequestHandler):
 
     def log_message(self, *_: Any) -> None:
         pass
-
-
-def _ended(results_url: str) -> dict[str, Any]:
-    return {
-        "id": "msgbatch_forged",
-        "type": "message_batch",
-        "processing_status": "ended",
-        "request_counts": {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 0, "expired": 0},
-        "created_at": "2026-11-25T00:00:00Z",
-        "expires_at": "2026-11-26T00:00:00Z",
-        "ended_at": "2026-11-25T00:01:00Z",
-        "cancel_initiated_at": None,
-        "archived_at": None,
-        "results_url": results_url,
-    }
 
 
 class Servers:

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
-from support_airflow import migrated_airflow_home
 
 from airflow_provider_anthropix.api import AsyncClient, ClientConfig, MessageBatch, ResultsHostError, SyncClient
 from airflow_provider_anthropix.api.errors import AnthropixError
@@ -37,6 +36,8 @@ from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.operators.create import CreateBatchOperator
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
+from tests.support.airflow import migrated_airflow_home
+from tests.support.payloads import ended_batch_json as _ended_batch
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY = f"sk-ant-hygiene-LEAKCANARY-{secrets.token_hex(12)}"
@@ -236,21 +237,6 @@ def recorder() -> Iterator[Callable[[dict[str, tuple[int, dict[str, str], bytes]
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def _ended_batch(results_url: str) -> dict[str, Any]:
-    return {
-        "id": "msgbatch_forged",
-        "type": "message_batch",
-        "processing_status": "ended",
-        "request_counts": {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 0, "expired": 0},
-        "created_at": "2026-11-25T00:00:00Z",
-        "expires_at": "2026-11-26T00:00:00Z",
-        "ended_at": "2026-11-25T00:01:00Z",
-        "cancel_initiated_at": None,
-        "archived_at": None,
-        "results_url": results_url,
-    }
 
 
 @pytest.mark.smoke
