@@ -50,7 +50,11 @@ DAG_OPEN = 'with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1
 
 
 class DictStateStore:
-    """Stands in for ``context["task_state_store"]`` (get/set/delete) when a test calls ``execute`` directly."""
+    """Stands in for ``context["task_state_store"]`` (get/set/delete) when a test calls ``execute`` directly.
+
+    It keeps what the real store would: JSON, so a value that only survives in memory fails
+    here too, and never ``None`` (the operators delete a key rather than blank it).
+    """
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
@@ -59,7 +63,8 @@ class DictStateStore:
         return self.data.get(key, default)
 
     def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = value
+        assert value is not None
+        self.data[key] = json.loads(json.dumps(value))
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
