@@ -18,9 +18,8 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,6 +32,7 @@ from airflow_provider_anthropix.api import (
     SyncClient,
     calls,
 )
+from tests.support.http import QuietHandler
 from tests.support.payloads import ended_batch_json as _ended
 
 KEY = "sk-ant-hostile-url-KEYCANARY-0123456789abcdef"
@@ -87,7 +87,7 @@ class RawListener:
         self.sock.close()
 
 
-class _Api(BaseHTTPRequestHandler):
+class _Api(QuietHandler):
     """The connection's API: retrieve answers a batch whose results_url is ``forged``; results redirect."""
 
     forged: list[str]
@@ -97,24 +97,13 @@ class _Api(BaseHTTPRequestHandler):
         self.seen.append(self.path)
         if self.path == "/v1/messages/batches/msgbatch_forged":
             body = json.dumps(_ended(self.forged[0])).encode()
-            self._reply(200, {"content-type": "application/json"}, body)
+            self.reply(200, {"content-type": "application/json"}, body)
         elif self.path == "/v1/messages/batches/msgbatch_redirect/results":
-            self._reply(302, {"location": self.forged[0]}, b"")
+            self.reply(302, {"location": self.forged[0]}, b"")
         elif self.path.split("?")[0] == RESULTS:
-            self._reply(200, {}, LINE)
+            self.reply(200, {}, LINE)
         else:
-            self._reply(404, {}, b"{}")
-
-    def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
+            self.reply(404, {}, b"{}")
 
 
 class Servers:

@@ -22,7 +22,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from airflow_provider_anthropix.operators.create import CreateBatchOperator
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
 from tests.support.airflow import migrated_airflow_home
+from tests.support.http import QuietHandler
 from tests.support.payloads import ended_batch_json as _ended_batch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,7 +202,7 @@ def test_error_texts_do_not_carry_the_key(
         assert _hits(text) == 0, f"{case}: the key is in {text[:500]!r}"
 
 
-class _Recorder(BaseHTTPRequestHandler):
+class _Recorder(QuietHandler):
     """A loopback server that records every request and answers what ``routes`` say."""
 
     seen: list[dict[str, str]]
@@ -210,15 +211,7 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
         status, headers, body = self.routes.get(self.path.split("?")[0], (404, {}, b"{}"))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
+        self.reply(status, headers, body)
 
 
 @pytest.fixture
