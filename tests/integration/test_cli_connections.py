@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support_airflow import migrated_airflow_home
 
 from airflow_provider_anthropix.cli import main
 from airflow_provider_anthropix.cli.credentials import export_command
 from airflow_provider_anthropix.emulator import EmulatorHandle
+from tests.support.airflow import migrated_airflow_home
 
 BIN = Path(sys.executable).parent
 

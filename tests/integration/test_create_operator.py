@@ -19,25 +19,9 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.operators.create import STATE_ATTEMPT, STATE_BATCH_ID, CreateBatchOperator
+from tests.support.airflow import DictStateStore as FakeStateStore
 
 KEY = "sk-ant-emulator-test-key"
-
-
-class FakeStateStore:
-    """The three calls CreateBatchOperator makes on ``context["task_state_store"]``."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        assert value is not None
-        self.data[key] = json.loads(json.dumps(value))  # what the real store keeps: JSON
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 def req(custom_id: str, **params: Any) -> dict[str, Any]:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support_airflow import load_dag_source, migrated_airflow_home
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from tests.support.airflow import DAG_OPEN, load_dag_source, states
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,25 +63,8 @@ def record(path, values):
 """
 
 
-@pytest.fixture(scope="module")
-def airflow_dags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A throw-away AIRFLOW_HOME with a migrated SQLite DB and an empty DAGs folder."""
-    home = tmp_path_factory.mktemp("airflow_home")
-    dags = home / "dags"
-    dags.mkdir()
-    with migrated_airflow_home(home, dags):
-        yield dags
-
-
 def load_dag(dags: Path, dag_id: str, body: str) -> Any:
     return load_dag_source(dags, dag_id, HEADER, body)
-
-
-def states(dag_run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-
-
-DAG_OPEN = 'with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:'
 
 
 def test_create_then_deferred_sensor_then_summary_downstream(

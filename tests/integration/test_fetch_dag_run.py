@@ -7,19 +7,17 @@ DAGs be scheduled on the results.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support_airflow import migrated_airflow_home
-from test_fetch_support import ended_batch, served_bytes
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+from tests.support.airflow import import_dag
+from tests.support.emulator import ended_batch, served_bytes
 
 # dag.test() under the Airflow 3.2 test venv dies inside Airflow (pydantic "TITerminalStatePayload needs a
 # discriminator"), before any operator runs; on 3.2 the smoke tests cover the operator.
@@ -68,13 +66,9 @@ with DAG(
 
 
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A throw-away AIRFLOW_HOME with a migrated SQLite metadata DB."""
-    home = tmp_path_factory.mktemp("airflow_home_fetch")
-    dags = home / "dags"
-    dags.mkdir()
-    with migrated_airflow_home(home, dags):
-        yield dags
+def airflow_home(airflow_dags: Path) -> Path:
+    """The DAGs folder of this module's throw-away AIRFLOW_HOME (``airflow_dags`` in tests/integration/conftest.py)."""
+    return airflow_dags
 
 
 def load_dag(dags: Path, **values: str) -> Any:
@@ -83,11 +77,7 @@ def load_dag(dags: Path, **values: str) -> Any:
         source = source.replace(name, repr(value))
     path = dags / "fetch_results_test.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("fetch_results_test_dag", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return import_dag(path, "fetch_results_test_dag")
 
 
 def test_fetch_in_a_dag_run_templating_xcom_and_assets(

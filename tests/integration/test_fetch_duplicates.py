@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import requests
 from airflow.sdk.exceptions import AirflowFailException
-from test_fetch_support import ended_batch, served_bytes
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
+from tests.support.emulator import ended_batch, served_bytes
 
 KEY = "sk-ant-duplicates-test-key"
 

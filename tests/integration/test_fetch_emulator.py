@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from airflow.sdk import Asset, AssetAlias, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from test_fetch_support import counts_of, ended_batch, served_bytes
 
 from airflow_provider_anthropix.api import MessageBatch
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.io import MANIFEST_NAME, read_manifest
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator, static_asset_uri
+from tests.support.emulator import ended_batch, served_bytes
+from tests.support.payloads import counts_of
 
 N = 1_500
 

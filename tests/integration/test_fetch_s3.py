@@ -9,34 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from test_fetch_support import ended_batch, served_bytes
 
 from airflow_provider_anthropix.api import MessageBatch
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.io import read_manifest
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
+from tests.support.emulator import ended_batch, served_bytes
 
 BUCKET = "anthropix-results"
 CONN_ID = "anthropix_fetch_test_s3"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_url() -> Iterator[str]:
     moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    # Port 0: the server binds a free port itself (no window for another process to take it).
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:
@@ -143,9 +137,8 @@ def test_s3_missing_bucket_fails_before_downloading(s3: Any, batch: MessageBatch
 
 
 def _create(**kwargs: Any) -> str:
-    from support_airflow import DictStateStore
-
     from airflow_provider_anthropix.operators.create import CreateBatchOperator
+    from tests.support.airflow import DictStateStore
 
     request = {"custom_id": "q-1", "params": {"messages": [{"role": "user", "content": "hi"}]}}
     operator = CreateBatchOperator(

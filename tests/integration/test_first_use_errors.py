@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException
-from support_airflow import DictStateStore
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.operators.create import STATE_ATTEMPT, CreateBatchOperator
+from tests.support.airflow import DictStateStore
 
 KEY = "sk-ant-emulator-test-key"
 REQUEST = {

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from support_airflow import load_dag_source, migrated_airflow_home, write_prompts
-
 from airflow_provider_anthropix.emulator import EmulatorHandle
+from tests.support.airflow import DAG_OPEN, load_dag_source, states, write_prompts
 
 HEADER = """
 from __future__ import annotations
@@ -32,24 +29,9 @@ def record(path, value):
 
 """
 
-DAG_OPEN = 'with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:'
-
-
-@pytest.fixture(scope="module")
-def airflow_dags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("airflow_home")
-    dags = home / "dags"
-    dags.mkdir()
-    with migrated_airflow_home(home, dags):
-        yield dags
-
 
 def load_dag(dags: Path, dag_id: str, body: str) -> Any:
     return load_dag_source(dags, dag_id, HEADER, body)
-
-
-def states(dag_run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
 def read_lines(folder: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import ObjectStoragePath
-from support_airflow import write_prompts
 
 from airflow_provider_anthropix.api import ClientConfig, SyncClient
 from airflow_provider_anthropix.emulator import EmulatorHandle
@@ -24,6 +23,7 @@ from airflow_provider_anthropix.io.export import ExportOptions
 from airflow_provider_anthropix.io.job_files import JobWorkspace
 from airflow_provider_anthropix.workflow.job import Done, JobError, JobRunner, JobSettings, Wait
 from airflow_provider_anthropix.workflow.ledger import RecoverySettings
+from tests.support.airflow import write_prompts
 
 DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 16}
 

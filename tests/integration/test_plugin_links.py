@@ -7,15 +7,12 @@ with ``dag.test()`` and reads the stored links back from the metadata database.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support_airflow import migrated_airflow_home
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.links import (
@@ -27,6 +24,7 @@ from airflow_provider_anthropix.links import (
     console_url,
     results_url,
 )
+from tests.support.airflow import import_dag
 
 try:
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401
@@ -62,24 +60,11 @@ with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC
 """
 
 
-@pytest.fixture(scope="module")
-def airflow_dags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("links_home")
-    dags = home / "dags"
-    dags.mkdir()
-    with migrated_airflow_home(home, dags):
-        yield dags
-
-
 def _dag(dags: Path, dag_id: str, conn_id: str, dest: str) -> Any:
     path = dags / f"{dag_id}.py"
     source = DAG_SOURCE.replace("DAG_ID", repr(dag_id)).replace("CONN_ID", repr(conn_id)).replace("DEST", repr(dest))
     path.write_text(textwrap.dedent(source))
-    spec = importlib.util.spec_from_file_location(f"links_dag_{dag_id}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return import_dag(path, f"links_dag_{dag_id}")
 
 
 def _stored_links(dag_run: Any) -> dict[tuple[str, str], Any]:

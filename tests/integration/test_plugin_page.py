@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support_airflow import migrated_airflow_home
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
+from tests.support.airflow import migrated_airflow_home
 
 try:
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401

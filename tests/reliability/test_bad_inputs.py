@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-from support_airflow import DictStateStore
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
@@ -37,6 +36,7 @@ from airflow_provider_anthropix.operators.create import CreateBatchOperator
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger
+from tests.support.airflow import DictStateStore
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_inputs"
 REQUEST_FILES = CORPUS / "requests"

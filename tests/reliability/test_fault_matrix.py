@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from support_airflow import DictStateStore
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
@@ -38,6 +37,7 @@ from airflow_provider_anthropix.operators.create import STATE_BATCH_ID, CreateBa
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger
+from tests.support.airflow import DictStateStore
 
 DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 16}
 #: read timeout of the "timeout" cells; the armed latency is three times longer

@@ -18,9 +18,8 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,6 +32,8 @@ from airflow_provider_anthropix.api import (
     SyncClient,
     calls,
 )
+from tests.support.http import QuietHandler
+from tests.support.payloads import ended_batch_json as _ended
 
 KEY = "sk-ant-hostile-url-KEYCANARY-0123456789abcdef"
 RESULTS = "/v1/messages/batches/msgbatch_forged/results"
@@ -86,7 +87,7 @@ class RawListener:
         self.sock.close()
 
 
-class _Api(BaseHTTPRequestHandler):
+class _Api(QuietHandler):
     """The connection's API: retrieve answers a batch whose results_url is ``forged``; results redirect."""
 
     forged: list[str]
@@ -96,39 +97,13 @@ class _Api(BaseHTTPRequestHandler):
         self.seen.append(self.path)
         if self.path == "/v1/messages/batches/msgbatch_forged":
             body = json.dumps(_ended(self.forged[0])).encode()
-            self._reply(200, {"content-type": "application/json"}, body)
+            self.reply(200, {"content-type": "application/json"}, body)
         elif self.path == "/v1/messages/batches/msgbatch_redirect/results":
-            self._reply(302, {"location": self.forged[0]}, b"")
+            self.reply(302, {"location": self.forged[0]}, b"")
         elif self.path.split("?")[0] == RESULTS:
-            self._reply(200, {}, LINE)
+            self.reply(200, {}, LINE)
         else:
-            self._reply(404, {}, b"{}")
-
-    def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-def _ended(results_url: str) -> dict[str, Any]:
-    return {
-        "id": "msgbatch_forged",
-        "type": "message_batch",
-        "processing_status": "ended",
-        "request_counts": {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 0, "expired": 0},
-        "created_at": "2026-11-25T00:00:00Z",
-        "expires_at": "2026-11-26T00:00:00Z",
-        "ended_at": "2026-11-25T00:01:00Z",
-        "cancel_initiated_at": None,
-        "archived_at": None,
-        "results_url": results_url,
-    }
+            self.reply(404, {}, b"{}")
 
 
 class Servers:

@@ -22,13 +22,12 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
-from support_airflow import migrated_airflow_home
 
 from airflow_provider_anthropix.api import AsyncClient, ClientConfig, MessageBatch, ResultsHostError, SyncClient
 from airflow_provider_anthropix.api.errors import AnthropixError
@@ -37,6 +36,9 @@ from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.operators.create import CreateBatchOperator
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
+from tests.support.airflow import migrated_airflow_home
+from tests.support.http import QuietHandler
+from tests.support.payloads import ended_batch_json as _ended_batch
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY = f"sk-ant-hygiene-LEAKCANARY-{secrets.token_hex(12)}"
@@ -200,7 +202,7 @@ def test_error_texts_do_not_carry_the_key(
         assert _hits(text) == 0, f"{case}: the key is in {text[:500]!r}"
 
 
-class _Recorder(BaseHTTPRequestHandler):
+class _Recorder(QuietHandler):
     """A loopback server that records every request and answers what ``routes`` say."""
 
     seen: list[dict[str, str]]
@@ -209,15 +211,7 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
         status, headers, body = self.routes.get(self.path.split("?")[0], (404, {}, b"{}"))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
+        self.reply(status, headers, body)
 
 
 @pytest.fixture
@@ -236,21 +230,6 @@ def recorder() -> Iterator[Callable[[dict[str, tuple[int, dict[str, str], bytes]
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def _ended_batch(results_url: str) -> dict[str, Any]:
-    return {
-        "id": "msgbatch_forged",
-        "type": "message_batch",
-        "processing_status": "ended",
-        "request_counts": {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 0, "expired": 0},
-        "created_at": "2026-11-25T00:00:00Z",
-        "expires_at": "2026-11-26T00:00:00Z",
-        "ended_at": "2026-11-25T00:01:00Z",
-        "cancel_initiated_at": None,
-        "archived_at": None,
-        "results_url": results_url,
-    }
 
 
 @pytest.mark.smoke

@@ -1,4 +1,4 @@
-"""Error mapping: every status of api-notes.md lands on its own class with the envelope's details."""
+"""Error mapping: every HTTP status the Message Batches API answers with lands on its own class, with the envelope's details."""
 
 from __future__ import annotations
 

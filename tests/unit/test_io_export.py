@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from test_io_support import chunked, counts_of, mixed_results
 
 from airflow_provider_anthropix.api.models import RequestCounts
 from airflow_provider_anthropix.io import (
@@ -25,6 +24,7 @@ from airflow_provider_anthropix.io import (
     read_manifest,
 )
 from airflow_provider_anthropix.io.progress import Progress
+from tests.support.payloads import chunked, counts_of, mixed_results
 
 DATA = mixed_results(1_000, padding=100)
 COUNTS = RequestCounts(**counts_of(DATA))

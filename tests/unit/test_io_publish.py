@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from test_io_support import chunked, counts_of, mixed_results
 
 from airflow_provider_anthropix.api.models import RequestCounts
 from airflow_provider_anthropix.io import MANIFEST_NAME, AtomicPublisher, ExportOptions, export_results
 from airflow_provider_anthropix.io.export import all_output_names
 from airflow_provider_anthropix.io.publish import is_staging_name
+from tests.support.payloads import chunked, counts_of, mixed_results
 
 DATA = mixed_results(50)
 COUNTS = RequestCounts(**counts_of(DATA))

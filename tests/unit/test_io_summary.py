@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from test_io_support import chunked, counts_of, mixed_results, result_line
 
 from airflow_provider_anthropix.api.models import RequestCounts
 from airflow_provider_anthropix.io.blocks import BlockSplitter
@@ -16,6 +15,7 @@ from airflow_provider_anthropix.io.pricing import (
 )
 from airflow_provider_anthropix.io.split import split_by_result_type
 from airflow_provider_anthropix.io.summary import ResultsFormatError, Summariser, TokenTotals
+from tests.support.payloads import chunked, counts_of, mixed_results, result_line
 
 
 def summarise(data: bytes, chunk: int = 97) -> Summariser:

@@ -8,11 +8,11 @@ import io
 import json
 
 import pytest
-from test_io_support import mixed_results, result_line
 
 from airflow_provider_anthropix.io.jsonl import JsonlWriter
 from airflow_provider_anthropix.io.sink import HashingSink
 from airflow_provider_anthropix.io.summary import Summariser
+from tests.support.payloads import mixed_results, result_line
 
 
 class MemoryFile(io.BytesIO):

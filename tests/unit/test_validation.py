@@ -1,4 +1,4 @@
-"""The per-request and per-batch rules of api-notes, one test per rule, in both API versions."""
+"""The per-request and per-batch rules of the Message Batches API, one test per rule, in both API versions."""
 
 from __future__ import annotations
 

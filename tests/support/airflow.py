@@ -1,4 +1,4 @@
-"""Helpers for tests that run real DAGs: a throw-away Airflow home with a migrated database."""
+"""Helpers for tests that run real DAGs: a throw-away Airflow home with a migrated database, DAG files."""
 
 from __future__ import annotations
 
@@ -45,8 +45,16 @@ def migrated_airflow_home(home: Path, dags: Path, **extra_env: str) -> Iterator[
         settings.reconfigure_orm()
 
 
+#: The first line of a test DAG whose body ``load_dag_source`` fills in (``DAG_ID`` is replaced there).
+DAG_OPEN = 'with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:'
+
+
 class DictStateStore:
-    """Stands in for ``context["task_state_store"]`` (get/set/delete) when a test calls ``execute`` directly."""
+    """Stands in for ``context["task_state_store"]`` (get/set/delete) when a test calls ``execute`` directly.
+
+    It keeps what the real store would: JSON, so a value that only survives in memory fails
+    here too, and never ``None`` (the operators delete a key rather than blank it).
+    """
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
@@ -55,10 +63,24 @@ class DictStateStore:
         return self.data.get(key, default)
 
     def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = value
+        assert value is not None
+        self.data[key] = json.loads(json.dumps(value))
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
+
+
+def import_dag(path: Path, module_name: str) -> Any:
+    """Import the DAG file at ``path`` under ``module_name`` and return its ``dag``.
+
+    Loaded from its file rather than by name: the DAGs folder is a temporary folder that is not
+    on ``sys.path``, and each test's DAG gets a module name of its own.
+    """
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
 
 
 def load_dag_source(dags: Path, dag_id: str, header: str, body: str) -> Any:
@@ -69,11 +91,12 @@ def load_dag_source(dags: Path, dag_id: str, header: str, body: str) -> Any:
     source = header + textwrap.dedent(body).replace("DAG_ID", repr(dag_id))
     path = dags / f"{dag_id}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"test_dag_{dag_id}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return import_dag(path, f"test_dag_{dag_id}")
+
+
+def states(dag_run: Any) -> dict[str, str]:
+    """Each task's final state in ``dag_run`` (``{"create": "success", ...}``), for one readable assert."""
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
 def write_prompts(path: Path, ids: list[str], markers: dict[str, str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Result lines for the io unit tests (named test_io_* to sit with them; it holds no tests)."""
+"""API payloads built in memory: result lines, a mixed results stream, an ended batch object."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def mixed_results(n: int, *, padding: int = 0) -> bytes:
 
 
 def counts_of(data: bytes) -> dict[str, int]:
+    """How many lines of a results stream have each outcome (blank lines skipped)."""
     counts = dict.fromkeys(("succeeded", "errored", "canceled", "expired"), 0)
     for line in data.splitlines():
         if line.strip():
@@ -67,4 +68,24 @@ def counts_of(data: bytes) -> dict[str, int]:
 
 
 def chunked(data: bytes, size: int) -> list[bytes]:
+    """``data`` cut into pieces of ``size`` bytes, the way a stream arrives."""
     return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def ended_batch_json(results_url: str) -> dict[str, Any]:
+    """An ended batch ``msgbatch_forged`` as the API returns it, pointing at ``results_url``.
+
+    For tests whose server hands out a ``results_url`` of its choosing (a forged or hostile one).
+    """
+    return {
+        "id": "msgbatch_forged",
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 0, "expired": 0},
+        "created_at": "2026-11-25T00:00:00Z",
+        "expires_at": "2026-11-26T00:00:00Z",
+        "ended_at": "2026-11-25T00:01:00Z",
+        "cancel_initiated_at": None,
+        "archived_at": None,
+        "results_url": results_url,
+    }

@@ -1,4 +1,4 @@
-"""Helpers for the fetch/export integration tests (named test_fetch_* to sit with them; no tests here)."""
+"""Batches made on the emulator, for the tests that fetch and export their results."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import requests
 from airflow_provider_anthropix.api import MessageBatch
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-
-OUTCOMES = ("succeeded", "errored", "canceled", "expired")
 
 
 def batch_requests(n: int, *, model: str = "claude-sonnet-4-5-20250929") -> list[dict[str, Any]]:
@@ -60,12 +58,3 @@ def served_bytes(emulator: EmulatorHandle, api_key: str, batch_id: str) -> bytes
     )
     response.raise_for_status()
     return response.content
-
-
-def counts_of(data: bytes) -> dict[str, int]:
-    import json
-
-    counts = dict.fromkeys(OUTCOMES, 0)
-    for line in data.splitlines():
-        counts[json.loads(line)["result"]["type"]] += 1
-    return counts
