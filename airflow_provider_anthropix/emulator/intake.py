@@ -11,7 +11,7 @@ writes one: whenever the typed decode or any check fails, :func:`fast_requests` 
 ``None`` and the caller runs the generic path (dict decode + ``BatchChecker``) on the same
 bytes, which produces the 400. Valid bodies, the common case, never pay for that. The
 rule is one-sided on purpose: this path may send a valid body to the slow path (no harm),
-but must never accept what the validator refuses; tests/integration/test_emulator_intake.py
+but must never accept what the validator refuses; tests/unit/test_emulator_intake.py
 checks that parity on a corpus of bad requests.
 """
 
@@ -88,7 +88,7 @@ _encode = msgspec.json.Encoder().encode
 MESSAGE_OVERHEAD_TOKENS = 4
 #: The shortest prefix the API caches (1,024 tokens; the docs say 2,048 for the smallest models).
 MIN_CACHE_TOKENS = 1024
-#: The smallest models need a longer prefix before the API caches it (api-notes: 2,048 tokens).
+#: The smallest models need a longer prefix before the API caches it: 2,048 tokens.
 MIN_CACHE_TOKENS_SMALL = 2048
 _SMALL_MODELS = ("claude-3-haiku", "claude-3-5-haiku", "claude-haiku")
 
