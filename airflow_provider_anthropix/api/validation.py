@@ -34,7 +34,7 @@ __all__ = [
 
 #: The version that still accepts the sampling parameters; named in the fix of every version rule.
 LEGACY_API_VERSION = "2023-06-01"
-#: Versions that reject temperature/top_p/top_k and a few block placements (the wire-protocol notes).
+#: Versions that reject temperature/top_p/top_k and a few block placements.
 _STRICT_VERSIONS = frozenset({"2026-10-21"})
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
 _ENTRY_FIELDS = frozenset({"custom_id", "params"})
