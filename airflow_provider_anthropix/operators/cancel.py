@@ -9,17 +9,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_anthropix.api import (
-    AnthropixError,
-    BadRequestError,
-    ConflictError,
-    MessageBatch,
-)
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.api.models import MessageBatch
 
 
 def describe_counts(batch: MessageBatch) -> str:
@@ -97,6 +93,8 @@ class CancelBatchOperator(AnthropixHookMixin, BaseOperator):
         raise AirflowException(message or f"waiting for canceled batch {self.batch_id} to end failed")
 
     def _cancel(self) -> MessageBatch:
+        from airflow_provider_anthropix.api.errors import AnthropixError, BadRequestError, ConflictError
+
         try:
             batch = self.hook.cancel_batch(self.batch_id)
         except (BadRequestError, ConflictError) as exc:
@@ -122,6 +120,8 @@ class CancelBatchOperator(AnthropixHookMixin, BaseOperator):
         return batch
 
     def _get(self, batch_id: str) -> MessageBatch:
+        from airflow_provider_anthropix.api.errors import AnthropixError
+
         try:
             return self.hook.get_batch(batch_id)
         except AnthropixError as exc:

@@ -23,11 +23,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from airflow_provider_anthropix.api import (
-    AnthropixError,
-    BatchValidationError,
-    NotFoundError,
-)
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
@@ -208,6 +203,8 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
             )
 
     def _reuse_recorded_batch(self, store: ForgivingStore) -> str | None:
+        from airflow_provider_anthropix.api.errors import AnthropixError, NotFoundError
+
         recorded = store.get(STATE_BATCH_ID)
         if not recorded:
             return None
@@ -253,6 +250,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         self.log.info("results_destination %s is writable", destination_uri(path))
 
     def _spool(self, tally: CostTally) -> SpooledBatch:
+        from airflow_provider_anthropix.api.errors import BatchValidationError
         from airflow_provider_anthropix.io.requests_file import iter_jsonl, spool_batch
 
         api_version = self.client_config().anthropic_version
@@ -399,6 +397,8 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         return task_failure(str(exc), retryable=exc.retryable)
 
     def on_kill(self) -> None:
+        from airflow_provider_anthropix.api.errors import AnthropixError
+
         if not self.cancel_on_kill or not self.batch_id:
             return
         try:

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.api import AnthropixError, MessageBatch, NotFoundError
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink, BatchResultsLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
@@ -24,6 +23,7 @@ from airflow_provider_anthropix.mixins import AnthropixHookMixin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_anthropix.api.models import MessageBatch
     from airflow_provider_anthropix.io.pricing import PriceTable
 
 #: Bytes asked of the network per read: large reads keep per-chunk Python work negligible.
@@ -182,6 +182,8 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
         return dict(value)
 
     def _ended_batch(self, batch_id: str) -> MessageBatch:
+        from airflow_provider_anthropix.api.errors import AnthropixError, NotFoundError
+
         try:
             batch = self.hook.get_batch(batch_id)
         except NotFoundError:
@@ -215,6 +217,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
     # -- the task --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.api.errors import AnthropixError
         from airflow_provider_anthropix.io.checks import ResultsMismatchError
         from airflow_provider_anthropix.io.export import ExportInterrupted, export_results
         from airflow_provider_anthropix.io.publish import AtomicPublisher, DestinationError
@@ -328,6 +331,8 @@ def _rendered_value(text: str) -> Any:
 
 def _merged_view(batches: Sequence[MessageBatch]) -> MessageBatch:
     """Several ended batches seen as one: summed counts, for the log, the completeness check and the policy."""
+    from airflow_provider_anthropix.api.models import MessageBatch
+
     totals: dict[str, int] = {}
     for batch in batches:
         for kind, n in batch.request_counts.to_dict().items():

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.api import AnthropixError, BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleBatchesLink, BatchResultsLink
@@ -224,6 +223,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             self._poll_until_something_ends(step)
 
     def _step(self, runner: JobRunner) -> Wait | Done:
+        from airflow_provider_anthropix.api.errors import AnthropixError, BatchValidationError
         from airflow_provider_anthropix.failures import task_failure
         from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
         from airflow_provider_anthropix.io.checks import ResultsMismatchError
@@ -272,6 +272,8 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
 
     def _poll_until_something_ends(self, step: Wait) -> None:
         """Without deferral: sleep in the worker until one of the batches ends (or any poll fails)."""
+        from airflow_provider_anthropix.api.errors import AnthropixError
+
         pending = set(step.batch_ids)
         while True:
             time.sleep(self.poll_interval)

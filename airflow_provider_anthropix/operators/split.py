@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_anthropix.api import BatchValidationError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
@@ -75,6 +74,7 @@ class SplitRequestsOperator(AnthropixHookMixin, BaseOperator):
         self.max_problems_shown = max_problems_shown
 
     def execute(self, context: Context) -> list[str]:
+        from airflow_provider_anthropix.api.errors import BatchValidationError
         from airflow_provider_anthropix.io.job_files import JobFiles
         from airflow_provider_anthropix.io.shards import (
             InputError,

@@ -22,18 +22,29 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
-from airflow_provider_anthropix.api import AnthropixError, MessageBatch
-from airflow_provider_anthropix.api.retry import is_transient
+from airflow_provider_anthropix._lazy import lazy_exports
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
-from airflow_provider_anthropix.workflow.events import batch_summary, parse_batch_event
-from airflow_provider_anthropix.workflow.outcome import Outcome, evaluate_outcome
 
 __all__ = ["BatchEndedSensor", "Outcome", "batch_summary", "evaluate_outcome", "validate_event"]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_anthropix.api.models import MessageBatch
+    from airflow_provider_anthropix.workflow.events import batch_summary
+    from airflow_provider_anthropix.workflow.outcome import Outcome, evaluate_outcome
+
+# Kept importable from here for DAGs written against 0.1.0; loaded only when asked for.
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        "Outcome": "airflow_provider_anthropix.workflow.outcome",
+        "batch_summary": "airflow_provider_anthropix.workflow.events",
+        "evaluate_outcome": "airflow_provider_anthropix.workflow.outcome",
+    },
+)
 
 #: A batch cannot run longer than 24 h (it expires); an hour on top covers queueing and polling.
 DEFAULT_TIMEOUT = timedelta(hours=25)
@@ -43,6 +54,7 @@ ON_TIMEOUT_CHOICES = ("fail", "cancel")
 def validate_event(event: Any) -> tuple[str, MessageBatch | None, str]:
     """The trigger's event, checked (a malformed one fails the task, naming it)."""
     from airflow_provider_anthropix.triggers.deferral import read_event
+    from airflow_provider_anthropix.workflow.events import parse_batch_event
 
     return read_event(parse_batch_event, event)
 
@@ -152,6 +164,9 @@ class BatchEndedSensor(AnthropixHookMixin, BaseSensorOperator):
 
     def _get_batch(self) -> MessageBatch | None:
         """The batch, or None after a transient failure (the next poll tries again)."""
+        from airflow_provider_anthropix.api.errors import AnthropixError
+        from airflow_provider_anthropix.api.retry import is_transient
+
         try:
             return self.hook.get_batch(self.batch_id)
         except AnthropixError as exc:
@@ -162,6 +177,8 @@ class BatchEndedSensor(AnthropixHookMixin, BaseSensorOperator):
 
     def _finish(self, batch: MessageBatch) -> dict[str, Any]:
         from airflow_provider_anthropix.failures import enforce_outcome
+        from airflow_provider_anthropix.workflow.events import batch_summary
+        from airflow_provider_anthropix.workflow.outcome import evaluate_outcome
 
         outcome = evaluate_outcome(
             batch,
@@ -173,6 +190,8 @@ class BatchEndedSensor(AnthropixHookMixin, BaseSensorOperator):
         return batch_summary(batch)
 
     def _handle_timeout(self, batch: MessageBatch | None) -> None:
+        from airflow_provider_anthropix.api.errors import AnthropixError
+
         if self.on_timeout != "cancel":
             return
         if batch is not None and batch.is_ended:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_anthropix.api import AnthropixError, MessageBatch
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.triggers.polling import Poll, PollingTrigger, duration, refused, retry_hint_of
 
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from airflow_provider_anthropix.api.async_client import AsyncClient
+    from airflow_provider_anthropix.api.models import MessageBatch
     from airflow_provider_anthropix.triggers.polling import PollingOptions
 
 
@@ -72,6 +72,8 @@ class BatchEndedTrigger(PollingTrigger):
         self._last: MessageBatch | None = None
 
     async def _poll(self, client: AsyncClient) -> Poll:
+        from airflow_provider_anthropix.api.errors import AnthropixError
+
         try:
             batch = await client.get_batch(self.batch_id)
         except AnthropixError as exc:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_anthropix.api import AnthropixError, MessageBatch
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.triggers.polling import Poll, PollingTrigger, duration, refused, retry_hint_of
 
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from airflow_provider_anthropix.api.async_client import AsyncClient
+    from airflow_provider_anthropix.api.errors import AnthropixError
+    from airflow_provider_anthropix.api.models import MessageBatch
     from airflow_provider_anthropix.triggers.polling import PollingOptions
 
 WAIT_FOR = ("any", "all")
@@ -78,6 +79,9 @@ class BatchesEndedTrigger(PollingTrigger):
         self._latest: dict[str, MessageBatch] = {}
 
     async def _poll(self, client: AsyncClient) -> Poll:
+        from airflow_provider_anthropix.api.errors import AnthropixError
+        from airflow_provider_anthropix.api.models import MessageBatch
+
         answers = await asyncio.gather(*(client.get_batch(b) for b in self._pending), return_exceptions=True)
         hints: list[float] = []
         failed: list[AnthropixError] = []

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_anthropix.api import AnthropixAPIError, AnthropixError
-from airflow_provider_anthropix.api.retry import is_transient
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow_provider_anthropix.api.async_client import AsyncClient
+    from airflow_provider_anthropix.api.errors import AnthropixError
 
 #: Longest wait between polls after failures (seconds).
 MAX_BACKOFF = 600.0
@@ -109,11 +108,15 @@ class Poll:
 
 def retry_hint_of(exc: AnthropixError) -> float | None:
     """The server's ``retry-after`` on an API error, if any."""
+    from airflow_provider_anthropix.api.errors import AnthropixAPIError
+
     return exc.retry_after if isinstance(exc, AnthropixAPIError) else None
 
 
 def refused(what: str, exc: AnthropixError) -> Poll | None:
     """The round's end when polling ``what`` failed in a way a new poll cannot fix (401, 404...), else None."""
+    from airflow_provider_anthropix.api.retry import is_transient
+
     return None if is_transient(exc) else Poll(end=("error", f"polling {what} failed: {exc}"))
 
 

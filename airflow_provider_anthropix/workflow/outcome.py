@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from airflow_provider_anthropix.api.models import MessageBatch
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.api.models import MessageBatch
 
 #: Error types of a result line that another attempt can fix (the API's own fault or load);
 #: the job sends those requests again in a retry round unless told otherwise.
