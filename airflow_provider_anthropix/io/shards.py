@@ -27,9 +27,9 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_anthropix.api import BatchValidationError, EncodedBody, ValidationProblem
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
 from airflow_provider_anthropix.api.validation import BatchChecker
-from airflow_provider_anthropix.io.blocks import BlockSplitter
+from airflow_provider_anthropix.io.blocks import BlockSplitter, lines_of
 from airflow_provider_anthropix.io.requests_file import Undecodable, iter_jsonl, merge_defaults
-from airflow_provider_anthropix.io.summary import LINE_DECODER
+from airflow_provider_anthropix.io.result_line import LINE_DECODER
 
 BODY_HEAD = b'{"requests":['
 BODY_TAIL = b"]}"
@@ -418,5 +418,5 @@ def _without(block: bytes | memoryview, drop: Collection[str]) -> bytes:
     decoded = LINE_DECODER.decode_lines(data)
     if not any(line.custom_id in drop for line in decoded):
         return data
-    lines = [line for line in data.split(b"\n") if line.strip()]
+    lines = lines_of(data, len(decoded))
     return b"".join(line + b"\n" for line, info in zip(lines, decoded, strict=True) if info.custom_id not in drop)
