@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import pendulum
 
+from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError, NotFoundError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES
 from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch
@@ -82,8 +83,9 @@ class RecoverySettings:
     checks: int = 3
     interval: float = 5.0
     clock_skew: float = 60.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    #: The client's defaults (one place for them: :class:`ClientConfig`).
+    connect_timeout: float = ClientConfig.connect_timeout
+    read_timeout: float = ClientConfig.read_timeout
 
     def longest_send(self, body_bytes: int | None) -> float:
         """Seconds after the start by which the body had reached the API, if it ever did."""
