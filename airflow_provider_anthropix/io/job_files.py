@@ -141,11 +141,6 @@ class JobFiles:
         with self.open_read(name) as handle:
             return {line.strip() for line in handle.read().decode().splitlines() if line.strip()}
 
-    def iter_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        with self.open_read(name) as handle:
-            while chunk := handle.read(chunk_size):
-                yield chunk
-
 
 class JobWorkspace(JobFiles):
     """The :class:`~airflow_provider_anthropix.workflow.job.JobStorage` of a job: its files plus its input and output.

@@ -320,7 +320,6 @@ class CreateBatchOperator(BaseOperator):
                 items,
                 api_version=api_version,
                 default_params=self.default_params,
-                source=source,
                 file=file,
                 max_problems_shown=self.max_problems_shown,
                 progress=progress,

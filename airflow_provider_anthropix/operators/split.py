@@ -116,6 +116,7 @@ class SplitRequestsOperator(BaseOperator):
                 default_params=self.default_params,
                 max_problems_shown=self.max_problems_shown,
                 source=describe_inputs(files),
+                operator="SplitRequestsOperator",
             )
         except (InputError, BatchValidationError) as exc:
             folder.remove(writer.abandon())

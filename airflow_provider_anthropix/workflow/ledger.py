@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import pendulum
 
 from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError, NotFoundError
+from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES
 from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch
 from airflow_provider_anthropix.api.recovery import find_created_batch
@@ -151,9 +151,6 @@ class CreateLedger:
     def pending_attempt(self) -> Mapping[str, Any] | None:
         value = self.store.get(self.attempt_key)
         return value if isinstance(value, Mapping) and value.get("request_count") else None
-
-    def forget_batch(self) -> None:
-        self.store.delete(self.id_key)
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -312,14 +309,3 @@ class CreateLedger:
         )
         self.store.delete(self.attempt_key)
         return None
-
-
-def check_recorded_batch(calls: BatchCalls, batch_id: str) -> MessageBatch | None:
-    """The recorded batch if it can still be used: None when it is gone (404) or was canceled."""
-    try:
-        batch = calls.get_batch(batch_id)
-    except NotFoundError:
-        return None
-    if batch.cancel_initiated_at is not None:
-        return None
-    return batch
