@@ -334,11 +334,16 @@ def shard_body(open_shard: Callable[[], IO[bytes]], shard: Shard) -> EncodedBody
 
 @dataclass
 class RetryScan:
-    """What a retry round needs from one batch's results: which requests to send again."""
+    """What a retry round needs from one batch's results: which requests to send again.
+
+    ``copy`` / ``copy_bytes``: where the caller kept the scanned bytes (set by the job's files).
+    """
 
     ids: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
     permanent_errors: dict[str, int] = field(default_factory=dict)
+    copy: str | None = None
+    copy_bytes: int = 0
 
     def add(self, custom_id: str, result_type: str) -> None:
         self.ids.add(custom_id)
