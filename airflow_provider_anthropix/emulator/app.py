@@ -713,5 +713,5 @@ async def _delay(seconds: float) -> None:
 
 
 def create_app(config: EmulatorConfig | None = None) -> EmulatorApp:
-    """Build an emulator ASGI app (serve it with :func:`~.server.serve` to get connection faults)."""
+    """Build an emulator ASGI app (serve it with :func:`~.server.run_emulator` or ``python -m airflow_provider_anthropix.emulator`` to get connection faults)."""
     return EmulatorApp(config)

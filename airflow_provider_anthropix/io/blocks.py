@@ -1,4 +1,4 @@
-"""Cut a chunked byte stream at line ends, so each piece holds only complete lines.
+"""Cut a chunked byte stream at line ends, so each piece holds only complete lines; cut a piece into its lines.
 
 Chunks from the network end anywhere, often mid-line. Working on pieces of whole lines
 lets the summariser decode many lines per call (msgspec's ``decode_lines``) and lets the
@@ -38,3 +38,20 @@ class BlockSplitter:
         """What is left when the stream ends: a last line without its newline, or ``b""``."""
         tail, self._tail = self._tail, b""
         return tail
+
+
+def lines_of(block: Piece, expected: int | None = None) -> list[bytes]:
+    """The non-blank lines of ``block``, without their newlines: the lines msgspec's ``decode_lines`` decodes.
+
+    :param expected: how many lines the block decoded to, to cross-check (a mismatch raises
+        ``ValueError``). With it, a block without blank lines (the usual case) is split in one
+        pass and never filtered.
+    """
+    lines = bytes(block).split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if expected is None or len(lines) != expected:
+        lines = [line for line in lines if line.strip()]
+    if expected is not None and len(lines) != expected:
+        raise ValueError(f"a block of {expected} decoded results has {len(lines)} lines")
+    return lines

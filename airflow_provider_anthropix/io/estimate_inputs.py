@@ -12,10 +12,13 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 from airflow.sdk import ObjectStoragePath
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.workflow.cost import CostTally
 
 MANIFEST_NAME = "_manifest.json"
 #: Earlier manifests read at most (the newest by their ``ended_at``).
@@ -41,23 +44,6 @@ class _Line(msgspec.Struct, gc=False):
 _LINE = msgspec.json.Decoder(_Line)
 
 
-class Observer(Protocol):
-    """What takes the requests (``workflow.cost.CostTally``)."""
-
-    def observe(
-        self,
-        custom_id: str,
-        model: str,
-        max_tokens: int,
-        size: int,
-        where: str,
-        payload: Any,
-        *,
-        shares_prefix: bool = ...,
-        batch: Any = ...,
-    ) -> None: ...
-
-
 def prefix_bytes(keys: Sequence[str], default_params: Mapping[str, Any] | None) -> dict[str, bytes]:
     """The encoded values a shard line must carry to share the prefix (shards hold msgspec's encoding)."""
     if not keys or not default_params:
@@ -68,7 +54,7 @@ def prefix_bytes(keys: Sequence[str], default_params: Mapping[str, Any] | None) 
 
 def tally_shards(
     shards: Iterable[tuple[str, Callable[[], IO[bytes]]]],
-    tally: Observer,
+    tally: CostTally,
     *,
     prefix: Mapping[str, bytes] | None = None,
 ) -> None:

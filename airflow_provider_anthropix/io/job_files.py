@@ -1,13 +1,16 @@
-"""A batch job's working prefix in object storage: its journal, shard files and resent-id lists.
+"""A batch job's working prefix in object storage: its journal, shard files, resent-id lists and results copies.
 
 Nothing of a job lives on a worker's disk: after a deferral the task may resume on another
 machine, so everything it needs next is written under ``work_prefix`` (``file://``, ``s3://``,
 ...). The journal (``job.json``) is small and rewritten whole at every step; on object stores
-one PUT replaces it at once, on file systems it is written aside and renamed.
+one PUT replaces it at once, on file systems it is written aside and renamed. The results a
+round's end reads (to find what to send again) are kept as they stream past, written the same
+all-or-nothing way, and the export reads them back instead of downloading them again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -42,6 +45,7 @@ from airflow_provider_anthropix.io.shards import (
 )
 
 JOURNAL_NAME = "job.json"
+_READ_CHUNK = 1 << 20
 
 
 class JobFiles:
@@ -95,6 +99,44 @@ class JobFiles:
         except FileNotFoundError:
             return None
 
+    @contextlib.contextmanager
+    def open_replacing(self, name: str) -> Iterator[IO[bytes]]:
+        """Write ``name`` all or nothing: it appears (or replaces the old one) only when the block ends without error.
+
+        On object stores the object is committed when the handle closes, so a failed write
+        is discarded instead; on file systems it is written aside and renamed.
+        """
+        if self.protocol in OBJECT_STORE_PROTOCOLS:
+            handle = self.open_write(name)
+            try:
+                yield handle
+            except BaseException:
+                discard = getattr(handle, "discard", None)
+                with contextlib.suppress(Exception):
+                    if discard is not None:
+                        discard()  # an unfinished upload is dropped, never committed
+                    else:
+                        handle.close()
+                        self.remove([name])
+                raise
+            handle.close()
+            return
+        aside = f"{name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with self.open_write(aside) as handle:
+                yield handle
+            self.fs.mv(self._full(aside), self._full(name))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.remove([aside])
+            raise
+
+    def iter_file(self, name: str) -> Iterator[bytes]:
+        """The bytes of ``name``, a megabyte at a time."""
+        with self.open_read(name) as handle:
+            while chunk := handle.read(_READ_CHUNK):
+                yield chunk
+
     def remove(self, names: Collection[str]) -> None:
         """Remove the named files (never folders, never recursively): only what the job wrote."""
         for name in names:
@@ -121,15 +163,8 @@ class JobFiles:
 
     def save_journal(self, data: dict[str, Any]) -> None:
         payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-        full = self._full(JOURNAL_NAME)
-        if self.protocol in OBJECT_STORE_PROTOCOLS:
-            with self.open_write(JOURNAL_NAME) as handle:
-                handle.write(payload)
-            return
-        aside = f"{JOURNAL_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-        with self.open_write(aside) as handle:
+        with self.open_replacing(JOURNAL_NAME) as handle:
             handle.write(payload)
-        self.fs.mv(self._full(aside), full)
 
     # -- id lists -------------------------------------------------------------------------------
 
@@ -140,11 +175,6 @@ class JobFiles:
     def read_ids(self, name: str) -> set[str]:
         with self.open_read(name) as handle:
             return {line.strip() for line in handle.read().decode().splitlines() if line.strip()}
-
-    def iter_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        with self.open_read(name) as handle:
-            while chunk := handle.read(chunk_size):
-                yield chunk
 
 
 class JobWorkspace(JobFiles):
@@ -248,9 +278,23 @@ class JobWorkspace(JobFiles):
         return [shard.to_dict() for shard in select_requests(openers, ids, self._writer(round_index))]
 
     def scan_for_retries(
-        self, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
+        self, batch_id: str, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
     ) -> RetryScan:
-        return scan_for_retries(chunks, retry_error_types=retry_error_types, retry_expired=retry_expired)
+        """Scan one batch's results for the retry round, keeping a copy of them for the export."""
+        name = f"results/{batch_id}.jsonl"
+        size = 0
+        with self.open_replacing(name) as handle:
+
+            def kept() -> Iterator[bytes]:
+                nonlocal size
+                for chunk in chunks:
+                    handle.write(chunk)
+                    size += len(chunk)
+                    yield chunk
+
+            scan = scan_for_retries(kept(), retry_error_types=retry_error_types, retry_expired=retry_expired)
+        scan.copy, scan.copy_bytes = name, size
+        return scan
 
     def export(
         self,
@@ -261,7 +305,9 @@ class JobWorkspace(JobFiles):
     ) -> dict[str, Any]:
         def streams() -> Iterator[tuple[Iterable[bytes], Collection[str]]]:
             for source in sources:
-                yield chunks_of(source.batch_id), source.drop
+                # The round end's copy, unless it is gone or not the size it was written at.
+                copy = source.copy if source.copy and self.size(source.copy) == source.copy_bytes else None
+                yield (self.iter_file(copy) if copy else chunks_of(source.batch_id)), source.drop
 
         label = f"job of {len(sources)} batch(es)"
         result = export_results(

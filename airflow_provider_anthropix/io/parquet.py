@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
+from airflow_provider_anthropix.io.blocks import lines_of
 from airflow_provider_anthropix.io.jsonl import FileInfo
+from airflow_provider_anthropix.io.result_line import ROW_DECODER
 from airflow_provider_anthropix.io.sink import HashingSink
 
 if TYPE_CHECKING:
@@ -25,47 +25,6 @@ DEFAULT_ROW_GROUP_ROWS = 10_000
 DEFAULT_PARQUET_CODEC = "zstd"
 PARQUET_CODECS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 
-
-class _Block(msgspec.Struct, frozen=True, gc=False):
-    type: str = ""
-    text: str | None = None
-
-
-class _Usage(msgspec.Struct, frozen=True, gc=False):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-
-
-class _Message(msgspec.Struct, frozen=True, gc=False):
-    model: str | None = None
-    content: list[_Block] = []
-    stop_reason: str | None = None
-    usage: _Usage | None = None
-
-
-class _ErrorDetail(msgspec.Struct, frozen=True, gc=False):
-    type: str | None = None
-    message: str | None = None
-
-
-class _ErrorEnvelope(msgspec.Struct, frozen=True, gc=False):
-    error: _ErrorDetail | None = None
-
-
-class _Result(msgspec.Struct, frozen=True, gc=False):
-    type: str
-    message: _Message | None = None
-    error: _ErrorEnvelope | None = None
-
-
-class _Row(msgspec.Struct, frozen=True, gc=False):
-    custom_id: str
-    result: _Result
-
-
-_ROW_DECODER = msgspec.json.Decoder(_Row)
 
 #: Few distinct values: dictionary-encoded. Text-like columns are not (a dictionary of
 #: unique strings only costs memory and time).
@@ -150,10 +109,10 @@ class ParquetWriter:
     def write(self, block: bytes | memoryview, lines: int) -> None:
         """Add the rows of ``block`` (complete result lines); ``lines`` is how many it holds."""
         block = bytes(block)
-        raw_lines = [line for line in block.split(b"\n") if line.strip()]
-        rows = _ROW_DECODER.decode_lines(block)
-        if len(rows) != len(raw_lines) or len(rows) != lines:
+        rows = ROW_DECODER.decode_lines(block)
+        if len(rows) != lines:
             raise ValueError(f"parquet: a block of {lines} results decoded to {len(rows)} rows")
+        raw_lines = lines_of(block, len(rows))
         (c_id, c_type, c_model, c_text, c_stop, c_in, c_out, c_cw, c_cr, c_etype, c_emsg, c_raw) = self._columns
         for row, raw in zip(rows, raw_lines, strict=True):
             result = row.result
@@ -162,7 +121,7 @@ class ParquetWriter:
             c_type.append(result.type)
             c_raw.append(raw)
             if message is not None:
-                c_model.append(message.model)
+                c_model.append(message.model or None)
                 c_text.append(next((b.text for b in message.content if b.type == "text"), None))
                 c_stop.append(message.stop_reason)
                 usage = message.usage
@@ -185,7 +144,7 @@ class ParquetWriter:
                 c_cw.append(None)
                 c_cr.append(None)
             detail = result.error.error if result.error is not None else None
-            c_etype.append(detail.type if detail is not None else None)
+            c_etype.append((detail.type or None) if detail is not None else None)
             c_emsg.append(detail.message if detail is not None else None)
         self._pending += len(rows)
         self.lines += len(rows)

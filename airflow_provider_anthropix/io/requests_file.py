@@ -29,8 +29,9 @@ from airflow_provider_anthropix.api.errors import ProblemGroup
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
 from airflow_provider_anthropix.api.validation import MISSING_PARAM, BatchChecker, check_body_size
 
-_BODY_HEAD = b'{"requests":['
-_BODY_TAIL = b"]}"
+#: The create body around the encoded requests (a job's shards are wrapped in it too).
+BODY_HEAD = b'{"requests":['
+BODY_TAIL = b"]}"
 _FLUSH_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20
 _TOO_DEEP = "the line is nested too deeply to read (arrays or objects over about 1,000 levels deep)"
@@ -103,7 +104,6 @@ class SpooledBatch:
     path: str
     request_count: int
     size: int
-    source: str
 
     def chunks(self) -> Iterator[bytes]:
         """The body's bytes, read from disk in 1 MB pieces (called once per send attempt)."""
@@ -120,11 +120,12 @@ class SpooledBatch:
 
 
 @dataclass
-class _ProblemLog:
+class ProblemLog:
     """Keeps the first few problems, groups identical messages and counts the rest.
 
     A file of 100,000 bad lines stays cheap: at most ``keep`` problems, and a handful of
-    examples for each of at most :data:`_MAX_GROUPS` distinct messages, are held.
+    examples for each of at most :data:`_MAX_GROUPS` distinct messages, are held. The create's
+    spool and a job's split both collect their problems here, so both report them alike.
     """
 
     keep: int
@@ -146,7 +147,7 @@ class _ProblemLog:
             else:
                 group.add(problem)
 
-    def hints(self, requests: int) -> list[str]:
+    def hints(self, requests: int, operator: str) -> list[str]:
         """A fix for the whole batch: a required param missing from every request belongs in default_params."""
         found = []
         for name in _DEFAULTABLE:
@@ -154,9 +155,22 @@ class _ProblemLog:
             if group is not None and requests > 0 and group.count == requests:
                 found.append(
                     f"params.{name} is missing in every request; set it once for all of them with "
-                    f'default_params={{"{name}": ...}} (CreateBatchOperator\'s default_params argument)'
+                    f'default_params={{"{name}": ...}} ({operator}\'s default_params argument)'
                 )
         return found
+
+    def error(self, *, requests: int, shown: int, operator: str) -> BatchValidationError:
+        """The error that lists what was found (call it only when :attr:`count` is not 0).
+
+        :param requests: how many requests were checked (for the hints).
+        :param shown: how many lines (groups) the message lists.
+        :param operator: whose ``default_params`` a hint points at.
+        """
+        # Grouped over the whole input only while every problem found a group; else the plain first few.
+        groups = list(self.groups.values()) if not self.ungrouped else None
+        return BatchValidationError(
+            self.shown, count=self.count, shown=shown, groups=groups, hints=self.hints(requests, operator)
+        )
 
 
 def spool_batch(
@@ -164,7 +178,6 @@ def spool_batch(
     *,
     api_version: str,
     default_params: Mapping[str, Any] | None = None,
-    source: str = "requests",
     file: str | None = None,
     spool_dir: str | None = None,
     max_requests: int = MAX_REQUESTS,
@@ -184,7 +197,6 @@ def spool_batch(
     :param items: ``(line_number_or_None, request)`` pairs, e.g. from :func:`iter_jsonl`.
     :param api_version: the ``anthropic-version`` the batch will be sent with.
     :param default_params: merged under each request's ``params``.
-    :param source: what to call the input in logs.
     :param file: the input's name for problem messages (``file:line``); None for in-memory lists.
     :param spool_dir: where the temporary body goes (default: the system temp dir).
     :param max_requests: most requests a batch may hold.
@@ -196,14 +208,14 @@ def spool_batch(
     :raises BatchValidationError: anything is wrong; the temporary file is removed.
     """
     checker = BatchChecker(api_version=api_version, max_requests=max_requests)
-    problems = _ProblemLog(keep=max_problems_shown)
+    problems = ProblemLog(keep=max_problems_shown)
     encoder = msgspec.json.Encoder()
     fd, spool_path = tempfile.mkstemp(prefix="anthropix-batch-", suffix=".json", dir=spool_dir)
     size = 0
     written = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            buffer = bytearray(_BODY_HEAD)
+            buffer = bytearray(BODY_HEAD)
             for index, (line, request) in enumerate(items):
                 if isinstance(request, Undecodable):
                     problems.add([ValidationProblem(request.reason, index=index, file=file, line=line)])
@@ -229,7 +241,7 @@ def spool_batch(
                             buffer.clear()
                 if progress is not None and (index + 1) % 10_000 == 0:
                     progress(index + 1, size + len(buffer))
-            buffer += _BODY_TAIL
+            buffer += BODY_TAIL
             size += len(buffer)
             out.write(buffer)
         # Batch-level problems (an empty batch) carry no line; still say which file it was.
@@ -239,17 +251,9 @@ def spool_batch(
             if too_big is not None:
                 problems.add([too_big])
         if problems.count:
-            # Grouped over the whole input only while every problem found a group; else the plain first few.
-            groups = list(problems.groups.values()) if not problems.ungrouped else None
-            raise BatchValidationError(
-                problems.shown,
-                count=problems.count,
-                shown=max_problems_shown,
-                groups=groups,
-                hints=problems.hints(checker.count),
-            )
+            raise problems.error(requests=checker.count, shown=max_problems_shown, operator="CreateBatchOperator")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spool_path)
         raise
-    return SpooledBatch(path=spool_path, request_count=written, size=size, source=source)
+    return SpooledBatch(path=spool_path, request_count=written, size=size)

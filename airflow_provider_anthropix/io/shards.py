@@ -24,15 +24,20 @@ from typing import IO, Any
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_anthropix.api import BatchValidationError, EncodedBody, ValidationProblem
+from airflow_provider_anthropix.api import EncodedBody, ValidationProblem
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
 from airflow_provider_anthropix.api.validation import BatchChecker
-from airflow_provider_anthropix.io.blocks import BlockSplitter
-from airflow_provider_anthropix.io.requests_file import Undecodable, iter_jsonl, merge_defaults
-from airflow_provider_anthropix.io.summary import LINE_DECODER
+from airflow_provider_anthropix.io.blocks import BlockSplitter, lines_of
+from airflow_provider_anthropix.io.requests_file import (
+    BODY_HEAD,
+    BODY_TAIL,
+    ProblemLog,
+    Undecodable,
+    iter_jsonl,
+    merge_defaults,
+)
+from airflow_provider_anthropix.io.result_line import LINE_DECODER
 
-BODY_HEAD = b'{"requests":['
-BODY_TAIL = b"]}"
 #: Bytes the envelope adds to a shard file's size: head + tail - the last newline.
 ENVELOPE_BYTES = len(BODY_HEAD) + len(BODY_TAIL) - 1
 REQUEST_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")
@@ -191,19 +196,6 @@ class ShardWriter:
         return [shard.name for shard in self.shards]
 
 
-@dataclass
-class _Problems:
-    keep: int
-    shown: list[ValidationProblem] = field(default_factory=list)
-    count: int = 0
-
-    def add(self, problems: Iterable[ValidationProblem]) -> None:
-        for problem in problems:
-            self.count += 1
-            if len(self.shown) < self.keep:
-                self.shown.append(problem)
-
-
 def describe_inputs(files: Sequence[ObjectStoragePath]) -> str:
     """The input files for a message: the first few names, and how many more."""
     names = [str(f) for f in files[:3]]
@@ -236,17 +228,19 @@ def split_requests(
     max_problems_shown: int = 10,
     progress: Callable[[int, int], None] | None = None,
     source: str | None = None,
+    operator: str = "BatchJobOperator",
 ) -> list[Shard]:
     """Validate every request and write the valid ones into shards; raise if anything is wrong.
 
     custom_ids must be unique across the whole input (the job merges results by custom_id).
     Writing stops at the first problem; validation goes on, so the error counts them all.
-    ``source`` names the input in a problem that has no line (an empty input).
+    ``source`` names the input in a problem that has no line (an empty input); ``operator``
+    is whose ``default_params`` a hint points at.
 
     :raises BatchValidationError: naming file, line and custom_id of the first problems.
     """
     checker = BatchChecker(api_version=api_version, max_requests=1 << 62)
-    problems = _Problems(keep=max_problems_shown)
+    problems = ProblemLog(keep=max_problems_shown)
     encoder = msgspec.json.Encoder()
     seen = 0
     written_bytes = 0
@@ -280,7 +274,7 @@ def split_requests(
         if seen == 0:
             problems.add([ValidationProblem("the input has no requests (every file is empty or blank)", file=source)])
         if problems.count:
-            raise BatchValidationError(problems.shown, count=problems.count, shown=max_problems_shown)
+            raise problems.error(requests=checker.count, shown=max_problems_shown, operator=operator)
         return writer.finish()
     except BaseException:
         writer.abandon()
@@ -340,11 +334,16 @@ def shard_body(open_shard: Callable[[], IO[bytes]], shard: Shard) -> EncodedBody
 
 @dataclass
 class RetryScan:
-    """What a retry round needs from one batch's results: which requests to send again."""
+    """What a retry round needs from one batch's results: which requests to send again.
+
+    ``copy`` / ``copy_bytes``: where the caller kept the scanned bytes (set by the job's files).
+    """
 
     ids: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
     permanent_errors: dict[str, int] = field(default_factory=dict)
+    copy: str | None = None
+    copy_bytes: int = 0
 
     def add(self, custom_id: str, result_type: str) -> None:
         self.ids.add(custom_id)
@@ -418,5 +417,5 @@ def _without(block: bytes | memoryview, drop: Collection[str]) -> bytes:
     decoded = LINE_DECODER.decode_lines(data)
     if not any(line.custom_id in drop for line in decoded):
         return data
-    lines = [line for line in data.split(b"\n") if line.strip()]
+    lines = lines_of(data, len(decoded))
     return b"".join(line + b"\n" for line, info in zip(lines, decoded, strict=True) if info.custom_id not in drop)

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow_provider_anthropix.io.summary import LineSummary
+from airflow_provider_anthropix.io.blocks import lines_of
+from airflow_provider_anthropix.io.result_line import ResultLine
 
 
-def lines_of(block: bytes | memoryview, expected: int) -> list[bytes]:
-    """The non-blank lines of ``block`` (without newlines); ``expected`` is the decoded count, to cross-check."""
-    lines = bytes(block).split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    if len(lines) != expected:
-        lines = [line for line in lines if line.strip()]
-    if len(lines) != expected:
-        raise ValueError(f"a block of {expected} decoded results has {len(lines)} lines")
-    return lines
-
-
-def split_by_result_type(block: bytes | memoryview, decoded: Sequence[LineSummary]) -> dict[str, tuple[bytes, int]]:
+def split_by_result_type(block: bytes | memoryview, decoded: Sequence[ResultLine]) -> dict[str, tuple[bytes, int]]:
     """Group a block's lines by ``result.type``: ``{type: (lines joined, each with its newline; count)}``.
 
     Every line keeps its bytes; one that arrived without a final newline gets one, so

@@ -1,64 +1,24 @@
 """Summarise result lines without building a dict per line.
 
 A results file is ~1 KB a line and 100,000 lines; ``json.loads`` on every line costs more
-than downloading it. msgspec decodes only the fields declared below (custom_id, the
-result type, the model and token usage, the error type) and skips the rest in C, several
-times faster. The summary never keeps a line: the bytes go to storage untouched; here we
-only count.
+than downloading it. msgspec decodes only the fields the summary counts (custom_id, the
+result type, the model and token usage, the error type: :class:`~.result_line.ResultLine`)
+and skips the rest in C, several times faster. The summary never keeps a line: the bytes
+go to storage untouched; here we only count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
 
 import msgspec
 
 from airflow_provider_anthropix.api.models import RESULT_TYPES
-
-
-class Usage(msgspec.Struct, frozen=True, gc=False):
-    """Token counts of one succeeded request (absent counts are zero)."""
-
-    input_tokens: int | None = 0
-    output_tokens: int | None = 0
-    cache_creation_input_tokens: int | None = 0
-    cache_read_input_tokens: int | None = 0
-
-
-class MessageSummary(msgspec.Struct, frozen=True, gc=False):
-    """The part of a succeeded result's Message the summary needs."""
-
-    model: str = ""
-    usage: Usage | None = None
-
-
-class ErrorDetail(msgspec.Struct, frozen=True, gc=False):
-    type: str = ""
-
-
-class ErrorEnvelope(msgspec.Struct, frozen=True, gc=False):
-    error: ErrorDetail | None = None
-
-
-class ResultSummary(msgspec.Struct, frozen=True, gc=False):
-    type: str
-    message: MessageSummary | None = None
-    error: ErrorEnvelope | None = None
-
-
-class LineSummary(msgspec.Struct, frozen=True, gc=False):
-    """One results line, partially decoded."""
-
-    custom_id: str
-    result: ResultSummary
-
+from airflow_provider_anthropix.io.blocks import lines_of
+from airflow_provider_anthropix.io.result_line import LINE_DECODER, ResultLine
 
 _CUSTOM_ID = attrgetter("custom_id")
-
-#: Decodes one line, or a whole block of lines with ``decode_lines``.
-LINE_DECODER = msgspec.json.Decoder(LineSummary)
 
 
 class ResultsFormatError(ValueError):
@@ -110,7 +70,7 @@ class Summariser:
     #: How many duplicate ids the summary names (the count is always exact).
     max_examples: int = 10
 
-    def decode_block(self, block: bytes | memoryview, first_line_number: int | None = None) -> list[LineSummary]:
+    def decode_block(self, block: bytes | memoryview, first_line_number: int | None = None) -> list[ResultLine]:
         """Decode a block of complete, newline-separated lines (blank lines are skipped)."""
         try:
             return LINE_DECODER.decode_lines(block)
@@ -118,13 +78,13 @@ class Summariser:
             self._raise_for_bad_line(block, self.lines + 1 if first_line_number is None else first_line_number)
             raise  # pragma: no cover - _raise_for_bad_line always raises
 
-    def feed_block(self, block: bytes | memoryview) -> list[LineSummary]:
+    def feed_block(self, block: bytes | memoryview) -> list[ResultLine]:
         """Decode and count a block of complete lines; returns the decoded lines in order."""
         decoded = self.decode_block(block)
         self.add(decoded)
         return decoded
 
-    def add(self, decoded: list[LineSummary]) -> None:
+    def add(self, decoded: list[ResultLine]) -> None:
         """Count already decoded lines: a few dict and attribute operations per line.
 
         (Measured: this plain loop beats chains of ``map``/``attrgetter``/``sum`` passes,
@@ -195,23 +155,11 @@ class Summariser:
             total.add(totals)
         return total
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "lines": self.lines,
-            "counts": dict(self.counts),
-            "errored_by_type": dict(sorted(self.errored_by_type.items())),
-            "duplicates": {"count": self.duplicate_count, "examples": list(self.duplicate_examples)},
-            "tokens": self.tokens.to_dict(),
-            "tokens_by_model": {model: t.to_dict() for model, t in sorted(self.tokens_by_model.items())},
-        }
-
     @staticmethod
     def _raise_for_bad_line(block: bytes | memoryview, first_line_number: int) -> None:
         """Find the first line of ``block`` that does not decode and say which one and why."""
         number = first_line_number
-        for line in bytes(block).split(b"\n"):
-            if not line.strip():
-                continue
+        for line in lines_of(block):
             try:
                 LINE_DECODER.decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:

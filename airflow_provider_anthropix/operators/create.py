@@ -288,7 +288,6 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
                 items,
                 api_version=api_version,
                 default_params=self.default_params,
-                source=source,
                 file=file,
                 max_problems_shown=self.max_problems_shown,
                 progress=progress,

@@ -104,6 +104,7 @@ class SplitRequestsOperator(AnthropixHookMixin, BaseOperator):
                 default_params=self.default_params,
                 max_problems_shown=self.max_problems_shown,
                 source=describe_inputs(files),
+                operator="SplitRequestsOperator",
             )
         except (InputError, BatchValidationError) as exc:
             folder.remove(writer.abandon())

@@ -20,6 +20,8 @@ The steps:
    until the round's batches have ended.
 4. **retry round**: the requests that errored with a retryable type (or expired) are picked
    out of the round's shard files and sent again as the next round, up to ``max_retry_rounds``.
+   The results read for that are kept in the working folder as they stream past, so the
+   export does not download them a second time.
 5. **export**: the results of every batch as one stream, the earlier attempts of retried
    requests left out, published with one manifest. A cleared finished job exports again
    from the same batches.
@@ -68,6 +70,9 @@ class ShardState(msgspec.Struct, kw_only=True):
     attempt: dict[str, Any] | None = None
     ended: bool = False
     counts: dict[str, int] | None = None
+    #: The batch's results as read at the round's end, kept in the working folder for the export.
+    results_copy: str | None = None
+    results_copy_bytes: int = 0
 
 
 class RoundState(msgspec.Struct, kw_only=True):
@@ -135,20 +140,31 @@ class JobCalls(BatchCalls, Protocol):
 
 
 class RetryScanResult(Protocol):
-    """What a scan of one batch's results found: ids to send again, their result types, other errors."""
+    """What a scan of one batch's results found: ids to send again, their result types, other errors.
+
+    ``copy`` names the file the scanned bytes were kept in (``copy_bytes`` long), or is None.
+    """
 
     ids: set[str]
     counts: dict[str, int]
     permanent_errors: dict[str, int]
+    copy: str | None
+    copy_bytes: int
 
 
 @dataclass(frozen=True)
 class ExportSource:
-    """One batch's results in the merged export, and the custom_ids its stream leaves out."""
+    """One batch's results in the merged export, and the custom_ids its stream leaves out.
+
+    ``copy`` (``copy_bytes`` long) is the results file the round's end kept; the export reads
+    it instead of downloading the results again, when it is still there at that size.
+    """
 
     batch_id: str
     round: int
     drop: Collection[str]
+    copy: str | None = None
+    copy_bytes: int = 0
 
 
 class JobStorage(Protocol):
@@ -173,7 +189,7 @@ class JobStorage(Protocol):
     def remove(self, names: Collection[str]) -> None: ...
 
     def scan_for_retries(
-        self, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
+        self, batch_id: str, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
     ) -> RetryScanResult: ...
 
     def export(
@@ -196,7 +212,7 @@ class JobSettings:
     :param timeout: seconds from planning after which the job gives up (kept in the journal, so
         deferrals do not restart it).
     :param max_errored_ratio: after the results landed, fail when errored / total is above it.
-    :param keep_work_files: keep the shard files after a successful export.
+    :param keep_work_files: keep the shard files and results copies after a successful export.
     :param plan_options: everything else that shapes the plan (limits, defaults, API version),
         part of the fingerprint so a resumed job with other options refuses to mix plans.
     """
@@ -485,10 +501,12 @@ class JobRunner:
                 continue
             assert shard.batch_id is not None
             scan = self.storage.scan_for_retries(
+                shard.batch_id,
                 self.calls.iter_result_bytes(shard.batch_id, chunk_size=1 << 20),
                 retry_error_types=self.settings.retry_error_types,
                 retry_expired=self.settings.retry_expired,
             )
+            shard.results_copy, shard.results_copy_bytes = scan.copy, scan.copy_bytes
             resend |= scan.ids
             for kind, n in scan.counts.items():
                 counts[kind] = counts.get(kind, 0) + n
@@ -532,7 +550,9 @@ class JobRunner:
             drop = self.storage.read_ids(round_.resent_ids) if round_.resent_ids else set()
             for shard in round_.shards:
                 assert shard.batch_id is not None
-                sources.append(ExportSource(shard.batch_id, round_.index, drop))
+                sources.append(
+                    ExportSource(shard.batch_id, round_.index, drop, shard.results_copy, shard.results_copy_bytes)
+                )
                 for kind, n in (shard.counts or {}).items():
                     if kind in totals:
                         totals[kind] += n
@@ -549,7 +569,8 @@ class JobRunner:
         state.exports += 1
         self._save()
         if not self.settings.keep_work_files:
-            self.storage.remove([shard.name for _, shard in state.all_shards()])
+            shards = [shard for _, shard in state.all_shards()]
+            self.storage.remove([s.name for s in shards] + [s.results_copy for s in shards if s.results_copy])
         summary = {**summary, "job": {k: extra["job"][k] for k in ("rounds", "batches", "retried")}}
         self._apply_outcome(expected, state, summary)
         return summary

@@ -29,11 +29,11 @@ from typing import Any, Protocol
 
 import pendulum
 
+from airflow_provider_anthropix.api.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from airflow_provider_anthropix.api.errors import (
     AnthropixConnectionError,
     AnthropixError,
     AnthropixResponseError,
-    NotFoundError,
 )
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES
 from airflow_provider_anthropix.api.models import EncodedBody, MessageBatch
@@ -87,8 +87,8 @@ class RecoverySettings:
     checks: int = 3
     interval: float = 5.0
     clock_skew: float = 60.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
     def longest_send(self, body_bytes: int | None) -> float:
         """Seconds after the start by which the body had reached the API, if it ever did."""
@@ -154,9 +154,6 @@ class CreateLedger:
     def pending_attempt(self) -> Mapping[str, Any] | None:
         value = self.store.get(self.attempt_key)
         return value if isinstance(value, Mapping) and value.get("request_count") else None
-
-    def forget_batch(self) -> None:
-        self.store.delete(self.id_key)
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -316,14 +313,3 @@ class CreateLedger:
         )
         self.store.delete(self.attempt_key)
         return None
-
-
-def check_recorded_batch(calls: BatchCalls, batch_id: str) -> MessageBatch | None:
-    """The recorded batch if it can still be used: None when it is gone (404) or was canceled."""
-    try:
-        batch = calls.get_batch(batch_id)
-    except NotFoundError:
-        return None
-    if batch.cancel_initiated_at is not None:
-        return None
-    return batch

@@ -1,7 +1,7 @@
 """The small key/value protocol the workflow layer keeps its durable state in.
 
-Airflow 3.3's task state store (``context["task_state_store"]``) fits it, and so does the
-job's JSON document in object storage (:mod:`airflow_provider_anthropix.io.job_state`).
+Airflow 3.3's task state store (``context["task_state_store"]``) fits it, and so does one
+shard of a batch job's journal (``_ShardSlot`` in :mod:`airflow_provider_anthropix.workflow.job`).
 """
 
 from __future__ import annotations
@@ -18,22 +18,6 @@ class StateStore(Protocol):
     def set(self, key: str, value: Any) -> None: ...
 
     def delete(self, key: str) -> None: ...
-
-
-class MemoryStateStore:
-    """A dict: for tests, and for callers with nowhere durable to keep state."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 class ForgivingStore:

@@ -236,3 +236,56 @@ def test_the_deadline_is_kept_across_resumes(harness: JobHarness) -> None:
     with pytest.raises(JobError, match="deadline") as info:
         later.advance()
     assert not info.value.retryable
+
+
+def test_the_export_reads_the_results_the_round_end_kept_instead_of_downloading_them_again(
+    harness: JobHarness,
+) -> None:
+    write_prompts(harness.input, IDS, MARKERS)
+    runner, _ = harness.runner()
+    done = harness.run(runner)
+    # Batches 0 and 1 and the retry round's batch have errors: each is downloaded once, at its round's
+    # end, and the export reads the kept copy; batch 2 has none and is downloaded once, by the export.
+    assert harness.emulator.stats()["calls"]["results"] == 4
+    assert done.summary["lines"] == len(IDS)
+    assert sorted(json.loads(line)["custom_id"] for line in harness.lines()) == IDS
+    assert not list((harness.work / "results").glob("*")), "the copies are removed after the export"
+
+
+def test_a_kept_copy_that_is_gone_or_changed_is_downloaded_again(harness: JobHarness) -> None:
+    write_prompts(harness.input, IDS, MARKERS)
+    harness.settings = JobSettings(**{**harness.settings.__dict__, "keep_work_files": True})
+    runner, _ = harness.runner()
+    harness.run(runner)
+    first = sorted(harness.lines())
+    copies = sorted((harness.work / "results").glob("*.jsonl"))
+    assert len(copies) == 3 and not list((harness.work / "results").glob("*.tmp"))
+    copies[0].unlink()
+    copies[1].write_bytes(copies[1].read_bytes()[:-10])  # not the size the journal recorded
+    calls = harness.emulator.stats()["calls"]["results"]
+    again, _ = harness.runner()
+    harness.run(again)  # a cleared finished job exports again
+    # The two spoiled copies and batch 2 are downloaded; the third copy is read.
+    assert harness.emulator.stats()["calls"]["results"] == calls + 3
+    assert sorted(harness.lines()) == first
+
+
+def test_a_scan_that_breaks_off_keeps_no_partial_copy(harness: JobHarness) -> None:
+    write_prompts(harness.input, IDS, MARKERS)
+    runner, workspace = harness.runner()
+    scan = workspace.scan_for_retries
+
+    def breaking(batch_id: str, chunks: Iterable[bytes], **options: Any) -> Any:
+        def first_chunk_then_crash() -> Iterable[bytes]:
+            yield next(iter(chunks))
+            raise Crash("killed during the round's scan")
+
+        return scan(batch_id, first_chunk_then_crash(), **options)
+
+    workspace.scan_for_retries = breaking  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        harness.run(runner)
+    assert not list((harness.work / "results").glob("*"))
+    resumed, _ = harness.runner()
+    done = harness.run(resumed)
+    assert done.summary["lines"] == len(IDS)

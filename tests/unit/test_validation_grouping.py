@@ -95,3 +95,19 @@ def test_a_line_nested_10000_deep_is_a_problem_with_file_and_line(tmp_path: Path
     text = str(info.value)
     assert info.value.count == 2
     assert f"{opath}:2, {opath}:3" in text and "nested too deeply" in text
+
+
+def test_a_job_split_groups_and_hints_like_the_create(tmp_path: Path) -> None:
+    """split_requests (BatchJobOperator, SplitRequestsOperator) reports problems as spool_batch does."""
+    from airflow_provider_anthropix.io.shards import ShardWriter, split_requests
+
+    items: list[tuple[str | None, int | None, Any]] = [("in.jsonl", n + 1, request(f"r-{n}")) for n in range(300)]
+    writer = ShardWriter(lambda name: (tmp_path / name.replace("/", "_")).open("wb"), prefix="round-0")
+    with pytest.raises(BatchValidationError) as info:
+        split_requests(items, writer, api_version=V, operator="SplitRequestsOperator")
+    lines = str(info.value).splitlines()
+    assert info.value.count == 300
+    assert lines[1].strip().startswith("params.max_tokens is missing \u2014 300 requests: in.jsonl:1 (custom_id r-0)")
+    assert lines[2].strip().startswith("hint: params.max_tokens is missing in every request;")
+    assert "(SplitRequestsOperator's default_params argument)" in lines[2]
+    assert len(lines) == 3
