@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import pendulum
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_anthropix.api.lines import BlockSplitter
 from airflow_provider_anthropix.api.models import RESULT_TYPES, RequestCounts
-from airflow_provider_anthropix.io.blocks import BlockSplitter
 from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
 from airflow_provider_anthropix.io.jsonl import DEFAULT_GZIP_LEVEL, FileInfo, JsonlWriter
 from airflow_provider_anthropix.io.manifest import build_manifest, xcom_summary

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_anthropix.io.blocks import lines_of
+from airflow_provider_anthropix.api.lines import lines_of
 from airflow_provider_anthropix.io.jsonl import FileInfo
 from airflow_provider_anthropix.io.result_line import ROW_DECODER
 from airflow_provider_anthropix.io.sink import HashingSink

@@ -26,8 +26,8 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api import EncodedBody, ValidationProblem
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
+from airflow_provider_anthropix.api.lines import BlockSplitter, lines_of
 from airflow_provider_anthropix.api.validation import BatchChecker
-from airflow_provider_anthropix.io.blocks import BlockSplitter, lines_of
 from airflow_provider_anthropix.io.requests_file import (
     BODY_HEAD,
     BODY_TAIL,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow_provider_anthropix.io.blocks import lines_of
+from airflow_provider_anthropix.api.lines import lines_of
 from airflow_provider_anthropix.io.result_line import ResultLine
 
 

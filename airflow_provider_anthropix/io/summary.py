@@ -14,8 +14,8 @@ from operator import attrgetter
 
 import msgspec
 
+from airflow_provider_anthropix.api.lines import lines_of
 from airflow_provider_anthropix.api.models import RESULT_TYPES
-from airflow_provider_anthropix.io.blocks import lines_of
 from airflow_provider_anthropix.io.result_line import LINE_DECODER, ResultLine
 
 _CUSTOM_ID = attrgetter("custom_id")

@@ -9,7 +9,7 @@ import pytest
 from airflow_provider_anthropix.api import calls
 from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import AnthropixTimeoutError, ResultsHostError
-from airflow_provider_anthropix.api.lines import LineSplitter
+from airflow_provider_anthropix.api.lines import ResultLines
 from airflow_provider_anthropix.api.models import MessageBatch, RequestCounts
 
 CONFIG = ClientConfig(api_key="sk-test", base_url="http://127.0.0.1:8787")
@@ -65,10 +65,11 @@ def test_create_is_not_idempotent_and_body_is_compact_json() -> None:
     assert json.loads(call.json_body) == {"requests": [{"custom_id": "a", "params": {"model": "m"}}]}
 
 
-def test_line_splitter_across_chunks() -> None:
-    splitter = LineSplitter()
-    out = splitter.feed(b'{"a":1}\n{"b"') + splitter.feed(b":2}\n\n{") + splitter.feed(b'"c":3}') + splitter.finish()
-    assert out == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+def test_result_lines_across_chunks() -> None:
+    lines = ResultLines()
+    out = lines.feed(b'{"a":1}\n{"b"') + lines.feed(b":2}\n\n{") + lines.feed(b'"c":3}') + lines.finish()
+    assert out == [{"a": 1}, {"b": 2}, {"c": 3}]
+    assert lines.feed(b"\n  \n") == [] and lines.finish() == []  # blank lines are not results
 
 
 def _wrapped(error: BaseException, outer: BaseException) -> BaseException:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_anthropix.api.lines import BlockSplitter
 from airflow_provider_anthropix.api.models import RequestCounts
-from airflow_provider_anthropix.io.blocks import BlockSplitter
 from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
 from airflow_provider_anthropix.io.pricing import (
     DEFAULT_PRICE_TABLE,
