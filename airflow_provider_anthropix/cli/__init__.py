@@ -19,6 +19,7 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
     from airflow_provider_anthropix.api.errors import (
         AnthropixAPIError,
         AnthropixConnectionError,
+        AnthropixResponseError,
         AuthenticationError,
         BadRequestError,
         NotFoundError,
@@ -36,7 +37,7 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
         return 4, f"the API key was refused: {exc}"
     if isinstance(exc, BadRequestError | NotEndedError):
         return 7, str(exc)
-    if isinstance(exc, AnthropixAPIError | AnthropixConnectionError):
+    if isinstance(exc, AnthropixAPIError | AnthropixConnectionError | AnthropixResponseError):
         return 5, str(exc)
     if isinstance(exc, CredentialsError | ConnectionSettingsError):
         return 6, str(exc)

@@ -21,7 +21,7 @@ EXIT_CODES: dict[int, str] = {
     2: "usage: a flag or argument is wrong",
     3: "not found: no batch with that id for these credentials",
     4: "authentication or permission: the key was rejected (HTTP 401/403)",
-    5: "API or network trouble that may pass: 429, 5xx, 529, timeout, connection refused",
+    5: "API or network trouble: 429, 5xx, 529, timeout, connection refused, an answer that is not JSON",
     6: "settings: the connection is missing or unusable, or ANTHROPIC_API_KEY is not set",
     7: "refused by the API in this state (HTTP 400), e.g. deleting a batch that has not ended",
     8: "the export failed: bad destination, results that do not match the batch, bad format",

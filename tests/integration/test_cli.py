@@ -54,7 +54,10 @@ def ended(http: httpx.Client, emulator: EmulatorHandle, n: int = 3) -> str:
 
 
 @pytest.mark.smoke
-def test_list_table_shows_every_batch_with_counts(emulator_http: httpx.Client, base: list[str]) -> None:
+def test_list_table_shows_every_batch_with_counts(
+    emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str]
+) -> None:
+    emulator.config.processing_seconds = 3600  # still processing when listed, however slow the first import
     ids = [create(emulator_http, n) for n in (2, 3)]
     status, out, _ = run("batches", "list", *base)
     assert status == 0
@@ -296,6 +299,9 @@ def test_transient_errors_are_exit_5(
     status, _, err = run("batches", "list", "--conn-id", "cli_flaky")
     assert status == 5 and "529" in err
     assert run("batches", "list", "--conn-id", "cli_flaky")[0] == 0  # the fault fired once, then passed
+    emulator.add_fault("garble", endpoint="list", count=1)  # a 200 that is half a JSON object
+    status, _, err = run("batches", "list", "--conn-id", "cli_flaky")
+    assert status == 5 and "not valid JSON" in err
 
 
 @pytest.mark.smoke
