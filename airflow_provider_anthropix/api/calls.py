@@ -136,7 +136,7 @@ def parse_token_count(data: Any) -> int:
     """``input_tokens`` of a count answer; a malformed answer is an error, not a zero."""
     value = data.get("input_tokens") if isinstance(data, Mapping) else None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"count_tokens answered without a token count: {str(data)[:200]!r}")
+        raise ValueError("count_tokens answered without a token count (no non-negative integer input_tokens)")
     return value
 
 
@@ -387,7 +387,3 @@ def malformed_answer(
     if not call.idempotent:
         text += "; the request was received, so what it asked for may have been done: look before sending it again"
     return AnthropixResponseError(redact(text))
-
-
-def parse_json(body: bytes) -> Any:
-    return json.loads(body)

@@ -321,8 +321,11 @@ def error_from_response(
             message = str(err.get("message") or "")
         request_id = request_id or parsed.get("request_id")
     if not message:
-        excerpt = body[:200].decode("utf-8", "replace").strip() if body else ""
-        message = excerpt or _reason(status)
+        # Redacted before it is cut (below), so the cut cannot split an echoed key past the redactor.
+        excerpt = body[:65536].decode("utf-8", "replace") if body else ""
+        if redact is not None:
+            excerpt = redact(excerpt)
+        message = excerpt[:200].strip() or _reason(status)
     if redact is not None:
         message, error_type = redact(message), redact(error_type)
         request_id = redact(str(request_id)) if request_id is not None else None

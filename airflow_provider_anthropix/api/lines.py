@@ -63,7 +63,7 @@ def lines_of(block: Piece, expected: int | None = None) -> list[bytes]:
 def parse_result_line(line: bytes) -> dict[str, Any]:
     value = json.loads(line)
     if not isinstance(value, dict):
-        raise ValueError(f"a results line is not a JSON object: {line[:120]!r}")
+        raise ValueError(f"a results line is not a JSON object but a JSON {type(value).__name__} ({len(line)} bytes)")
     return value
 
 

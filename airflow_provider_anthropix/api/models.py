@@ -92,7 +92,7 @@ class MessageBatch:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MessageBatch:
         if not isinstance(data, Mapping) or not data.get("id"):
-            raise ValueError(f"not a message batch object: {str(data)[:200]!r}")
+            raise ValueError(f"not a message batch object ({_shape_of(data)})")
         return cls(
             id=str(data["id"]),
             type=str(data.get("type") or "message_batch"),
@@ -137,10 +137,18 @@ class MessageBatch:
         }
 
 
+def _shape_of(data: Any) -> str:
+    """What a wrong answer is, without quoting it: a server may echo the key in it (callers
+    that can redact add an excerpt themselves, see :meth:`~.operations.Operation.answer`)."""
+    if isinstance(data, Mapping):
+        return "an object without an id" if not data.get("id") else "an object"
+    return f"a JSON {type(data).__name__}"
+
+
 def _page_fields(data: Any, item: Callable[[Any], Any]) -> dict[str, Any]:
     """The fields of one page of a listing: batches and models are paged alike."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"not a page of a listing: {str(data)[:200]!r}")
+        raise ValueError(f"not a page of a listing ({_shape_of(data)})")
     return {
         "data": [item(entry) for entry in data.get("data") or []],
         "has_more": bool(data.get("has_more")),
@@ -201,7 +209,7 @@ class ModelInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
         if not isinstance(data, Mapping) or not data.get("id"):
-            raise ValueError(f"not a model object: {str(data)[:200]!r}")
+            raise ValueError(f"not a model object ({_shape_of(data)})")
         return cls(
             id=str(data["id"]),
             display_name=str(data.get("display_name") or ""),

@@ -69,7 +69,9 @@ class Operation(Generic[P, T]):
         try:
             return self.parse(data)
         except _SHAPE_ERRORS as exc:
-            raise client._malformed(call, status, str(exc)) from None
+            # Redacted whole, then cut: a cut first could split an echoed key past the redactor.
+            excerpt = client._redact(json.dumps(data, ensure_ascii=False, default=str))[:200]
+            raise client._malformed(call, status, f"{exc}; the answer begins {excerpt!r}") from None
 
     def signature(self) -> inspect.Signature:
         """The method's signature: ``self`` and the arguments of ``build`` after the settings."""

@@ -177,3 +177,70 @@ def test_proxy_credentials_are_not_in_connection_errors() -> None:
         client.list_batches(limit=1)
     assert secret not in _texts(info.value) and KEY not in _texts(info.value)
     assert not info.value.maybe_sent  # the proxy refused the connection: nothing left
+
+
+class _Straddling(BaseHTTPRequestHandler):
+    """``GET /v1/messages/batches/<status>-<kind>-<pad>``: the received key after ``pad`` characters.
+
+    ``kind`` is ``html`` (an error page, kept as an excerpt) or ``json`` (a 200 object that is
+    not a batch, a malformed answer). Texts are cut to a couple of hundred characters, so some
+    paddings put the cut in the middle of the echoed key.
+    """
+
+    def do_GET(self) -> None:
+        key = self.headers.get("x-api-key", "")
+        status, kind, pad = self.path.rsplit("/", 1)[-1].split("-")
+        padding = "x" * int(pad)
+        if kind == "json":
+            body = json.dumps({"pad": padding, "echo": key}).encode()
+        else:
+            body = f"<html>{padding}{key} was refused</html>".encode()
+        self.send_response(int(status))
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", sorted(CLIENTS))
+def test_a_key_echoed_across_the_excerpt_cut_leaves_no_fragment(kind: str) -> None:
+    """Every text is redacted whole and cut after: a cut first would leave the key's first characters."""
+    from airflow_provider_anthropix.api import AnthropixResponseError
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Straddling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    config = ClientConfig(api_key=KEY, base_url=url, max_retries=0)
+
+    def get(batch_id: str) -> AnthropixError:
+        if kind == "sync":
+            with SyncClient(config) as client, pytest.raises(AnthropixError) as info:
+                client.get_batch(batch_id)
+            return info.value
+
+        async def attempt() -> AnthropixError:
+            async with AsyncClient(config) as client:
+                try:
+                    await client.get_batch(batch_id)
+                except AnthropixError as exc:
+                    return exc
+            raise AssertionError("no error")
+
+        return asyncio.run(attempt())
+
+    try:
+        for pad in range(150, 200, 3):
+            for status, shape, expected in (
+                ("400", "html", AnthropixAPIError),
+                ("200", "json", AnthropixResponseError),
+            ):
+                exc = get(f"{status}-{shape}-{pad}")
+                assert isinstance(exc, expected)
+                text = _texts(exc)
+                _assert_clean(text)
+                assert KEY[:10] not in text, f"a fragment of the key is in {text!r}"
+    finally:
+        server.shutdown()
+        server.server_close()
