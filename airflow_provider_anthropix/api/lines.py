@@ -2,10 +2,11 @@
 
 Chunks from the network end anywhere, often mid-line. Working on pieces of whole lines lets
 the export decode many lines per call (msgspec's ``decode_lines``) and keep every byte as
-received: the pieces, concatenated, are exactly the stream. Nothing large is copied: the body
-of a chunk is handed on as a ``memoryview`` of it; only the one line that straddles two chunks
-is stitched together. The clients' parsed results stream (:class:`ResultLines`) and the io
-pipeline both cut lines here, so there is one splitter.
+received: the pieces, concatenated, are exactly the stream. Splitting copies nothing large:
+the body of a chunk is handed on as a ``memoryview`` of it; only the one line that straddles
+two chunks is stitched together (cutting a piece into its lines copies it once). The
+clients' parsed results stream (:class:`ResultLines`) and the io pipeline both cut lines
+here, so there is one splitter.
 """
 
 from __future__ import annotations
@@ -46,15 +47,12 @@ class BlockSplitter:
 def lines_of(block: Piece, expected: int | None = None) -> list[bytes]:
     """The non-blank lines of ``block``, without their newlines: the lines msgspec's ``decode_lines`` decodes.
 
-    :param expected: how many lines the block decoded to, to cross-check (a mismatch raises
-        ``ValueError``). With it, a block without blank lines (the usual case) is split in one
-        pass and never filtered.
+    :param expected: how many results the block decoded to, to cross-check: a mismatch (two
+        JSON values on one line, which ``decode_lines`` reads as two) raises ``ValueError``
+        instead of pairing lines with the wrong results. Blank lines are always dropped first,
+        so a blank line cannot make up for a missing one.
     """
-    lines = bytes(block).split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    if expected is None or len(lines) != expected:
-        lines = [line for line in lines if line.strip()]
+    lines = [line for line in bytes(block).split(b"\n") if line and not line.isspace()]
     if expected is not None and len(lines) != expected:
         raise ValueError(f"a block of {expected} decoded results has {len(lines)} lines")
     return lines

@@ -111,13 +111,7 @@ class JobFiles:
             try:
                 yield handle
             except BaseException:
-                discard = getattr(handle, "discard", None)
-                with contextlib.suppress(Exception):
-                    if discard is not None:
-                        discard()  # an unfinished upload is dropped, never committed
-                    else:
-                        handle.close()
-                        self.remove([name])
+                _abandon(handle)
                 raise
             handle.close()
             return
@@ -321,3 +315,20 @@ class JobWorkspace(JobFiles):
             manifest_extra=manifest_extra,
         )
         return result.xcom()
+
+
+def _abandon(handle: IO[bytes]) -> None:
+    """Drop an unfinished upload without committing it, now or when the handle is collected.
+
+    fsspec commits an object when its file closes, and ``__del__`` closes a file that is still
+    open; some stores' ``discard`` (the base class's) drops nothing. So the handle is discarded
+    where the store can, and then marked closed, so that nothing ever commits the partial
+    object. Closing and deleting instead would commit the partial object first and, for a
+    replaced object (the journal), delete the last good one.
+    """
+    with contextlib.suppress(Exception):
+        discard = getattr(handle, "discard", None)
+        if discard is not None:
+            discard()
+    with contextlib.suppress(Exception):
+        handle.closed = True  # type: ignore[misc]

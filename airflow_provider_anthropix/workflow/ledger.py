@@ -213,6 +213,10 @@ class CreateLedger:
             # A broken connection after sending, a timeout, a 5xx, or a success answer that is not
             # a batch (a truncating proxy): the batch may exist.
             self.log.warning("The create's answer was lost (%s); the batch may exist. Looking for it.", exc)
+            if isinstance(exc, AnthropixResponseError):
+                # Remembered across tries: a success status means the API most likely made the batch.
+                attempt = {**attempt, "answered": True}
+                self.store.set(self.attempt_key, attempt)
             found = self._recover(attempt, str(exc))
             if found is None:
                 raise CreateFailed(
@@ -303,6 +307,16 @@ class CreateLedger:
                 "likely never reached the API, but a large create can take a while to show up, so the next try "
                 "looks once more before sending it again.",
                 retryable=True,
+            )
+        if attempt.get("answered"):
+            # The API answered the create with a success status: it most likely made the batch,
+            # so sending the requests again would probably pay for them twice.
+            raise CreateFailed(
+                f"The create was answered with a success status but not with a batch ({reason}), and no batch "
+                f"with {request_count:,} requests was created between {window_start} and {window_end}. It is not "
+                "sent again automatically: check the batch list, then, to send it again, clear the recorded "
+                "attempt (the task's state store) and clear the task.",
+                retryable=False,
             )
         self.log.warning(
             "No batch with %s requests was created between %s and %s after two rounds of looks: the request "

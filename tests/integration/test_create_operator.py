@@ -194,6 +194,26 @@ def test_a_garbled_create_answer_adopts_the_batch_instead_of_sending_again(
     assert store.data == {STATE_BATCH_ID: batch_id}
 
 
+def test_a_garbled_create_answer_with_no_batch_to_adopt_fails_without_sending_again(
+    emulator: EmulatorHandle, anthropix_conn_env: str
+) -> None:
+    emulator.add_fault("garble", endpoint="create", count=1)
+    emulator.add_fault("status", endpoint="list", status=200, count=None)  # the list never shows it
+    op = CreateBatchOperator(
+        task_id="c",
+        requests=[req(f"r{i}") for i in range(3)],
+        default_params=DEFAULTS,
+        lost_response_checks=1,
+        lost_response_check_interval=0,
+    )
+    store = FakeStateStore()
+    with pytest.raises(AirflowException):  # the first round of looks: retryable, looks again
+        run(op, store)
+    with pytest.raises(AirflowFailException, match="not sent again automatically"):
+        run(op, store)
+    assert emulator.stats()["calls"]["create"] == 1
+
+
 def test_lost_answer_with_two_candidates_fails_and_names_them(
     emulator: EmulatorHandle, anthropix_conn_env: str
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 from airflow_provider_anthropix.api import calls
 from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import AnthropixTimeoutError, ResultsHostError
-from airflow_provider_anthropix.api.lines import ResultLines
+from airflow_provider_anthropix.api.lines import ResultLines, lines_of
 from airflow_provider_anthropix.api.models import MessageBatch, RequestCounts
 
 CONFIG = ClientConfig(api_key="sk-test", base_url="http://127.0.0.1:8787")
@@ -70,6 +70,14 @@ def test_result_lines_across_chunks() -> None:
     out = lines.feed(b'{"a":1}\n{"b"') + lines.feed(b":2}\n\n{") + lines.feed(b'"c":3}') + lines.finish()
     assert out == [{"a": 1}, {"b": 2}, {"c": 3}]
     assert lines.feed(b"\n  \n") == [] and lines.finish() == []  # blank lines are not results
+
+
+def test_lines_of_refuses_a_block_whose_lines_do_not_match_its_results() -> None:
+    """Two values on one line decode as two results: a blank line must not make the counts agree."""
+    block = b'{"custom_id":"a"} {"custom_id":"b"}\n\n{"custom_id":"c"}\n'
+    with pytest.raises(ValueError, match="3 decoded results has 2 lines"):
+        lines_of(block, 3)
+    assert lines_of(b"a\n \n\nb\n", 2) == [b"a", b"b"]
 
 
 def _wrapped(error: BaseException, outer: BaseException) -> BaseException:
