@@ -36,7 +36,6 @@ POOL_LIMITS = httpx.Limits(
 #: httpx's transport failures. httpcore reports TCP and TLS set-up failures as ConnectError, and
 #: a request waiting for a pool slot or a connect has sent nothing.
 _TRANSPORT = calls.TransportErrors(
-    base=httpx.HTTPError,
     never_sent=(httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout),
     timeouts=(httpx.TimeoutException,),
 )

@@ -272,12 +272,10 @@ def never_sent(exc: BaseException, library_types: tuple[type[BaseException], ...
 class TransportErrors:
     """How one HTTP library reports a failed transport, and its mapping to our exception tree.
 
-    :param base: the library's base exception (what a client catches around a send).
     :param never_sent: its errors raised before a request byte is written (see :func:`never_sent`).
     :param timeouts: its timeout errors.
     """
 
-    base: type[Exception]
     never_sent: tuple[type[BaseException], ...]
     timeouts: tuple[type[BaseException], ...]
 

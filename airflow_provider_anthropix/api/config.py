@@ -8,7 +8,7 @@ from typing import Any
 from airflow_provider_anthropix.api.limits import DEFAULT_API_VERSION, DEFAULT_BASE_URL, check_api_version
 from airflow_provider_anthropix.api.origin import AmbiguousURLError, Origin, plain_url
 from airflow_provider_anthropix.api.redact import Redactor, url_credentials
-from airflow_provider_anthropix.api.retry import RetryPolicy
+from airflow_provider_anthropix.api.retry import DEFAULT_MAX_RETRIES, DEFAULT_MAX_TOTAL_RETRY_WAIT, RetryPolicy
 
 USER_AGENT = "airflow-provider-anthropix"
 #: Seconds to wait for a TCP/TLS connection, unless the connection's ``extra.timeout`` says otherwise.
@@ -56,8 +56,8 @@ class ClientConfig:
     workspace_id: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
-    max_retries: int = 2
-    max_total_retry_wait: float = 60.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_total_retry_wait: float = DEFAULT_MAX_TOTAL_RETRY_WAIT
     proxies: dict[str, str] | None = field(default=None, repr=False)
     connection_id: str | None = None
 

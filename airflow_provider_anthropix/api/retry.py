@@ -92,6 +92,12 @@ def should_retry_header(headers: Mapping[str, str]) -> bool | None:
     return None
 
 
+#: Retries after a call's first attempt, as the official SDK does.
+DEFAULT_MAX_RETRIES = 2
+#: Seconds of waiting across one call's retries before it gives up.
+DEFAULT_MAX_TOTAL_RETRY_WAIT = 60.0
+
+
 @dataclass
 class RetryPolicy:
     """How many times and how long to retry one logical call.
@@ -102,10 +108,10 @@ class RetryPolicy:
     :param max_total_wait: total seconds of waiting across retries before giving up.
     """
 
-    max_retries: int = 2
+    max_retries: int = DEFAULT_MAX_RETRIES
     initial_delay: float = 0.5
     max_delay: float = 8.0
-    max_total_wait: float = 60.0
+    max_total_wait: float = DEFAULT_MAX_TOTAL_RETRY_WAIT
     rng: Callable[[], float] = field(default=random.random, repr=False)
 
     def backoff(self, attempt: int) -> float:

@@ -44,7 +44,6 @@ class _SizedChunks:
 #: requests' transport failures; urllib3's errors (along requests' chain ``ConnectionError`` ->
 #: ``MaxRetryError.reason`` -> ...) raised before a byte left: no TCP connection, no name, a connect timeout.
 _TRANSPORT = calls.TransportErrors(
-    base=rex.RequestException,
     never_sent=(rex.ConnectTimeout, urllib3_exceptions.NewConnectionError, urllib3_exceptions.ConnectTimeoutError),
     timeouts=(rex.Timeout,),
 )

@@ -20,6 +20,7 @@ from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.limits import DEFAULT_API_VERSION, DEFAULT_BASE_URL, check_api_version
 from airflow_provider_anthropix.api.origin import AmbiguousURLError, plain_url
 from airflow_provider_anthropix.api.redact import Redactor, url_credentials
+from airflow_provider_anthropix.api.retry import DEFAULT_MAX_RETRIES
 
 
 class ConnectionLike(Protocol):
@@ -147,7 +148,7 @@ def config_from_connection(conn_id: str, conn: ConnectionLike) -> ClientConfig:
     version = str(extra.get("anthropic_version") or DEFAULT_API_VERSION)
     if (problem := check_api_version(version)) is not None:
         raise _fail(conn_id, "extra.anthropic_version", problem)
-    max_retries_raw = extra.get("max_retries", 2)
+    max_retries_raw = extra.get("max_retries", DEFAULT_MAX_RETRIES)
     try:
         max_retries = int(max_retries_raw)
     except (TypeError, ValueError):
