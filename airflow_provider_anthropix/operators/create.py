@@ -137,7 +137,13 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost_options = CostOptions(budget_basis, dry_run, estimate_sample_size, check_models, price_table)
+        self.cost_options = CostOptions(
+            budget_basis=budget_basis,
+            dry_run=dry_run,
+            sample_size=estimate_sample_size,
+            check_models=check_models,
+            price_table=price_table,
+        )
         self.max_cost_usd = max_cost_usd
         if (requests is None) == (requests_path is None):
             raise ValueError("give exactly one of requests and requests_path")

@@ -29,12 +29,12 @@ if TYPE_CHECKING:
 XCOM_KEY = "estimate"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CostOptions:
     """The operator arguments of the estimate, checked when the DAG is parsed.
 
-    The fields are in the operators' argument order, so both build it the same way:
-    ``CostOptions(budget_basis, dry_run, estimate_sample_size, check_models, price_table)``.
+    Keyword-only: two of the fields are booleans side by side, which positional arguments
+    would let a caller swap unnoticed.
 
     :param max_cost_usd: the budget (templated on the operator; parsed at run time).
     :param budget_basis: ``worst_case`` (every max_tokens used, input at its bound, no cache hit) or ``expected``.

@@ -154,7 +154,13 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         from airflow_provider_anthropix.workflow.job import JobSettings
 
         super().__init__(**kwargs)
-        self.cost_options = CostOptions(budget_basis, dry_run, estimate_sample_size, check_models, price_table)
+        self.cost_options = CostOptions(
+            budget_basis=budget_basis,
+            dry_run=dry_run,
+            sample_size=estimate_sample_size,
+            check_models=check_models,
+            price_table=price_table,
+        )
         self.max_cost_usd = max_cost_usd
         check_batch_limits(max_requests_per_batch, max_bytes_per_batch)
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
