@@ -1,11 +1,13 @@
 """How this provider's failures become Airflow task failures: retryable, or failed at once.
 
-Operators and the sensor call :func:`airflow_error` instead of each deciding on its own, so a
-wrong key, a bad connection or a 4xx fails the task at once (``AirflowFailException``,
-no retries wasted, a message that names the fix) in every task the same way, while
-transient failures (429, 5xx, broken connections) stay retryable. :func:`task_failure` is the
-same choice for our own errors that already know whether a retry can help, and
-:func:`enforce_outcome` fails a task whose batch the outcome policy refused.
+Operators and the sensor turn API errors into task failures through
+:meth:`~airflow_provider_anthropix.mixins.AnthropixHookMixin.api_failure`, which calls
+:func:`airflow_error`, instead of each deciding on its own, so a wrong key, a bad connection
+or a 4xx fails the task at once (``AirflowFailException``, no retries wasted, a message that
+names the fix) in every task the same way, while transient failures (429, 5xx, broken
+connections) stay retryable. :func:`task_failure` is the same choice for our own errors that
+already know whether a retry can help, and :func:`enforce_outcome` fails a task whose batch
+the outcome policy refused.
 
 Imported when a task runs, not when a DAG file is parsed: the operators import it inside
 their methods.

@@ -34,9 +34,9 @@ class CostOptions:
     """The operator arguments of the estimate, checked when the DAG is parsed.
 
     Keyword-only: two of the fields are booleans side by side, which positional arguments
-    would let a caller swap unnoticed.
+    would let a caller swap unnoticed. The budget itself, ``max_cost_usd``, is not one of them: it
+    is an operator argument of its own (templated, so parsed at run time).
 
-    :param max_cost_usd: the budget (templated on the operator; parsed at run time).
     :param budget_basis: ``worst_case`` (every max_tokens used, input at its bound, no cache hit) or ``expected``.
     :param dry_run: validate and estimate, send nothing.
     :param sample_size: requests counted exactly per model (token counting is free but rate limited).

@@ -88,8 +88,8 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         restarts at every deferral; this does not). The default covers a 24 h batch per round.
     :param deferrable: wait in the triggerer (default True).
     :param work_prefix: the job's working folder (templated).
-    :param keep_work_files: keep the shard files and the scanned results copies after a successful
-        export (together about the size of the input plus the results of batches with failures).
+    :param keep_work_files: keep the shard files and scanned results copies after a successful export
+        (they are removed only then: a failed job leaves them behind for its next try).
     :param anthropix_conn_id: the Anthropix connection.
     :param requests_path_conn_id: connection of the input's object store.
     :param destination_conn_id: connection of the destination's (and working folder's) store.
