@@ -77,22 +77,22 @@ def ours(path: str, workdir: str, url: str, shards: int, count: int) -> dict[str
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
     from airflow_provider_anthropix.io.export import ExportOptions
     from airflow_provider_anthropix.io.job_files import JobWorkspace
-    from airflow_provider_anthropix.workflow.job import Done, JobRunner, JobSettings, Wait
+    from airflow_provider_anthropix.workflow.job import Done, JobRunner, JobSettings, PlanOptions, Wait
 
     per_batch = -(-count // shards)
     hook = AnthropixHook()
+    plan = PlanOptions(
+        api_version=hook.config.anthropic_version, max_requests_per_batch=per_batch, max_bytes_per_batch=256 * 2**20
+    )
     workspace = JobWorkspace(
         ObjectStoragePath(f"file://{workdir}/work"),
         requests_path=ObjectStoragePath(f"file://{path}"),
         destination=ObjectStoragePath(f"file://{workdir}/results"),
-        api_version=hook.config.anthropic_version,
-        default_params=None,
-        max_requests_per_batch=per_batch,
-        max_bytes_per_batch=256 * 2**20,
+        plan=plan,
         export_options=ExportOptions(),
     )
-    settings = JobSettings(max_batches_in_flight=shards, max_retry_rounds=1, max_errored_ratio=None)
-    runner = JobRunner(hook, workspace, settings, identity={"bench": "job"})
+    settings = JobSettings(max_batches_in_flight=shards, max_retry_rounds=1, max_errored_ratio=None, plan=plan)
+    runner = JobRunner(hook, workspace, settings, key="bench", identity={"bench": "job"})
     phases: dict[str, dict[str, float]] = {}
 
     def phase(name: str, started: float) -> None:

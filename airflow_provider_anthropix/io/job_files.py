@@ -6,6 +6,11 @@ machine, so everything it needs next is written under ``work_prefix`` (``file://
 one PUT replaces it at once, on file systems it is written aside and renamed. The results a
 round's end reads (to find what to send again) are kept as they stream past, written the same
 all-or-nothing way, and the export reads them back instead of downloading them again.
+
+Everything read back from the folder is untrusted (see ``workflow/journal.py``): files are
+compared with the digests the journal recorded before they are used, the journal is read
+with a size cap, nothing is removed but the names a job writes, and on a local file system a
+folder holding a symbolic link is refused before anything is written through it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -20,7 +27,9 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_anthropix.api.digests import checked_ids, content_digest, new_content_hash
 from airflow_provider_anthropix.api.models import EncodedBody, RequestCounts
+from airflow_provider_anthropix.api.plan import PlanOptions
 from airflow_provider_anthropix.io.export import ExportOptions, export_results
 from airflow_provider_anthropix.io.publish import (
     OBJECT_STORE_PROTOCOLS,
@@ -46,6 +55,13 @@ from airflow_provider_anthropix.io.shards import (
 
 JOURNAL_NAME = "job.json"
 _READ_CHUNK = 1 << 20
+#: A journal is a few kilobytes per shard; anything this large is not one.
+_MAX_JOURNAL_BYTES = 64 << 20
+#: The only names a job writes in its folder, so the only ones it (or a later job) ever removes.
+JOB_FILE_NAMES = re.compile(
+    r"job\.json|(round-\d{1,6}/)?shard-\d{5}\.jsonl|round-\d{1,6}/(resent_ids|not_sent_ids)\.txt"
+    r"|results/[A-Za-z0-9_-]{1,128}\.jsonl|[A-Za-z0-9_./-]+\.[0-9a-f]{8}\.tmp"
+)
 
 
 class JobFiles:
@@ -91,6 +107,29 @@ class JobFiles:
         handle: IO[bytes] = self.fs.open(self._full(name), "rb", block_size=UPLOAD_BLOCK_BYTES)
         return handle
 
+    def check_folder(self) -> None:
+        """Refuse a local working folder that holds a symbolic link: the job would write (and delete) through it.
+
+        Object stores have no links. On a file system, a link planted in the folder (``round-0 ->
+        /elsewhere``) would send shard files, and their removal, outside the folder.
+        """
+        if self.protocol in OBJECT_STORE_PROTOCOLS:
+            return
+        link = _first_link(self.base)
+        if link is not None:
+            raise ValueError(
+                f"the job's working folder holds a symbolic link, {link}; the job writes and removes files only "
+                f"inside {self.uri} and does not follow links. Remove the link (or use another work_prefix)"
+            )
+
+    def digest_of(self, name: str) -> str | None:
+        """The content digest of ``name``, or None when it is missing."""
+        try:
+            self.fs.invalidate_cache(self._full(name))
+            return content_digest(lambda: self.open_read(name))
+        except FileNotFoundError:
+            return None
+
     def size(self, name: str) -> int | None:
         full = self._full(name)
         try:
@@ -132,8 +171,10 @@ class JobFiles:
                 yield chunk
 
     def remove(self, names: Collection[str]) -> None:
-        """Remove the named files (never folders, never recursively): only what the job wrote."""
+        """Remove the named files (never folders, never recursively): only names a job writes."""
         for name in names:
+            if not JOB_FILE_NAMES.fullmatch(name):
+                raise ValueError(f"not a name the job writes, so not one it removes: {name[:80]!r}")
             full = self._full(name)
             try:
                 if self.fs.isfile(full):
@@ -143,17 +184,28 @@ class JobFiles:
 
     # -- the journal ----------------------------------------------------------------------------
 
-    def load_journal(self) -> dict[str, Any] | None:
+    def load_journal(self) -> Any:
+        """The journal as parsed JSON (any JSON value: the caller checks it), or None when there is none.
+
+        :raises ValueError: empty, too large, or not JSON, said in words.
+        """
         full = self._full(JOURNAL_NAME)
         try:
             self.fs.invalidate_cache(full)
             with self.fs.open(full, "rb") as handle:
-                data = json.loads(handle.read())
+                data = handle.read(_MAX_JOURNAL_BYTES + 1)
         except FileNotFoundError:
             return None
-        if not isinstance(data, dict):
-            raise ValueError(f"{self.uri}/{JOURNAL_NAME} is not a job journal")
-        return data
+        if not data.strip():
+            raise ValueError("the file is empty")
+        if len(data) > _MAX_JOURNAL_BYTES:
+            raise ValueError(f"the file is larger than {_MAX_JOURNAL_BYTES >> 20} MB")
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"the file is not JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("the file nests JSON too deeply") from None
 
     def save_journal(self, data: dict[str, Any]) -> None:
         payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -170,6 +222,11 @@ class JobFiles:
         with self.open_read(name) as handle:
             return {line.strip() for line in handle.read().decode().splitlines() if line.strip()}
 
+    def remove_job(self) -> None:
+        """Remove every file of the job the folder holds (a dry run's plan; a superseded job), links never followed."""
+        self.remove(_job_files_under(self))
+        _remove_empty_folders(self)
+
 
 class JobWorkspace(JobFiles):
     """The :class:`~airflow_provider_anthropix.workflow.job.JobStorage` of a job: its files plus its input and output.
@@ -177,10 +234,7 @@ class JobWorkspace(JobFiles):
     :param root: the working prefix.
     :param requests_path: the input (a file, a folder or a glob).
     :param destination: where the merged results are published.
-    :param api_version: validation rules of the connection's API version.
-    :param default_params: merged under every request's params.
-    :param max_requests_per_batch: most requests in one shard.
-    :param max_bytes_per_batch: largest create body of one shard.
+    :param plan: default params, batch limits and API version the shards are cut by.
     :param export_options: format, compression, prices (as the fetch operator).
     :param should_stop: polled by the export; True stops it with nothing published.
     """
@@ -191,10 +245,7 @@ class JobWorkspace(JobFiles):
         *,
         requests_path: ObjectStoragePath,
         destination: ObjectStoragePath,
-        api_version: str,
-        default_params: Mapping[str, Any] | None,
-        max_requests_per_batch: int,
-        max_bytes_per_batch: int,
+        plan: PlanOptions,
         export_options: ExportOptions,
         max_problems_shown: int = 10,
         logger: logging.Logger | Any = None,
@@ -203,10 +254,7 @@ class JobWorkspace(JobFiles):
         super().__init__(root)
         self.requests_path = requests_path
         self.destination = destination
-        self.api_version = api_version
-        self.default_params = default_params
-        self.max_requests_per_batch = max_requests_per_batch
-        self.max_bytes_per_batch = max_bytes_per_batch
+        self.plan = plan
         self.export_options = export_options
         self.max_problems_shown = max_problems_shown
         self.log = logger or logging.getLogger(__name__)
@@ -217,8 +265,8 @@ class JobWorkspace(JobFiles):
         return ShardWriter(
             self.open_write,
             prefix=f"round-{round_index}",
-            max_requests=self.max_requests_per_batch,
-            max_body_bytes=self.max_bytes_per_batch,
+            max_requests=self.plan.max_requests_per_batch,
+            max_body_bytes=self.plan.max_bytes_per_batch,
         )
 
     def inputs(self) -> list[ObjectStoragePath]:
@@ -226,8 +274,8 @@ class JobWorkspace(JobFiles):
             self._inputs = resolve_inputs(self.requests_path)
         return self._inputs
 
-    def fingerprint(self) -> list[dict[str, Any]]:
-        return fingerprint_inputs(self.inputs())
+    def fingerprint(self, *, content: bool) -> list[dict[str, Any]]:
+        return fingerprint_inputs(self.inputs(), content=content)
 
     def split(self) -> list[dict[str, Any]]:
         files = self.inputs()
@@ -246,8 +294,8 @@ class JobWorkspace(JobFiles):
             shards = split_requests(
                 iter_input_requests(files),
                 writer,
-                api_version=self.api_version,
-                default_params=self.default_params,
+                api_version=self.plan.api_version,
+                default_params=self.plan.default_params,
                 max_problems_shown=self.max_problems_shown,
                 progress=progress,
                 source=describe_inputs(files),
@@ -277,17 +325,19 @@ class JobWorkspace(JobFiles):
         """Scan one batch's results for the retry round, keeping a copy of them for the export."""
         name = f"results/{batch_id}.jsonl"
         size = 0
+        digest = new_content_hash()
         with self.open_replacing(name) as handle:
 
             def kept() -> Iterator[bytes]:
                 nonlocal size
                 for chunk in chunks:
                     handle.write(chunk)
+                    digest.update(chunk)
                     size += len(chunk)
                     yield chunk
 
             scan = scan_for_retries(kept(), retry_error_types=retry_error_types, retry_expired=retry_expired)
-        scan.copy, scan.copy_bytes = name, size
+        scan.copy, scan.copy_bytes, scan.copy_digest = name, size, digest.hexdigest()
         return scan
 
     def export(
@@ -299,10 +349,18 @@ class JobWorkspace(JobFiles):
     ) -> dict[str, Any]:
         def streams() -> Iterator[tuple[Iterable[bytes], Collection[str]]]:
             for source in sources:
-                # The round end's copy, unless it is gone or not the size it was written at.
-                copy = source.copy if source.copy and self.size(source.copy) == source.copy_bytes else None
-                yield (self.iter_file(copy) if copy else chunks_of(source.batch_id)), source.drop
+                # The round end's copy, unless it is gone or not the bytes it was written as.
+                copy = source.copy
+                if copy and (not source.copy_digest or self.digest_of(copy) != source.copy_digest):
+                    self.log.warning(
+                        "The kept results %s/%s are gone or changed; downloading them again", self.uri, copy
+                    )
+                    copy = None
+                chunks = self.iter_file(copy) if copy else chunks_of(source.batch_id)
+                # The batch must hold exactly its shard's custom_ids, whichever way its results came.
+                yield checked_ids(chunks, source.ids_digest, f"batch {source.batch_id} ({source.shard})"), source.drop
 
+        self._note_replaced_export(manifest_extra)
         label = f"job of {len(sources)} batch(es)"
         result = export_results(
             merged_results(streams()),
@@ -315,6 +373,123 @@ class JobWorkspace(JobFiles):
             manifest_extra=manifest_extra,
         )
         return result.xcom()
+
+    def _note_replaced_export(self, manifest_extra: Mapping[str, Any]) -> None:
+        """Say so when the destination holds an earlier job's results, which this export replaces."""
+        earlier = _read_small_json(self.destination / "_manifest.json")
+        job = earlier.get("job") if isinstance(earlier, dict) else None
+        ours = manifest_extra.get("job", {})
+        if (isinstance(job, dict) and job.get("key") != ours.get("key")) or (
+            isinstance(job, dict) and job.get("fingerprint") != ours.get("fingerprint")
+        ):
+            planned = str(job.get("planned_at"))[:40]
+            self.log.warning(
+                "%s holds the results of an earlier job (planned at %s) with another input or options; this job's "
+                "results replace them when the export completes",
+                destination_uri(self.destination),
+                planned,
+            )
+
+
+def sweep_other_jobs(parent: ObjectStoragePath, keep: str, log: logging.Logger | Any) -> None:
+    """Remove the working folders beside ``keep`` under ``parent`` whose jobs are over, after a job exported.
+
+    The rule (docs/jobs.md): a folder whose journal says its job exported (its results were
+    replaced by this export) or never sent anything (a dry run, a job refused before paying) is
+    removed, file by file, only names a job writes; a folder whose job has batches but never
+    exported is kept and named, since it may still be running; a folder whose journal cannot be
+    read is kept and named. Nothing here can fail the job that calls it.
+    """
+    try:
+        children = [c for c in parent.iterdir() if c.is_dir() and c.name != keep]
+    except (OSError, ValueError):
+        return
+    for child in children:
+        files = JobFiles(child)
+        try:
+            files.check_folder()
+            journal = files.load_journal()
+        except (OSError, ValueError) as exc:
+            log.warning("Kept the job folder %s: its journal cannot be read (%s)", files.uri, str(exc)[:200])
+            continue
+        if not isinstance(journal, dict):
+            continue
+        shards = [
+            s
+            for r in journal.get("rounds") or []
+            if isinstance(r, dict)
+            for s in r.get("shards") or []
+            if isinstance(s, dict)
+        ]
+        sent = [str(s.get("batch_id"))[:64] for s in shards if s.get("batch_id") or s.get("attempt")]
+        exported = isinstance(journal.get("exports"), int) and journal["exports"] > 0
+        if sent and not exported:
+            log.warning(
+                "Kept the job folder %s: its job sent batch(es) %s and never exported them (it may still be running)",
+                files.uri,
+                ", ".join(sent[:5]) + (f" and {len(sent) - 5} more" if len(sent) > 5 else ""),
+            )
+            continue
+        try:
+            files.remove_job()
+        except (OSError, ValueError) as exc:
+            log.warning("Could not remove the job folder %s: %s", files.uri, str(exc)[:200])
+            continue
+        log.info(
+            "Removed the working folder of an earlier job (%s): %s",
+            "exported" if exported else "sent nothing",
+            files.uri,
+        )
+
+
+def _first_link(base: str) -> str | None:
+    """The first symbolic link at or under the local folder ``base`` (None: there is none, or no folder yet)."""
+    if os.path.islink(base):
+        return base
+    for folder, dirs, files in os.walk(base, followlinks=False):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                return path
+    return None
+
+
+def _job_files_under(files: JobFiles) -> list[str]:
+    """The names under the folder that a job writes (links skipped on file systems)."""
+    found: list[str] = []
+    if files.protocol in OBJECT_STORE_PROTOCOLS:
+        try:
+            paths = files.fs.find(files.base)
+        except FileNotFoundError:
+            return []
+        relative = [str(p)[len(files.base) + 1 :] for p in paths if str(p).startswith(files.base + "/")]
+    else:
+        relative = []
+        for folder, _dirs, names in os.walk(files.base, followlinks=False):
+            for name in names:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    relative.append(os.path.relpath(path, files.base).replace(os.sep, "/"))
+    found = [name for name in relative if JOB_FILE_NAMES.fullmatch(name)]
+    return found
+
+
+def _remove_empty_folders(files: JobFiles) -> None:
+    if files.protocol in OBJECT_STORE_PROTOCOLS:
+        return  # object stores have no empty folders to leave behind
+    for folder, _dirs, _names in sorted(os.walk(files.base, followlinks=False), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            if not os.path.islink(folder):
+                os.rmdir(folder)
+
+
+def _read_small_json(path: ObjectStoragePath, limit: int = 16 << 20) -> Any:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+        return json.loads(data) if len(data) <= limit else None
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def _abandon(handle: IO[bytes]) -> None:

@@ -19,12 +19,14 @@ import gzip
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import IO, Any
 
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api import EncodedBody, ValidationProblem
+from airflow_provider_anthropix.api.digests import IdSetDigest, content_digest, new_content_hash
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
 from airflow_provider_anthropix.api.lines import BlockSplitter, lines_of
 from airflow_provider_anthropix.api.validation import BatchChecker
@@ -51,14 +53,27 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Shard:
-    """One shard file: its name under the working prefix, request count and the body size it makes."""
+    """One shard file: its name under the working prefix, request count and the body size it makes.
+
+    ``digest`` is the file's content digest and ``ids_digest`` the digest of its custom_ids
+    (:mod:`~airflow_provider_anthropix.api.digests`): what a job checks a shard file and a
+    batch's results against later.
+    """
 
     name: str
     requests: int
     body_bytes: int
+    digest: str = ""
+    ids_digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "requests": self.requests, "body_bytes": self.body_bytes}
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "body_bytes": self.body_bytes,
+            "digest": self.digest,
+            "ids_digest": self.ids_digest,
+        }
 
 
 def body_size(file_bytes: int) -> int:
@@ -114,13 +129,23 @@ def _is_request_file(name: str) -> bool:
     return not name.startswith(("_", ".")) and name.endswith(REQUEST_SUFFIXES)
 
 
-def fingerprint_inputs(files: Iterable[ObjectStoragePath]) -> list[dict[str, Any]]:
-    """Name, size and change stamp (etag or mtime) of each input: cheap, and changes when a file does."""
+def fingerprint_inputs(files: Iterable[ObjectStoragePath], *, content: bool = False) -> list[dict[str, Any]]:
+    """Name, size and change stamp (etag or mtime) of each input; with ``content``, a digest of its contents too.
+
+    The stamp is cheap and changes whenever a file is written; the content digest says whether a
+    rewritten file still holds the same bytes (an upstream task that writes the same requests
+    again). Object stores give one for free (their ETag, a digest of the bytes); other file
+    systems are read once.
+    """
     prints = []
     for file in files:
         info = file.fs.info(file.path)
-        stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
-        prints.append({"uri": str(file), "size": int(info.get("size") or 0), "stamp": str(stamp)})
+        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+        stamp = etag or info.get("mtime") or info.get("LastModified") or ""
+        entry: dict[str, Any] = {"uri": str(file), "size": int(info.get("size") or 0), "stamp": str(stamp)}
+        if content:
+            entry["content"] = f"etag:{etag}" if etag else "sha256:" + content_digest(partial(file.open, "rb"))
+        prints.append(entry)
     return prints
 
 
@@ -146,12 +171,14 @@ class ShardWriter:
     _buffer: bytearray = field(default_factory=bytearray)
     _requests: int = 0
     _file_bytes: int = 0
+    _content: Any = field(default_factory=new_content_hash)
+    _ids: IdSetDigest = field(default_factory=IdSetDigest)
 
     def fits_alone(self, line_bytes: int) -> bool:
         """Whether one request of this encoded size fits a batch at all."""
         return body_size(line_bytes + 1) <= self.max_body_bytes
 
-    def add(self, encoded: bytes) -> None:
+    def add(self, encoded: bytes, custom_id: str) -> None:
         size = len(encoded) + 1
         if self._handle is not None and (
             self._requests >= self.max_requests or body_size(self._file_bytes + size) > self.max_body_bytes
@@ -164,24 +191,37 @@ class ShardWriter:
             self.shards.append(Shard(name, 0, 0))
         self._buffer += encoded
         self._buffer += b"\n"
+        self._ids.add(custom_id)
         self._requests += 1
         self._file_bytes += size
         if len(self._buffer) >= _WRITE_BUFFER:
-            self._handle.write(self._buffer)
-            self._buffer.clear()
+            self._write_buffer()
+
+    def _write_buffer(self) -> None:
+        assert self._handle is not None
+        self._content.update(self._buffer)
+        self._handle.write(self._buffer)
+        self._buffer.clear()
 
     def _close(self) -> None:
         if self._handle is None:
             return
         if self._buffer:
-            self._handle.write(self._buffer)
-            self._buffer.clear()
+            self._write_buffer()
         self._handle.close()
         self._handle = None
         last = self.shards[-1]
-        self.shards[-1] = replace(last, requests=self._requests, body_bytes=body_size(self._file_bytes))
+        self.shards[-1] = replace(
+            last,
+            requests=self._requests,
+            body_bytes=body_size(self._file_bytes),
+            digest=self._content.hexdigest(),
+            ids_digest=self._ids.hexdigest(),
+        )
         self._requests = 0
         self._file_bytes = 0
+        self._content = new_content_hash()
+        self._ids = IdSetDigest()
 
     def finish(self) -> list[Shard]:
         self._close()
@@ -266,7 +306,7 @@ def split_requests(
                             )
                         ]
                     elif not problems.count:
-                        writer.add(encoded)
+                        writer.add(encoded, request["custom_id"])
                         written_bytes += len(encoded) + 1
                 problems.add(found)
             if progress is not None and seen % 100_000 == 0:
@@ -305,7 +345,7 @@ def select_requests(
             with opener() as handle:
                 for custom_id, line in iter_shard_lines(handle):
                     if custom_id in wanted:
-                        writer.add(line)
+                        writer.add(line, custom_id)
         return writer.finish()
     except BaseException:
         writer.abandon()
@@ -336,14 +376,21 @@ def shard_body(open_shard: Callable[[], IO[bytes]], shard: Shard) -> EncodedBody
 class RetryScan:
     """What a retry round needs from one batch's results: which requests to send again.
 
-    ``copy`` / ``copy_bytes``: where the caller kept the scanned bytes (set by the job's files).
+    Also what the job checks and bills the batch by: ``ids_digest`` of every line's custom_id
+    (checked against the shard's before anything is acted on), ``lines``, and the token usage
+    per model of its succeeded requests. ``copy`` / ``copy_bytes`` / ``copy_digest``: where the
+    caller kept the scanned bytes (set by the job's files).
     """
 
     ids: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
     permanent_errors: dict[str, int] = field(default_factory=dict)
+    ids_digest: str = ""
+    lines: int = 0
+    tokens_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
     copy: str | None = None
     copy_bytes: int = 0
+    copy_digest: str = ""
 
     def add(self, custom_id: str, result_type: str) -> None:
         self.ids.add(custom_id)
@@ -359,9 +406,13 @@ def scan_for_retries(chunks: Iterable[bytes], *, retry_error_types: Collection[s
     """
     scan = RetryScan()
     splitter = BlockSplitter()
+    ids = IdSetDigest()
 
     def handle(block: bytes | memoryview) -> None:
-        for line in LINE_DECODER.decode_lines(block):
+        decoded = LINE_DECODER.decode_lines(block)
+        scan.lines += len(decoded)
+        for line in decoded:
+            ids.add(line.custom_id)
             result = line.result
             if result.type == "expired" and retry_expired:
                 scan.add(line.custom_id, "expired")
@@ -370,15 +421,27 @@ def scan_for_retries(chunks: Iterable[bytes], *, retry_error_types: Collection[s
                 if error_type in retry_error_types:
                     scan.add(line.custom_id, "errored")
                 else:
+                    error_type = error_type[:64]  # from the server: capped before it reaches a message
                     scan.permanent_errors[error_type] = scan.permanent_errors.get(error_type, 0) + 1
+            elif result.message is not None and result.message.usage is not None:
+                _add_usage(scan.tokens_by_model, result.message.model[:128], result.message.usage)
 
     for chunk in chunks:
         for piece in splitter.feed(chunk):
             handle(piece)
     tail = splitter.finish()
-    if tail:
+    if tail.strip():
         handle(tail)
+    scan.ids_digest = ids.hexdigest()
     return scan
+
+
+def _add_usage(by_model: dict[str, dict[str, int]], model: str, usage: Any) -> None:
+    totals = by_model.setdefault(model, {"input": 0, "output": 0, "cache_creation_input": 0, "cache_read_input": 0})
+    totals["input"] += usage.input_tokens or 0
+    totals["output"] += usage.output_tokens or 0
+    totals["cache_creation_input"] += usage.cache_creation_input_tokens or 0
+    totals["cache_read_input"] += usage.cache_read_input_tokens or 0
 
 
 def merged_results(sources: Iterable[tuple[Iterable[bytes], Collection[str]]]) -> Iterator[bytes]:

@@ -11,9 +11,8 @@ another machine after each deferral or crash, on Airflow 3.2 and 3.3 alike.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,8 +31,9 @@ from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_anthropix.api.plan import PlanOptions
     from airflow_provider_anthropix.io.pricing import PriceTable
-    from airflow_provider_anthropix.workflow.job import Done, JobRunner, JobState, Wait
+    from airflow_provider_anthropix.workflow.job import Done, JobRunner, JobState, RoundBudget, RoundState, Wait
 
 
 class _DryRunDone(Exception):
@@ -66,9 +66,19 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
       all or nothing, with one ``_manifest.json`` listing every batch and round; then apply
       ``max_errored_ratio`` (the results land first, then the gate).
 
-    The job's state is in ``work_prefix`` (default: ``<destination>/_anthropix_job/<run key>/``):
-    a retry, a cleared task or a new worker resumes where the job stood. Clearing a finished job
-    exports again from the same batches; to start afresh, remove the working folder.
+    **Identity and re-runs**: a job is, by default, its destination, its ``requests_path`` and the
+    options that shape its shards (``default_params``, both batch limits, the API version), not
+    the DAG run: any run for the same date with the same input (a manual re-run, a backfill, a
+    cleared or deleted run) resumes or exports again the same job, creating no batch. A changed
+    input (other bytes) under the same identity is a new job: it replaces the destination's
+    results all or nothing, and says so. ``job_key`` (templated, e.g. ``"{{ run_id }}"``) replaces
+    the identity; then a changed input is refused instead.
+
+    The job's state is in ``work_prefix`` (default: ``<destination>/_anthropix_job/<job key>/``):
+    a retry, a cleared task or a new worker resumes where the job stood. What stays there is
+    described in docs/jobs.md ("Working folder"): after a successful export only the journal
+    and id lists (a few KB) stay, and folders of earlier jobs of the same destination that
+    exported or sent nothing are removed; a dry run leaves nothing.
 
     :param requests_path: request file, folder or glob (templated); ``{"custom_id", "params"}`` per line.
     :param destination: folder for the merged results (templated).
@@ -87,7 +97,8 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
     :param timeout: seconds from planning to give up, kept in the journal (Airflow's deferral timeout
         restarts at every deferral; this does not). The default covers a 24 h batch per round.
     :param deferrable: wait in the triggerer (default True).
-    :param work_prefix: the job's working folder (templated).
+    :param work_prefix: the job's working folder (templated; default under the destination, named by the job key).
+    :param job_key: the job's identity (templated), instead of destination + input + options.
     :param keep_work_files: keep the shard files and scanned results copies after a successful export
         (they are removed only then: a failed job leaves them behind for its next try).
     :param anthropix_conn_id: the Anthropix connection.
@@ -95,8 +106,11 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
     :param destination_conn_id: connection of the destination's (and working folder's) store.
     :param price_table: per-model prices for the manifest's cost.
     :param lost_response_checks: looks for the batch of a create whose answer was lost (0: never adopt).
-    :param max_cost_usd: budget in US dollars at batch price for the whole first round (templated); checked
-        once, after the split and before the first create: over it, the task fails without retries.
+    :param max_cost_usd: budget in US dollars at batch price for the whole job (templated). Checked before the
+        first create (the first round's estimate on ``budget_basis``; over it, nothing is sent and the task fails
+        without retries) and before every retry round (the actual cost of the batches already ended plus the
+        round's estimate; over it, the round is not sent: the results land, then the task fails naming the
+        requests not sent again).
     :param budget_basis: ``worst_case`` or ``expected`` (see :class:`CreateBatchOperator`).
     :param dry_run: split, validate, check models and estimate; send nothing; return the estimate.
     :param estimate_sample_size: requests per model whose tokens are counted exactly.
@@ -108,6 +122,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         "destination",
         "default_params",
         "work_prefix",
+        "job_key",
         "anthropix_conn_id",
         "requests_path_conn_id",
         "destination_conn_id",
@@ -137,6 +152,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         timeout: timedelta | float = timedelta(hours=48),
         deferrable: bool = True,
         work_prefix: str | None = None,
+        job_key: str | None = None,
         keep_work_files: bool = False,
         anthropix_conn_id: str = DEFAULT_CONN_ID,
         requests_path_conn_id: str | None = None,
@@ -189,11 +205,13 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         self.job_timeout = seconds
         self.deferrable = deferrable
         self.work_prefix = work_prefix
+        self.job_key = job_key
         self.anthropix_conn_id = anthropix_conn_id
         self.requests_path_conn_id = requests_path_conn_id
         self.destination_conn_id = destination_conn_id
         self.lost_response_checks = max(0, lost_response_checks)
         self._kill_requested = False
+        self._job_folders: tuple[ObjectStoragePath, str] | None = None
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -224,12 +242,14 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             if isinstance(step, Done) and runner.state is not None and runner.state.estimate:
                 push_estimate(context, runner.state.estimate)
             if isinstance(step, Done):
+                self._sweep_earlier_jobs()
                 return step.summary
             if self.deferrable:
                 self._defer(step)
             self._poll_until_something_ends(step)
 
     def _step(self, runner: JobRunner) -> Wait | Done:
+        from airflow_provider_anthropix.api.digests import IdMismatch
         from airflow_provider_anthropix.api.errors import AnthropixError, BatchValidationError
         from airflow_provider_anthropix.failures import task_failure
         from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
@@ -252,7 +272,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             ) from None
         except InputError as exc:
             raise AirflowFailException(str(exc)) from None
-        except (DestinationError, ResultsMismatchError, ConnectionSettingsError) as exc:
+        except (DestinationError, ResultsMismatchError, ConnectionSettingsError, IdMismatch) as exc:
             raise AirflowFailException(str(exc)) from None
         except (ResultsFormatError, ExportInterrupted) as exc:
             raise AirflowException(str(exc)) from None
@@ -303,19 +323,21 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             "map_index": str(getattr(ti, "map_index", -1)),
         }
 
-    def _work_root(self, destination: ObjectStoragePath, identity: Mapping[str, str]) -> ObjectStoragePath:
-        from airflow_provider_anthropix.operators.paths import storage_path
+    def _plan_options(self, api_version: str) -> PlanOptions:
+        from airflow_provider_anthropix.api.plan import PlanOptions
 
-        if self.work_prefix:
-            return storage_path(self.work_prefix, self.destination_conn_id, "work_prefix")
-        key = hashlib.sha256("\x1f".join(identity[k] for k in sorted(identity)).encode()).hexdigest()[:16]
-        return destination / WORK_FOLDER / key
+        return PlanOptions(
+            default_params=self.default_params,
+            max_requests_per_batch=self.max_requests_per_batch,
+            max_bytes_per_batch=self.max_bytes_per_batch,
+            api_version=api_version,
+        )
 
     def _runner(self, context: Context) -> JobRunner:
         from airflow_provider_anthropix.io.job_files import JobWorkspace
-        from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable
+        from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable, destination_uri
         from airflow_provider_anthropix.operators.paths import storage_path
-        from airflow_provider_anthropix.workflow.job import JobRunner
+        from airflow_provider_anthropix.workflow.job import JobRunner, job_key
         from airflow_provider_anthropix.workflow.ledger import RecoverySettings
 
         self._kill_requested = False
@@ -326,8 +348,18 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         except DestinationError as exc:
             raise AirflowFailException(f"destination: {exc}; nothing was sent") from None
         requests_path = storage_path(self.requests_path, self.requests_path_conn_id, "requests_path")
-        identity = self._identity(context)
-        root = self._work_root(destination, identity)
+        plan = self._plan_options(config.anthropic_version)
+        key = job_key(
+            destination=destination_uri(destination),
+            requests_path=destination_uri(requests_path),
+            plan=plan,
+            given=str(self.job_key) if self.job_key else None,
+        )
+        if self.work_prefix:
+            root = storage_path(self.work_prefix, self.destination_conn_id, "work_prefix")
+        else:
+            root = destination / WORK_FOLDER / key
+        self._job_folders = None if self.work_prefix else (destination / WORK_FOLDER, key)
         settings = replace(
             self.settings_template,
             recovery=RecoverySettings(
@@ -335,32 +367,86 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
                 connect_timeout=config.connect_timeout,
                 read_timeout=config.read_timeout,
             ),
-            plan_options={
-                "default_params": self.default_params,
-                "max_requests_per_batch": self.max_requests_per_batch,
-                "max_bytes_per_batch": self.max_bytes_per_batch,
-                "api_version": config.anthropic_version,
-            },
+            plan=plan,
+            fixed_identity=bool(self.job_key or self.work_prefix),
         )
         workspace = JobWorkspace(
             root,
             requests_path=requests_path,
             destination=destination,
-            api_version=config.anthropic_version,
-            default_params=self.default_params,
-            max_requests_per_batch=self.max_requests_per_batch,
-            max_bytes_per_batch=self.max_bytes_per_batch,
+            plan=plan,
             export_options=self.export_options,
             logger=self.log,
             should_stop=lambda: self._kill_requested,
         )
-        self.log.info("Job working folder: %s", workspace.uri)
+        self.log.info("Job %s, working folder: %s", key, workspace.uri)
 
         def before_first_create(state: JobState) -> dict[str, Any] | None:
             return self._estimate(context, workspace, state, destination)
 
+        def before_retry_round(state: JobState, following: RoundState) -> RoundBudget | None:
+            return self._retry_round_budget(workspace, state, following)
+
         return JobRunner(
-            self.hook, workspace, settings, identity=identity, log=self.log, before_first_create=before_first_create
+            self.hook,
+            workspace,
+            settings,
+            key=key,
+            identity=self._identity(context),
+            log=self.log,
+            before_first_create=before_first_create,
+            before_retry_round=before_retry_round,
+        )
+
+    def _sweep_earlier_jobs(self) -> None:
+        """After an export: remove the folders of this destination's earlier jobs that are over (docs/jobs.md)."""
+        from airflow_provider_anthropix.io.job_files import sweep_other_jobs
+
+        if self._job_folders is not None:
+            parent, key = self._job_folders
+            sweep_other_jobs(parent, key, self.log)
+
+    def _retry_round_budget(self, workspace: Any, state: JobState, following: RoundState) -> RoundBudget | None:
+        """The budget gate of a retry round: actual cost of the ended batches + the round's estimate <= max_cost_usd."""
+        from airflow_provider_anthropix.api.errors import AnthropixError
+        from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
+        from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
+        from airflow_provider_anthropix.workflow.cost import CostError, estimate_cost, parse_budget, shared_prefix
+        from airflow_provider_anthropix.workflow.job import RoundBudget
+
+        try:
+            budget = parse_budget(self.max_cost_usd)
+        except CostError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if budget is None:
+            return None
+        table = self.cost_options.price_table
+        spent, unpriced = spent_usd(state, table)
+        tally = self.cost_options.tally()
+        prefix = shared_prefix(self.default_params)
+        shards = [(s.name, lambda name=s.name: workspace.open_read(name)) for s in following.shards]
+        tally_shards(shards, tally, prefix=prefix_bytes(prefix.keys if prefix else (), self.default_params))
+        try:
+            estimate = estimate_cost(tally, self.hook.count_tokens, lambda m: model_price(m, table), prefix=prefix)
+        except UnknownModelPrice as exc:
+            raise AirflowFailException(f"{exc}; the retry round was not sent") from None
+        except AnthropixError as exc:
+            raise self.api_failure(exc, "estimating the retry round's cost") from None
+        basis = self.cost_options.budget_basis
+        round_cost = estimate.cost(basis)
+        allowed = spent + round_cost <= budget
+        self.log.info(
+            "Retry round %d: ended batches cost $%.4f%s, the round's %s estimate $%.4f: %s max_cost_usd $%.4f",
+            following.index,
+            spent,
+            f" (models without a price: {', '.join(unpriced)})" if unpriced else "",
+            basis.replace("_", " "),
+            round_cost,
+            "within" if allowed else "over",
+            budget,
+        )
+        return RoundBudget(
+            allowed=allowed, spent_usd=spent, round_estimate_usd=round_cost, budget_usd=budget, basis=basis
         )
 
     def _estimate(
@@ -380,6 +466,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         if self.cost_options.dry_run:
             if figures is not None:
                 push_estimate(context, figures)
+            workspace.remove_job()  # nothing was sent: a dry run leaves no working folder behind
             self.log.info(
                 "dry_run: %s requests in %d batch(es) planned and estimated; nothing was sent",
                 f"{state.total_requests:,}",
@@ -399,3 +486,24 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
     def on_kill(self) -> None:
         """Stop an export at its next chunk (nothing is published); batches in flight are left running."""
         self._kill_requested = True
+
+
+def spent_usd(state: JobState, table: PriceTable | None) -> tuple[float, list[str]]:
+    """What the job's scanned batches cost at batch price (their results' usage), and the models without a price."""
+    from airflow_provider_anthropix.io.pricing import estimate_cost
+    from airflow_provider_anthropix.io.summary import TokenTotals
+
+    by_model: dict[str, TokenTotals] = {}
+    for _, shard in state.all_shards():
+        for model, tokens in (shard.tokens or {}).items():
+            totals = by_model.setdefault(model, TokenTotals())
+            totals.add(
+                TokenTotals(
+                    **{
+                        k: int(tokens.get(k, 0))
+                        for k in ("input", "output", "cache_creation_input", "cache_read_input")
+                    }
+                )
+            )
+    cost = estimate_cost(by_model, table)
+    return cost.usd, cost.unpriced_models

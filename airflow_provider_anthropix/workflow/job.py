@@ -38,97 +38,47 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-import msgspec
 import pendulum
 
+from airflow_provider_anthropix.api.digests import describe_id_mismatch, digest_of_ids
 from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.models import RESULT_TYPES, EncodedBody, MessageBatch, RequestCounts
+from airflow_provider_anthropix.api.plan import PlanOptions
+from airflow_provider_anthropix.workflow.journal import (
+    JOURNAL_VERSION,
+    BudgetStop,
+    JobError,
+    JobState,
+    JournalError,
+    RoundState,
+    ShardState,
+    not_sent_ids_name,
+    read_journal,
+    resent_ids_name,
+    state_to_dict,
+)
 from airflow_provider_anthropix.workflow.ledger import BatchCalls, CreateFailed, CreateLedger, RecoverySettings
 from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
-JOURNAL_VERSION = 1
-
-
-class JobError(Exception):
-    """The job cannot go on this try. ``retryable`` says whether another try of the task may."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-# -- the journal ------------------------------------------------------------------------------------
-
-
-class ShardState(msgspec.Struct, kw_only=True):
-    """One shard of one round, and the batch made from it."""
-
-    name: str
-    requests: int
-    body_bytes: int
-    batch_id: str | None = None
-    attempt: dict[str, Any] | None = None
-    ended: bool = False
-    counts: dict[str, int] | None = None
-    #: The batch's results as read at the round's end, kept in the working folder for the export.
-    results_copy: str | None = None
-    results_copy_bytes: int = 0
-
-
-class RoundState(msgspec.Struct, kw_only=True):
-    """A round: its shards; once closed, which of its requests the next round sent again."""
-
-    index: int
-    shards: list[ShardState]
-    closed: bool = False
-    #: File listing the custom_ids of this round that the next round sent again (their lines here are dropped).
-    resent_ids: str | None = None
-    #: Result types of those dropped lines, to know how many lines the merged export holds.
-    resent_counts: dict[str, int] = msgspec.field(default_factory=dict)
-    #: Errors of types that are never retried, by type.
-    permanent_errors: dict[str, int] = msgspec.field(default_factory=dict)
-
-
-class JobState(msgspec.Struct, kw_only=True):
-    """Everything a resumed job needs, as stored in the journal."""
-
-    version: int = JOURNAL_VERSION
-    identity: dict[str, str]
-    fingerprint: str
-    inputs: list[dict[str, Any]]
-    total_requests: int
-    planned_at: str
-    deadline: str
-    rounds: list[RoundState]
-    exports: int = 0
-    #: The cost estimate made before the first create (None: not made, or made by no hook).
-    estimate: dict[str, Any] | None = None
-
-    def all_shards(self) -> Iterator[tuple[RoundState, ShardState]]:
-        for round_ in self.rounds:
-            for shard in round_.shards:
-                yield round_, shard
-
-    def known_batch_ids(self) -> set[str]:
-        return {shard.batch_id for _, shard in self.all_shards() if shard.batch_id}
-
-
-_ENCODER = msgspec.json.Encoder()
-
-
-def state_to_dict(state: JobState) -> dict[str, Any]:
-    decoded: dict[str, Any] = msgspec.json.decode(_ENCODER.encode(state))
-    return decoded
-
-
-def state_from_dict(data: Mapping[str, Any]) -> JobState:
-    try:
-        return msgspec.convert(data, JobState)
-    except msgspec.ValidationError as exc:
-        raise JobError(
-            f"the job's journal is not readable ({exc}); it was not written by this version", retryable=False
-        ) from None
-
+__all__ = [
+    "JOURNAL_VERSION",
+    "Done",
+    "ExportSource",
+    "JobCalls",
+    "JobError",
+    "JobProgress",
+    "JobRunner",
+    "JobSettings",
+    "JobState",
+    "JobStorage",
+    "JournalError",
+    "PlanOptions",
+    "RoundBudget",
+    "RoundState",
+    "ShardState",
+    "Wait",
+    "job_key",
+]
 
 # -- what the job needs from the outside -------------------------------------------------------------
 
@@ -142,41 +92,60 @@ class JobCalls(BatchCalls, Protocol):
 class RetryScanResult(Protocol):
     """What a scan of one batch's results found: ids to send again, their result types, other errors.
 
-    ``copy`` names the file the scanned bytes were kept in (``copy_bytes`` long), or is None.
+    ``ids_digest`` digests every line's custom_id (checked against the shard's); ``tokens_by_model``
+    is the usage of the succeeded requests; ``copy`` names the file the scanned bytes were kept in
+    (``copy_bytes`` long, content digest ``copy_digest``), or is None.
     """
 
     ids: set[str]
     counts: dict[str, int]
     permanent_errors: dict[str, int]
+    ids_digest: str
+    tokens_by_model: dict[str, dict[str, int]]
     copy: str | None
     copy_bytes: int
+    copy_digest: str
 
 
 @dataclass(frozen=True)
 class ExportSource:
     """One batch's results in the merged export, and the custom_ids its stream leaves out.
 
-    ``copy`` (``copy_bytes`` long) is the results file the round's end kept; the export reads
-    it instead of downloading the results again, when it is still there at that size.
+    ``ids_digest`` is the shard's: the batch's stream must give the same before anything is
+    published. ``copy`` is the results file the round's end kept (content digest
+    ``copy_digest``); the export reads it instead of downloading the results again when it is
+    still exactly those bytes.
     """
 
     batch_id: str
+    shard: str
     round: int
     drop: Collection[str]
+    ids_digest: str
     copy: str | None = None
-    copy_bytes: int = 0
+    copy_digest: str | None = None
 
 
 class JobStorage(Protocol):
-    """The job's files: journal, shards, id lists and the merged export (``io/`` implements it)."""
+    """The job's files: journal, shards, id lists and the merged export (``io/`` implements it).
 
-    def load_journal(self) -> dict[str, Any] | None: ...
+    Read errors of the journal are ``ValueError`` (the runner names the file and fails for good).
+    """
+
+    @property
+    def uri(self) -> str: ...
+
+    def check_folder(self) -> None: ...
+
+    def load_journal(self) -> Any: ...
 
     def save_journal(self, data: dict[str, Any]) -> None: ...
 
-    def fingerprint(self) -> list[dict[str, Any]]: ...
+    def fingerprint(self, *, content: bool) -> list[dict[str, Any]]: ...
 
     def split(self) -> list[dict[str, Any]]: ...
+
+    def digest_of(self, name: str) -> str | None: ...
 
     def body(self, shard: ShardState) -> EncodedBody: ...
 
@@ -201,6 +170,43 @@ class JobStorage(Protocol):
     ) -> dict[str, Any]: ...
 
 
+def _digest(material: Any, length: int) -> str:
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def job_key(*, destination: str, requests_path: str, plan: PlanOptions, given: str | None = None) -> str:
+    """The job's identity, which names its working folder.
+
+    By default: where its results land, which input it reads and the options that shape it, so
+    every DAG run for the same date (a re-run, a backfill, a cleared and deleted run) finds the
+    same job and pays nothing again. The input's *contents* are checked inside the job (its
+    fingerprint): a changed input is a new job in the same folder. ``given`` (the operator's
+    templated ``job_key``) replaces all of it, e.g. ``{{ run_id }}`` for one job per run.
+    """
+    if given is not None:
+        return _digest({"job_key": given}, 24)
+    return _digest({"destination": destination, "requests_path": requests_path, "plan": plan.to_dict()}, 24)
+
+
+@dataclass(frozen=True)
+class RoundBudget:
+    """The budget gate's answer for a retry round: send it, or land what the job has and fail.
+
+    :param allowed: whether the round may be sent.
+    :param spent_usd: the actual cost of the job's ended batches.
+    :param round_estimate_usd: the round's estimate on ``basis``.
+    :param budget_usd: ``max_cost_usd``.
+    :param basis: ``worst_case`` or ``expected``.
+    """
+
+    allowed: bool
+    spent_usd: float
+    round_estimate_usd: float
+    budget_usd: float
+    basis: str
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """The options that shape a job.
@@ -213,8 +219,9 @@ class JobSettings:
         deferrals do not restart it).
     :param max_errored_ratio: after the results landed, fail when errored / total is above it.
     :param keep_work_files: keep the shard files and results copies after a successful export.
-    :param plan_options: everything else that shapes the plan (limits, defaults, API version),
-        part of the fingerprint so a resumed job with other options refuses to mix plans.
+    :param plan: the options that shape the shards (part of the fingerprint).
+    :param fixed_identity: the job's identity was given (``job_key`` or ``work_prefix``): a changed
+        input is refused instead of starting a new job in the same folder.
     """
 
     max_batches_in_flight: int = 10
@@ -225,7 +232,8 @@ class JobSettings:
     max_errored_ratio: float | None = 0.0
     keep_work_files: bool = False
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
-    plan_options: Mapping[str, Any] = field(default_factory=dict)
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    fixed_identity: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batches_in_flight < 1:
@@ -317,10 +325,14 @@ class JobRunner:
     :param calls: the API (sync).
     :param storage: the job's files.
     :param settings: options.
-    :param identity: who owns the job (dag, task, run, map index), recorded and checked.
+    :param key: the job's identity (:func:`job_key`); a journal of another key is refused.
+    :param identity: who planned the job (dag, task, run, map index), recorded for people.
     :param before_first_create: called with the planned state while no batch exists yet (the cost
         estimate and budget gate); may raise to stop the job; what it returns is kept in the
         journal (``estimate``) and the manifest. Called again on a resumed job until it returns.
+    :param before_retry_round: called with the state and a planned retry round before it is sent;
+        returns the budget gate's answer (None: no budget). A round that is not allowed is not
+        sent: the job lands what it has, then fails saying which requests were not sent again.
     """
 
     def __init__(
@@ -329,16 +341,20 @@ class JobRunner:
         storage: JobStorage,
         settings: JobSettings,
         *,
+        key: str,
         identity: Mapping[str, str],
         log: logging.Logger | Any = None,
         now: Callable[[], pendulum.DateTime] = lambda: pendulum.now("UTC"),
         sleep: Callable[[float], None] = time.sleep,
         before_first_create: Callable[[JobState], dict[str, Any] | None] | None = None,
+        before_retry_round: Callable[[JobState, RoundState], RoundBudget | None] | None = None,
     ) -> None:
         self.before_first_create = before_first_create
+        self.before_retry_round = before_retry_round
         self.calls = calls
         self.storage = storage
         self.settings = settings
+        self.key = key
         self.identity = dict(identity)
         self.log = log or logging.getLogger(__name__)
         self.now = now
@@ -352,30 +368,86 @@ class JobRunner:
         self.storage.save_journal(state_to_dict(self.state))
 
     def _fingerprint(self, inputs: list[dict[str, Any]]) -> str:
-        material = json.dumps({"inputs": inputs, "options": dict(self.settings.plan_options)}, sort_keys=True)
-        return hashlib.sha256(material.encode()).hexdigest()[:32]
+        contents = [{"uri": i.get("uri"), "content": i.get("content")} for i in inputs]
+        return _digest({"inputs": contents, "options": self.settings.plan.to_dict()}, 32)
+
+    def _journal_where(self) -> str:
+        return f"{self.storage.uri}/job.json"
+
+    def _load(self) -> JobState | None:
+        try:
+            raw = self.storage.load_journal()
+        except ValueError as exc:
+            raise JournalError(self._journal_where(), f"cannot be read ({exc})", folder=self.storage.uri) from None
+        if raw is None:
+            return None
+        state = read_journal(raw, where=self._journal_where(), folder=self.storage.uri)
+        if state.key != self.key:
+            raise JournalError(
+                self._journal_where(),
+                "belongs to another job (its key is not this job's: it was copied here, or the working folder "
+                "is shared by two jobs)",
+                folder=self.storage.uri,
+            )
+        return state
+
+    def _same_input(self, state: JobState) -> bool:
+        """Whether the input is still the one the job was planned from: cheap stamps first, contents if they differ."""
+        cheap = self.storage.fingerprint(content=False)
+        stamps = [{k: i.get(k) for k in ("uri", "size", "stamp")} for i in state.inputs]
+        if cheap == stamps:
+            return True
+        return self._fingerprint(self.storage.fingerprint(content=True)) == state.fingerprint
 
     def _load_or_plan(self) -> JobState:
-        inputs = self.storage.fingerprint()
-        fingerprint = self._fingerprint(inputs)
-        raw = self.storage.load_journal()
-        if raw is not None:
-            state = state_from_dict(raw)
-            if state.fingerprint != fingerprint:
+        try:
+            self.storage.check_folder()
+        except ValueError as exc:
+            raise JobError(str(exc), retryable=False) from None
+        state = self._load()
+        if state is not None:
+            if self._same_input(state):
+                return state
+            if self.settings.fixed_identity:
                 raise JobError(
                     "the input or the options changed since this job was planned (planned from "
-                    f"{_describe_inputs(state.inputs)}, now {_describe_inputs(inputs)}); the job does not mix "
-                    "two inputs. Restore the input, or start afresh by removing the job's working folder "
-                    "(work_prefix) or writing to a new destination.",
+                    f"{_describe_inputs(state.inputs)}); the job does not mix two inputs. Restore the input, "
+                    "or start afresh by removing the job's working folder "
+                    f"{self.storage.uri} or giving the job another job_key.",
                     retryable=False,
                 )
-            return state
+            self._supersede(state)
+        return self._plan()
+
+    def _supersede(self, state: JobState) -> None:
+        """The input changed under the job's default identity: this is a new job; the old one's files go."""
+        processing = [s.batch_id for _, s in state.all_shards() if s.batch_id and not s.ended]
+        self.log.warning(
+            "The input changed since the job planned at %s (%s): planning a new job in the same working folder; "
+            "its results will replace the earlier job's at the destination.%s",
+            state.planned_at,
+            _describe_inputs(state.inputs),
+            f" The earlier job's batches {', '.join(processing)} are still processing (and billed): cancel them "
+            "if they are not wanted."
+            if processing
+            else "",
+        )
+        names = [s.name for _, s in state.all_shards()]
+        names += [s.results_copy for _, s in state.all_shards() if s.results_copy]
+        names += [r.resent_ids for r in state.rounds if r.resent_ids]
+        if state.budget_stop is not None:
+            names.append(state.budget_stop.ids_file)
+        self.storage.remove(names)
+
+    def _plan(self) -> JobState:
         started = time.monotonic()
+        inputs = self.storage.fingerprint(content=True)
         shards = self.storage.split()
         planned = self.now()
         state = JobState(
+            key=self.key,
             identity=self.identity,
-            fingerprint=fingerprint,
+            fingerprint=self._fingerprint(inputs),
             inputs=inputs,
             total_requests=sum(int(s["requests"]) for s in shards),
             planned_at=planned.to_iso8601_string(),
@@ -398,9 +470,11 @@ class JobRunner:
     def advance(self) -> Wait | Done:
         """Move the job as far as it goes without waiting."""
         state = self.state = self._load_or_plan()
-        if self.before_first_create is not None and state.estimate is None and not self._anything_sent(state):
+        if self.before_first_create is not None and state.estimate is None and not state.anything_sent():
             state.estimate = self.before_first_create(state) or {}
             self._save()
+        if state.budget_stop is not None and self.before_retry_round is not None:
+            self._retry_after_budget_stop(state)
         while True:
             current = state.rounds[-1]
             if not current.closed:
@@ -411,10 +485,6 @@ class JobRunner:
                 self._close_round(current, state)
                 continue
             return Done(self._export(state))
-
-    @staticmethod
-    def _anything_sent(state: JobState) -> bool:
-        return any(shard.batch_id or shard.attempt for _, shard in state.all_shards())
 
     def _deadline_passed(self, state: JobState) -> bool:
         deadline = pendulum.parse(state.deadline)
@@ -428,6 +498,14 @@ class JobRunner:
                 except AnthropixError as exc:
                     raise JobError(f"checking batch {shard.batch_id} failed: {exc}", retryable=True) from None
                 if batch.is_ended:
+                    if batch.request_counts.total != shard.requests:
+                        raise JobError(
+                            f"batch {batch.id} holds {batch.request_counts.total:,} requests, but {shard.name}, "
+                            f"which the journal pairs it with, holds {shard.requests:,}: it is not this shard's "
+                            f"batch. Nothing was exported; check the journal {self._journal_where()}, or remove the "
+                            "working folder to start afresh",
+                            retryable=False,
+                        )
                     shard.ended = True
                     shard.counts = batch.request_counts.to_dict()
                     self._save()
@@ -447,7 +525,7 @@ class JobRunner:
             if len(in_flight) >= self.settings.max_batches_in_flight:
                 break
             try:
-                created = self._ledger(shard, state).resume_or_create(partial(self.storage.body, shard))
+                created = self._ledger(shard, state).resume_or_create(partial(self._checked_body, state, shard))
             except CreateFailed as exc:
                 if exc.declined and in_flight:
                     self.log.warning("The API declined a create for now (%s); waiting for batches in flight", exc)
@@ -474,6 +552,55 @@ class JobRunner:
             progress=progress,
         )
 
+    def _checked_body(self, state: JobState, shard: ShardState) -> EncodedBody:
+        """The shard's create body, from a file checked against its digest (derived again when it differs)."""
+        self._ensure_shard_file(state, shard)
+        return self.storage.body(shard)
+
+    def _ensure_shard_file(self, state: JobState, shard: ShardState) -> None:
+        if self.storage.digest_of(shard.name) == shard.digest:
+            return
+        round_index = next(r.index for r, s in state.all_shards() if s is shard)
+        self.log.warning(
+            "Shard file %s/%s is missing or not the bytes the plan recorded; deriving round %d's shards again",
+            self.storage.uri,
+            shard.name,
+            round_index,
+        )
+        if round_index == 0:
+            fresh = self.storage.split()
+        else:
+            # Every round's lines are copies of round 0's, in round 0's order: select from there.
+            for first in state.rounds[0].shards:
+                self._ensure_shard_file(state, first)
+            ids = self._read_ids_checked(state.rounds[round_index - 1])
+            fresh = self.storage.select(round_index, state.rounds[0].shards, ids)
+        planned = [_shard_facts(s) for s in state.rounds[round_index].shards]
+        if [_shard_facts(_shard(s)) for s in fresh] != planned:
+            raise JobError(
+                f"round {round_index}'s shards, derived again, differ from the plan in the journal "
+                f"{self._journal_where()}: the input changed or the journal was edited. Nothing was sent; remove the "
+                "working folder to start the job afresh",
+                retryable=False,
+            )
+
+    def _read_ids_checked(self, round_: RoundState) -> set[str]:
+        assert round_.resent_ids is not None
+        problem: str | None = None
+        try:
+            ids = self.storage.read_ids(round_.resent_ids)
+        except (OSError, ValueError) as exc:
+            ids, problem = set(), f"cannot be read ({type(exc).__name__})"
+        if problem is None and digest_of_ids(ids) != round_.resent_ids_digest:
+            problem = "is not the list the journal recorded"
+        if problem:
+            raise JobError(
+                f"{self.storage.uri}/{round_.resent_ids} {problem}; it says which results of round {round_.index} were "
+                "replaced by a retry. Restore it, or remove the working folder to start the job afresh",
+                retryable=False,
+            )
+        return ids
+
     def _ledger(self, shard: ShardState, state: JobState) -> CreateLedger:
         return CreateLedger(
             self.calls,
@@ -488,6 +615,29 @@ class JobRunner:
             now=self.now,
         )
 
+    # -- the end of a round ----------------------------------------------------------------------
+
+    def _scan(self, shard: ShardState) -> RetryScanResult:
+        """Read one ended batch's results (kept as a copy for the export), checked against the shard's ids."""
+        assert shard.batch_id is not None
+        scan = self.storage.scan_for_retries(
+            shard.batch_id,
+            self.calls.iter_result_bytes(shard.batch_id, chunk_size=1 << 20),
+            retry_error_types=self.settings.retry_error_types,
+            retry_expired=self.settings.retry_expired,
+        )
+        if scan.ids_digest != shard.ids_digest:
+            if scan.copy:
+                self.storage.remove([scan.copy])
+            raise JobError(
+                describe_id_mismatch(f"batch {shard.batch_id} ({shard.name})", shard.ids_digest, scan.ids_digest),
+                retryable=False,
+            )
+        shard.results_copy, shard.results_copy_bytes = scan.copy, scan.copy_bytes
+        shard.results_copy_digest = scan.copy_digest or None
+        shard.tokens = scan.tokens_by_model
+        return scan
+
     def _close_round(self, current: RoundState, state: JobState) -> None:
         """Every batch of the round ended: find what to send again, and plan the next round."""
         resend: set[str] = set()
@@ -499,14 +649,7 @@ class JobRunner:
             expired = shard_counts.get("expired", 0) if self.settings.retry_expired else 0
             if not errored and not expired:
                 continue
-            assert shard.batch_id is not None
-            scan = self.storage.scan_for_retries(
-                shard.batch_id,
-                self.calls.iter_result_bytes(shard.batch_id, chunk_size=1 << 20),
-                retry_error_types=self.settings.retry_error_types,
-                retry_expired=self.settings.retry_expired,
-            )
-            shard.results_copy, shard.results_copy_bytes = scan.copy, scan.copy_bytes
+            scan = self._scan(shard)
             resend |= scan.ids
             for kind, n in scan.counts.items():
                 counts[kind] = counts.get(kind, 0) + n
@@ -514,22 +657,7 @@ class JobRunner:
                 permanent[kind] = permanent.get(kind, 0) + n
         current.permanent_errors = permanent
         if resend and current.index < self.settings.max_retry_rounds:
-            ids_name = f"round-{current.index + 1}/resent_ids.txt"
-            self.storage.write_ids(ids_name, resend)
-            shards = self.storage.select(current.index + 1, current.shards, resend)
-            current.resent_ids = ids_name
-            current.resent_counts = counts
-            current.closed = True
-            state.rounds.append(RoundState(index=current.index + 1, shards=[_shard(s) for s in shards]))
-            self._save()
-            self.log.info(
-                "Round %d ended: sending %s request(s) again in round %d (%s)%s",
-                current.index,
-                f"{len(resend):,}",
-                current.index + 1,
-                _counts_text(counts),
-                f"; not retried: {_counts_text(permanent)}" if permanent else "",
-            )
+            self._start_retry_round(current, state, resend, counts)
             return
         current.closed = True
         self._save()
@@ -541,17 +669,111 @@ class JobRunner:
                 self.settings.max_retry_rounds,
             )
 
+    def _start_retry_round(
+        self, current: RoundState, state: JobState, resend: set[str], counts: dict[str, int]
+    ) -> None:
+        """Plan the next round from ``resend``; send it only if the budget gate allows it."""
+        for shard in current.shards:
+            self._ensure_shard_file(state, shard)
+        shards = [_shard(s) for s in self.storage.select(current.index + 1, current.shards, resend)]
+        following = RoundState(index=current.index + 1, shards=shards)
+        if self.before_retry_round is not None:
+            for round_ in state.rounds:
+                for shard in round_.shards:
+                    if shard.ended and shard.tokens is None:
+                        self._scan(shard)  # its actual cost (and a copy the export reads)
+            self._save()
+            gate = self.before_retry_round(state, following)
+            if gate is not None and not gate.allowed:
+                self._stop_for_budget(current, state, following, resend, counts, gate)
+                return
+        ids_name = resent_ids_name(current.index)
+        self.storage.write_ids(ids_name, resend)
+        current.resent_ids = ids_name
+        current.resent_ids_digest = digest_of_ids(resend)
+        current.resent_counts = counts
+        current.closed = True
+        state.budget_stop = None
+        state.rounds.append(following)
+        self._save()
+        self.log.info(
+            "Round %d ended: sending %s request(s) again in round %d (%s)%s",
+            current.index,
+            f"{len(resend):,}",
+            current.index + 1,
+            _counts_text(counts),
+            f"; not retried: {_counts_text(current.permanent_errors)}" if current.permanent_errors else "",
+        )
+
+    def _stop_for_budget(
+        self,
+        current: RoundState,
+        state: JobState,
+        following: RoundState,
+        resend: set[str],
+        counts: dict[str, int],
+        gate: RoundBudget,
+    ) -> None:
+        self.storage.remove([s.name for s in following.shards])
+        ids_name = not_sent_ids_name(following.index)
+        self.storage.write_ids(ids_name, resend)
+        state.budget_stop = BudgetStop(
+            round=following.index,
+            requests=len(resend),
+            ids_file=ids_name,
+            ids_digest=digest_of_ids(resend),
+            counts=counts,
+            spent_usd=gate.spent_usd,
+            round_estimate_usd=gate.round_estimate_usd,
+            budget_usd=gate.budget_usd,
+            basis=gate.basis,
+        )
+        current.closed = True
+        self._save()
+        self.log.warning("%s", _budget_text(state.budget_stop))
+
+    def _retry_after_budget_stop(self, state: JobState) -> None:
+        """A job stopped by the budget, run again (perhaps with a larger budget): try the round again."""
+        stop = state.budget_stop
+        assert stop is not None
+        current = state.rounds[-1]
+        if current.index != stop.round - 1 or not current.closed:
+            raise JobError(
+                f"the journal {self._journal_where()} records a budget stop before round {stop.round}, but its last "
+                f"round is {current.index}; remove the working folder to start afresh",
+                retryable=False,
+            )
+        try:
+            ids = self.storage.read_ids(stop.ids_file)
+        except (OSError, ValueError):
+            ids = set()
+        if digest_of_ids(ids) != stop.ids_digest:
+            raise JobError(
+                f"{self.storage.uri}/{stop.ids_file} is not the list of requests the budget stop recorded; restore "
+                "it, or remove the working folder to start afresh",
+                retryable=False,
+            )
+        self._start_retry_round(current, state, ids, dict(stop.counts))
+
     # -- the end -------------------------------------------------------------------------------
 
     def _export(self, state: JobState) -> dict[str, Any]:
         sources: list[ExportSource] = []
         totals = dict.fromkeys(RESULT_TYPES, 0)
         for round_ in state.rounds:
-            drop = self.storage.read_ids(round_.resent_ids) if round_.resent_ids else set()
+            drop = self._read_ids_checked(round_) if round_.resent_ids else set()
             for shard in round_.shards:
                 assert shard.batch_id is not None
                 sources.append(
-                    ExportSource(shard.batch_id, round_.index, drop, shard.results_copy, shard.results_copy_bytes)
+                    ExportSource(
+                        batch_id=shard.batch_id,
+                        shard=shard.name,
+                        round=round_.index,
+                        drop=drop,
+                        ids_digest=shard.ids_digest,
+                        copy=shard.results_copy,
+                        copy_digest=shard.results_copy_digest,
+                    )
                 )
                 for kind, n in (shard.counts or {}).items():
                     if kind in totals:
@@ -568,10 +790,10 @@ class JobRunner:
         )
         state.exports += 1
         self._save()
-        if not self.settings.keep_work_files:
+        if not self.settings.keep_work_files and state.budget_stop is None:
             shards = [shard for _, shard in state.all_shards()]
             self.storage.remove([s.name for s in shards] + [s.results_copy for s in shards if s.results_copy])
-        summary = {**summary, "job": {k: extra["job"][k] for k in ("rounds", "batches", "retried")}}
+        summary = {**summary, "job": {k: extra["job"][k] for k in ("rounds", "batches", "retried", "not_sent")}}
         self._apply_outcome(expected, state, summary)
         return summary
 
@@ -596,8 +818,24 @@ class JobRunner:
             for round_, following in zip(state.rounds, state.rounds[1:], strict=False)
             if round_.resent_ids
         ]
+        stop = state.budget_stop
+        not_sent = (
+            {
+                "requests": stop.requests,
+                "reasons": dict(stop.counts),
+                "why": "max_cost_usd",
+                "spent_usd": stop.spent_usd,
+                "round_estimate_usd": stop.round_estimate_usd,
+                "budget_usd": stop.budget_usd,
+                "basis": stop.basis,
+            }
+            if stop is not None
+            else None
+        )
         return {
             "job": {
+                "key": state.key,
+                "fingerprint": state.fingerprint,
                 "identity": state.identity,
                 "planned_at": state.planned_at,
                 "deadline": state.deadline,
@@ -605,6 +843,7 @@ class JobRunner:
                 "rounds": len(state.rounds),
                 "batches": len(batches),
                 "retried": retried,
+                "not_sent": not_sent,
                 "batch_list": batches,
                 "final_counts": expected.to_dict(),
                 "not_retried_errors": _merge_counts(r.permanent_errors for r in state.rounds),
@@ -620,6 +859,13 @@ class JobRunner:
             f"job results landed at {summary.get('destination')}: {_counts_text(expected.to_dict())} "
             f"of {total:,} requests after {len(state.rounds)} round(s)"
         )
+        if state.budget_stop is not None:
+            raise JobError(
+                f"{text}; failing: {_budget_text(state.budget_stop)} The results, with the last answer of every "
+                f"request, are published: see the manifest. The ids are listed in {self.storage.uri}/"
+                f"{state.budget_stop.ids_file}; raise max_cost_usd and clear the task to send them.",
+                retryable=False,
+            )
         if ratio_limit is not None and ratio > ratio_limit:
             by_type = _merge_counts(r.permanent_errors for r in state.rounds)
             raise JobError(
@@ -651,8 +897,27 @@ class JobRunner:
         )
 
 
+def _budget_text(stop: BudgetStop) -> str:
+    return (
+        f"{stop.requests:,} request(s) ({_counts_text(stop.counts)}) were not sent again in round {stop.round}: "
+        f"the job's ended batches cost ${stop.spent_usd:.4f} and the round's {stop.basis.replace('_', ' ')} "
+        f"estimate is ${stop.round_estimate_usd:.4f}, ${stop.spent_usd + stop.round_estimate_usd:.4f} in all, "
+        f"over max_cost_usd ${stop.budget_usd:.4f}."
+    )
+
+
+def _shard_facts(shard: ShardState) -> tuple[str, int, int, str, str]:
+    return (shard.name, shard.requests, shard.body_bytes, shard.digest, shard.ids_digest)
+
+
 def _shard(data: Mapping[str, Any]) -> ShardState:
-    return ShardState(name=str(data["name"]), requests=int(data["requests"]), body_bytes=int(data["body_bytes"]))
+    return ShardState(
+        name=str(data["name"]),
+        requests=int(data["requests"]),
+        body_bytes=int(data["body_bytes"]),
+        digest=str(data["digest"]),
+        ids_digest=str(data["ids_digest"]),
+    )
 
 
 def _counts_text(counts: Mapping[str, int] | None) -> str:

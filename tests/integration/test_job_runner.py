@@ -9,6 +9,8 @@ job publishes.
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from airflow_provider_anthropix.api import ClientConfig, SyncClient
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.io.export import ExportOptions
 from airflow_provider_anthropix.io.job_files import JobWorkspace
-from airflow_provider_anthropix.workflow.job import Done, JobError, JobRunner, JobSettings, Wait
+from airflow_provider_anthropix.workflow.job import Done, JobError, JobRunner, JobSettings, PlanOptions, Wait
 from airflow_provider_anthropix.workflow.ledger import RecoverySettings
 from tests.support.airflow import write_prompts
 
@@ -69,7 +71,7 @@ class JobHarness:
         self.max_requests = settings.pop("max_requests_per_batch", 10)
         self.settings = JobSettings(
             recovery=RecoverySettings(checks=2, interval=0.0, clock_skew=5.0),
-            plan_options={"max_requests_per_batch": self.max_requests},
+            plan=PlanOptions(default_params=DEFAULTS, max_requests_per_batch=self.max_requests, max_bytes_per_batch=1 << 20),
             **settings,
         )
 
@@ -78,15 +80,17 @@ class JobHarness:
             ObjectStoragePath(f"file://{self.work}"),
             requests_path=ObjectStoragePath(f"file://{self.input}"),
             destination=ObjectStoragePath(f"file://{self.destination}"),
-            api_version="2026-10-21",
-            default_params=DEFAULTS,
-            max_requests_per_batch=self.max_requests,
-            max_bytes_per_batch=1 << 20,
+            plan=self.settings.plan,
             export_options=ExportOptions(pipeline=False),
             **crash,
         )
         runner = JobRunner(
-            self.client, workspace, self.settings, identity={"dag_id": "d", "task_id": "t"}, sleep=lambda s: None
+            self.client,
+            workspace,
+            self.settings,
+            key="job-key",
+            identity={"dag_id": "d", "task_id": "t"},
+            sleep=lambda s: None,
         )
         return runner, workspace
 
@@ -204,7 +208,8 @@ def test_a_finished_job_cleared_exports_again_from_the_same_batches(harness: Job
     assert harness.emulator.stats()["batches_created"] == 3
 
 
-def test_a_changed_input_is_refused_instead_of_mixed(harness: JobHarness) -> None:
+def test_a_changed_input_under_a_given_job_key_is_refused_instead_of_mixed(harness: JobHarness) -> None:
+    harness.settings = replace(harness.settings, fixed_identity=True)
     write_prompts(harness.input, IDS)
     runner, _ = harness.runner()
     assert isinstance(runner.advance(), Wait)
@@ -213,6 +218,33 @@ def test_a_changed_input_is_refused_instead_of_mixed(harness: JobHarness) -> Non
     with pytest.raises(JobError, match="input or the options changed") as info:
         resumed.advance()
     assert not info.value.retryable
+
+
+def test_a_changed_input_under_the_default_identity_is_a_new_job_that_replaces_the_results(
+    harness: JobHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_prompts(harness.input, IDS)
+    harness.run(harness.runner()[0])
+    assert harness.emulator.stats()["batches_created"] == 3
+    write_prompts(harness.input, [*IDS, "c-99"])
+    with caplog.at_level("WARNING"):
+        harness.run(harness.runner()[0])
+    assert "The input changed since the job planned" in caplog.text
+    assert "holds the results of an earlier job" in caplog.text
+    assert sorted(json.loads(line)["custom_id"] for line in harness.lines()) == [*IDS, "c-99"]
+    assert harness.emulator.stats()["batches_created"] == 6
+
+
+def test_the_same_input_written_again_is_the_same_job(harness: JobHarness) -> None:
+    write_prompts(harness.input, IDS)
+    harness.run(harness.runner()[0])
+    first = harness.lines()
+    stamp = harness.input.stat().st_mtime_ns
+    write_prompts(harness.input, IDS)  # the same bytes, a new modification time
+    os.utime(harness.input, ns=(stamp + 10**9, stamp + 10**9))
+    harness.run(harness.runner()[0])
+    assert harness.emulator.stats()["batches_created"] == 3
+    assert harness.lines() == first
 
 
 def test_max_batches_in_flight_is_honoured(emulator: EmulatorHandle, emulator_api_key: str, tmp_path: Path) -> None:

@@ -1,0 +1,134 @@
+"""Digests that let a job check what it reads back from its working folder and from the API.
+
+A job's working folder is input from an untrusted store: anyone with write access to the
+bucket, or a bug in an earlier release, may have changed a shard file, a kept results copy or
+the journal itself. Two digests make each fact checkable before it is acted on:
+
+- :func:`new_content_hash` (SHA-256 of a file's bytes): a shard file or a results copy is
+  exactly the bytes the journal recorded, or it is derived / downloaded again;
+- :class:`IdSetDigest`: an order-independent digest of a *set of custom_ids*. A shard records
+  the digest of its requests' ids; a batch's results must give the same digest before they are
+  scanned or exported, so a journal that names another job's batch of the same size, or a
+  results copy with one custom_id renamed, is refused instead of published.
+
+The id digest sums a 128-bit BLAKE2b hash of each id modulo 2**128 and keeps the count beside
+it: the order of the lines does not matter (results come in no particular order), a missing
+id, an extra one or a repeated one all change it, and it costs one hash per line, with no set
+of 100,000 ids held in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
+
+import msgspec
+
+from airflow_provider_anthropix.api.lines import BlockSplitter
+
+_MASK = (1 << 128) - 1
+_READ_CHUNK = 1 << 20
+
+
+def new_content_hash() -> hashlib._Hash:
+    """The hash of file contents recorded in the journal (SHA-256; hardware-accelerated on most CPUs)."""
+    return hashlib.sha256()
+
+
+def content_digest(open_file: Callable[[], IO[bytes]]) -> str:
+    """The content digest of a whole file, read a megabyte at a time."""
+    digest = new_content_hash()
+    with open_file() as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class IdSetDigest:
+    """An order-independent digest of a multiset of custom_ids: ``<count>:<32 hex digits>``."""
+
+    __slots__ = ("count", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+
+    def add(self, custom_id: str) -> None:
+        self.total = (self.total + _id_hash(custom_id)) & _MASK
+        self.count += 1
+
+    def update(self, ids: Iterable[str]) -> None:
+        total, count = self.total, self.count
+        for custom_id in ids:
+            total += _id_hash(custom_id)
+            count += 1
+        self.total, self.count = total & _MASK, count
+
+    def merge(self, other_hex: str) -> None:
+        """Add a digest taken elsewhere (a round's shards together make the round's id set)."""
+        count, total = parse_id_digest(other_hex)
+        self.count += count
+        self.total = (self.total + total) & _MASK
+
+    def hexdigest(self) -> str:
+        return f"{self.count}:{self.total:032x}"
+
+
+def _id_hash(custom_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=16).digest(), "big")
+
+
+def parse_id_digest(value: str) -> tuple[int, int]:
+    """``(count, total)`` of an id digest; ``ValueError`` when it is not one (it comes from a journal)."""
+    count_text, _, total_text = value.partition(":")
+    if not count_text.isdigit() or len(total_text) != 32:
+        raise ValueError(f"not an id digest: {value[:80]!r}")
+    return int(count_text), int(total_text, 16)
+
+
+def digest_of_ids(ids: Iterable[str]) -> str:
+    digest = IdSetDigest()
+    digest.update(ids)
+    return digest.hexdigest()
+
+
+class _IdOnly(msgspec.Struct, gc=False):
+    custom_id: str = ""
+
+
+_ID_DECODER = msgspec.json.Decoder(_IdOnly)
+
+
+class IdMismatch(ValueError):
+    """A batch's results are not the requests of the shard the journal pairs them with."""
+
+
+def checked_ids(chunks: Iterable[bytes], expected: str, what: str) -> Iterator[bytes]:
+    """Pass ``chunks`` through unchanged; at the end, raise :class:`IdMismatch` unless their ids digest to ``expected``.
+
+    Raising at the end of the stream is early enough for an export: it publishes nothing until
+    every stream has ended. ``what`` names the stream in the error (batch and shard).
+    """
+    digest = IdSetDigest()
+    splitter = BlockSplitter()
+    for chunk in chunks:
+        for piece in splitter.feed(chunk):
+            digest.update(line.custom_id for line in _ID_DECODER.decode_lines(piece))
+        yield chunk
+    tail = splitter.finish()
+    if tail.strip():
+        digest.update(line.custom_id for line in _ID_DECODER.decode_lines(tail))
+    found = digest.hexdigest()
+    if found != expected:
+        raise IdMismatch(describe_id_mismatch(what, expected, found))
+
+
+def describe_id_mismatch(what: str, expected: str, found: str) -> str:
+    want, _ = parse_id_digest(expected)
+    got, _ = parse_id_digest(found)
+    how = "the same number of" if want == got else f"{got:,} instead of {want:,}"
+    return (
+        f"{what}: the results hold {how} custom_ids, but not the shard's own set: the journal pairs this "
+        "shard with a batch that was not made from it, or the results were changed. Nothing was published"
+    )
