@@ -29,6 +29,9 @@ os.environ["AIRFLOW_HOME"] = _SESSION_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_HOME}/airflow.db"
 
+#: Fixtures shared by several folders: the S3 API server (``s3_url``, ``s3``).
+pytest_plugins = ["tests.support.s3"]
+
 #: The key the session emulator accepts (any other key gets 401).
 EMULATOR_API_KEY = "sk-ant-emulator-test-key"
 #: Short processing so lifecycle tests end quickly; tests needing an instant end use ``emulator.advance``.

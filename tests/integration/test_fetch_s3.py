@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,53 +20,7 @@ from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from airflow_provider_anthropix.io import read_manifest
 from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from tests.support.emulator import ended_batch, served_bytes
-
-BUCKET = "anthropix-results"
-CONN_ID = "anthropix_fetch_test_s3"
-
-
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
-    # Port 0: the server binds a free port itself (no window for another process to take it).
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A boto3 client for the test server, the bucket, and the Airflow connection in the environment."""
-    import boto3
-
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{CONN_ID.upper()}",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": s3_url, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    buckets = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
-    if BUCKET not in buckets:
-        client.create_bucket(Bucket=BUCKET)
-    return client
+from tests.support.s3 import BUCKET, CONN_ID
 
 
 def keys(s3: Any, prefix: str) -> list[str]:

@@ -10,101 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import replace
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pendulum
 import pytest
-from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_anthropix.api import ClientConfig, SyncClient
 from airflow_provider_anthropix.emulator import EmulatorHandle
-from airflow_provider_anthropix.io.export import ExportOptions
-from airflow_provider_anthropix.io.job_files import JobWorkspace
-from airflow_provider_anthropix.workflow.job import Done, JobError, JobRunner, JobSettings, PlanOptions, Wait
-from airflow_provider_anthropix.workflow.ledger import RecoverySettings
+from airflow_provider_anthropix.workflow.job import JobError, JobSettings, Wait
 from tests.support.airflow import write_prompts
-
-DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 16}
-
-
-class Crash(Exception):
-    """Stands in for a worker killed at a chosen step."""
-
-
-class CrashingWorkspace(JobWorkspace):
-    """Dies before the ``crash_at``-th journal write (1-based); 0 never dies."""
-
-    def __init__(self, *args: Any, crash_at: int = 0, crash_in_export: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.crash_at = crash_at
-        self.crash_in_export = crash_in_export
-        self.saves = 0
-
-    def save_journal(self, data: dict[str, Any]) -> None:
-        self.saves += 1
-        if self.saves == self.crash_at:
-            raise Crash(f"killed before journal write {self.saves}")
-        super().save_journal(data)
-
-    def export(self, sources: list[Any], chunks_of: Callable[[str], Iterable[bytes]], *args: Any) -> dict[str, Any]:
-        if self.crash_in_export:
-
-            def dying(batch_id: str) -> Iterable[bytes]:
-                yield from chunks_of(batch_id)
-                raise Crash("killed during the export")
-
-            return super().export(sources, dying, *args)
-        return super().export(sources, chunks_of, *args)
-
-
-class JobHarness:
-    def __init__(self, emulator: EmulatorHandle, api_key: str, tmp: Path, **settings: Any) -> None:
-        self.emulator = emulator
-        self.client = SyncClient(ClientConfig(api_key=api_key, base_url=emulator.url, max_retries=0))
-        self.tmp = tmp
-        self.input = tmp / "prompts.jsonl"
-        self.destination = tmp / "out"
-        self.work = tmp / "work"
-        self.max_requests = settings.pop("max_requests_per_batch", 10)
-        self.settings = JobSettings(
-            recovery=RecoverySettings(checks=2, interval=0.0, clock_skew=5.0),
-            plan=PlanOptions(default_params=DEFAULTS, max_requests_per_batch=self.max_requests, max_bytes_per_batch=1 << 20),
-            **settings,
-        )
-
-    def runner(self, **crash: Any) -> tuple[JobRunner, CrashingWorkspace]:
-        workspace = CrashingWorkspace(
-            ObjectStoragePath(f"file://{self.work}"),
-            requests_path=ObjectStoragePath(f"file://{self.input}"),
-            destination=ObjectStoragePath(f"file://{self.destination}"),
-            plan=self.settings.plan,
-            export_options=ExportOptions(pipeline=False),
-            **crash,
-        )
-        runner = JobRunner(
-            self.client,
-            workspace,
-            self.settings,
-            key="job-key",
-            identity={"dag_id": "d", "task_id": "t"},
-            sleep=lambda s: None,
-        )
-        return runner, workspace
-
-    def run(self, runner: JobRunner, *, steps: int = 50) -> Done:
-        for _ in range(steps):
-            step = runner.advance()
-            if isinstance(step, Done):
-                return step
-            assert isinstance(step, Wait) and step.batch_ids
-            self.emulator.advance(5)  # every batch in flight ends
-        raise AssertionError("the job did not finish")
-
-    def lines(self) -> list[bytes]:
-        return (self.destination / "results.jsonl").read_bytes().splitlines()
+from tests.support.job import Crash, JobHarness
 
 
 @pytest.fixture
