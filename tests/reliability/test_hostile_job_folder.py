@@ -98,7 +98,7 @@ def test_a_plan_naming_one_file_for_two_shards_is_refused_before_the_second_crea
     shards[1].update({k: shards[0][k] for k in ("name", "digest", "ids_digest", "requests", "body_bytes")})
     harness.write_journal(journal)
     harness.emulator.advance(5)
-    with pytest.raises(JournalError, match="twice|names 'round-0/shard-00000.jsonl' as the file of round 0, shard 1"):
+    with pytest.raises(JournalError, match=r"twice|names 'round-0/shard-00000.jsonl' as the file of round 0, shard 1"):
         harness.runner()[0].advance()
     assert created(harness) == 1
 
@@ -110,7 +110,7 @@ def test_a_plan_naming_one_batch_for_two_shards_is_refused(harness: JobHarness) 
     shards = journal["rounds"][0]["shards"]
     shards[1]["batch_id"] = shards[0]["batch_id"]
     harness.write_journal(journal)
-    with pytest.raises(JournalError, match="pairs batch .* with two shards"):
+    with pytest.raises(JournalError, match=r"pairs batch .* with two shards"):
         harness.runner()[0].advance()
 
 
@@ -128,7 +128,7 @@ def test_a_changed_shard_file_is_derived_again_from_the_input_before_it_is_sent(
 
 BROKEN_JOURNALS: dict[str, Any] = {
     "empty": b"",
-    "not JSON": b"{\"rounds\": [",
+    "not JSON": b'{"rounds": [',
     "a JSON list": [1, 2],
     "no rounds": {"rounds": []},
     "a bad deadline": {"deadline": "the day after tomorrow"},
