@@ -24,10 +24,16 @@ from airflow_provider_anthropix.api.limits import (
 )
 
 __all__ = [
+    "IMAGE_MEDIA_TYPES",
+    "MIN_THINKING_BUDGET",
     "BatchChecker",
     "ValidationProblem",
     "check_api_version",
     "check_body_size",
+    "output_config_problem",
+    "source_problem",
+    "thinking_problem",
+    "tool_choice_problem",
     "validate_batch",
     "validate_request",
 ]
@@ -41,6 +47,14 @@ _ENTRY_FIELDS = frozenset({"custom_id", "params"})
 _ROLES = ("user", "assistant")
 #: The message for a required param that is absent (callers match it to suggest ``default_params``).
 MISSING_PARAM = "params.{} is missing"
+#: Media types a base64 image source may declare.
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+#: What a document source of each type must declare as its media type.
+_DOCUMENT_MEDIA_TYPES = {"base64": "application/pdf", "text": "text/plain"}
+#: The smallest thinking budget the API takes.
+MIN_THINKING_BUDGET = 1024
+_THINKING_TYPES = ("enabled", "adaptive", "disabled")
+_TOOL_CHOICE_TYPES = ("auto", "any", "none", "tool")
 
 
 def _is_int(value: Any) -> bool:
@@ -74,15 +88,52 @@ def _check_sampling(params: Mapping[str, Any], api_version: str, problems: list[
             problems.append(f"params.{name} must be a number between 0 and 1; got {value!r}")
 
 
+def source_problem(kind: str, source: Any) -> str | None:
+    """What is wrong with the ``source`` of an ``image`` or ``document`` block (None: nothing we check).
+
+    Only the declared media types are checked: a base64 image must be PNG, JPEG, GIF or
+    WebP and a base64 document a PDF, as the API answers every other type with a 400 per
+    request. Source types this module does not know (``file``, ``content``, ...) pass, so a
+    newer API feature is not refused here. The returned text follows the block's path
+    (``.source.media_type ...``). Shared with the emulator's fast intake, which must agree.
+    """
+    if not isinstance(source, Mapping):
+        return ".source must be an object with a string 'type'"
+    source_type = source.get("type")
+    if not isinstance(source_type, str):
+        return ".source must be an object with a string 'type'"
+    if source_type == "url":
+        return None if isinstance(source.get("url"), str) else ".source.url must be a string"
+    media_type = source.get("media_type")
+    if kind == "image":
+        if source_type != "base64":
+            return None
+        if media_type not in IMAGE_MEDIA_TYPES:
+            return f".source.media_type must be one of {', '.join(IMAGE_MEDIA_TYPES)} for a base64 image; got {_short_repr(media_type)}"
+    else:
+        wanted = _DOCUMENT_MEDIA_TYPES.get(source_type)
+        if wanted is None:
+            return None
+        if media_type != wanted:
+            return f".source.media_type must be {wanted!r} for a {source_type} document; got {_short_repr(media_type)}"
+    if not isinstance(source.get("data"), str):
+        return ".source.data must be a string"
+    return None
+
+
 def _check_blocks(blocks: list[Any], where: str, role: str | None, api_version: str, problems: list[str]) -> None:
     strict = api_version in _STRICT_VERSIONS
     for b, block in enumerate(blocks):
         if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
             problems.append(f"{where}[{b}] must be an object with a string 'type'")
             continue
+        kind = block["type"]
+        if kind == "image" or kind == "document":
+            problem = source_problem(kind, block.get("source"))
+            if problem is not None:
+                problems.append(f"{where}[{b}]{problem}")
         if not strict or role is None:
             continue
-        kind = block["type"]
         if role == "assistant" and kind == "document":
             problems.append(
                 f"{where}[{b}]: a document block in an assistant message {_not_accepted_by(api_version)}; "
@@ -136,13 +187,96 @@ def _check_optional_fields(params: Mapping[str, Any], problems: list[str]) -> No
         stops = params["stop_sequences"]
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             problems.append("params.stop_sequences must be a list of strings")
-    for name in ("metadata", "tool_choice", "thinking"):
-        if name in params and not isinstance(params[name], Mapping):
-            problems.append(f"params.{name} must be an object")
+    if "metadata" in params and not isinstance(params["metadata"], Mapping):
+        problems.append("params.metadata must be an object")
+    tools = params.get("tools")
     if "tools" in params:
-        tools = params["tools"]
         if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
             problems.append("params.tools must be a list of objects")
+            tools = None
+        else:
+            for t, tool in enumerate(tools):
+                if not isinstance(tool.get("name"), str) or not tool["name"]:
+                    problems.append(f"params.tools[{t}].name must be a non-empty string")
+    if "tool_choice" in params:
+        _add(problems, "params.tool_choice", tool_choice_problem(params["tool_choice"], tools))
+    if "thinking" in params:
+        _add(problems, "params.thinking", thinking_problem(params["thinking"], params.get("max_tokens")))
+    if "output_config" in params:
+        _add(problems, "params.output_config", output_config_problem(params["output_config"]))
+
+
+def _add(problems: list[str], where: str, problem: str | None) -> None:
+    if problem is not None:
+        problems.append(where + problem)
+
+
+def tool_choice_problem(tool_choice: Any, tools: Any) -> str | None:
+    """What is wrong with ``tool_choice`` given the request's ``tools`` (None: nothing).
+
+    A ``{"type": "tool", "name": ...}`` choice must name one of ``tools``: the API refuses
+    a forced call of a tool it was not given. The text follows ``params.tool_choice``.
+    """
+    if not isinstance(tool_choice, Mapping):
+        return " must be an object"
+    kind = tool_choice.get("type")
+    if kind not in _TOOL_CHOICE_TYPES:
+        return f".type must be one of {', '.join(map(repr, _TOOL_CHOICE_TYPES))}; got {_short_repr(kind)}"
+    if kind != "tool":
+        return None
+    name = tool_choice.get("name")
+    if not isinstance(name, str):
+        return ".name must be a string naming one of params.tools when type is 'tool'"
+    names = [t.get("name") for t in tools if isinstance(t, Mapping)] if isinstance(tools, list) else []
+    if name not in names:
+        given = ", ".join(repr(n) for n in names[:5] if isinstance(n, str)) or "none"
+        return f".name {_short_repr(name)} names no tool in params.tools (tools given: {given})"
+    return None
+
+
+def thinking_problem(thinking: Any, max_tokens: Any) -> str | None:
+    """What is wrong with ``thinking`` (None: nothing); the text follows ``params.thinking``.
+
+    An ``enabled`` budget must be at least :data:`MIN_THINKING_BUDGET` and below
+    ``max_tokens`` (the thinking is part of the output ``max_tokens`` caps). A bad
+    ``max_tokens`` is reported on its own, so the comparison is skipped then.
+    """
+    if not isinstance(thinking, Mapping):
+        return " must be an object"
+    kind = thinking.get("type")
+    if kind not in _THINKING_TYPES:
+        return f".type must be one of {', '.join(map(repr, _THINKING_TYPES))}; got {_short_repr(kind)}"
+    if kind != "enabled":
+        return None
+    budget: Any = thinking.get("budget_tokens")
+    if not _is_int(budget) or budget < MIN_THINKING_BUDGET:
+        return f".budget_tokens must be an integer >= {MIN_THINKING_BUDGET:,} when thinking is enabled; got {_short_repr(budget)}"
+    if _is_int(max_tokens) and budget >= max_tokens:
+        return (
+            f".budget_tokens ({budget:,}) must be less than params.max_tokens ({max_tokens:,}); "
+            "raise max_tokens or lower the budget"
+        )
+    return None
+
+
+def output_config_problem(config: Any) -> str | None:
+    """What is wrong with ``output_config`` (None: nothing); the text follows ``params.output_config``.
+
+    A ``json_schema`` format must carry its schema as an object; other format types and
+    other keys pass unchecked (the schema itself is the API's to judge: checking it per
+    request would cost more than the rest of validation together).
+    """
+    if not isinstance(config, Mapping):
+        return " must be an object"
+    if "format" in config:
+        fmt = config["format"]
+        if not isinstance(fmt, Mapping) or not isinstance(fmt.get("type"), str):
+            return ".format must be an object with a string 'type'"
+        if fmt["type"] == "json_schema" and not isinstance(fmt.get("schema"), Mapping):
+            return ".format.schema must be an object (a JSON Schema) for a json_schema format"
+    if "effort" in config and not isinstance(config["effort"], str):
+        return f".effort must be a string such as 'low', 'medium' or 'high'; got {_short_repr(config['effort'])}"
+    return None
 
 
 def _check_params(params: Any, api_version: str, problems: list[str]) -> None:

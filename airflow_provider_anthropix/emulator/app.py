@@ -462,7 +462,8 @@ class EmulatorApp:
                 f"{refused[0]}: Extra inputs are not permitted (count_tokens takes a Messages body "
                 "without max_tokens and generation settings)",
             )
-        params = {**payload, "max_tokens": 1}
+        # A count has no max_tokens; one above any thinking budget lets the shared checks run on the rest.
+        params = {**payload, "max_tokens": 1 << 62}
         problems = [
             p.removeprefix("params.")
             for p in validate_request({"custom_id": "count", "params": params}, api_version=version)

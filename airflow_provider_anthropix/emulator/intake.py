@@ -24,6 +24,12 @@ import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
 from airflow_provider_anthropix.api.limits import CUSTOM_ID_RE
+from airflow_provider_anthropix.api.validation import (
+    output_config_problem,
+    source_problem,
+    thinking_problem,
+    tool_choice_problem,
+)
 
 #: Versions whose rules reject sampling fields and some block placements (as the validator's).
 _STRICT_VERSIONS = frozenset({"2026-10-21"})
@@ -41,6 +47,8 @@ class Block(Struct, gc=False):
     text: Any = None
     citations: Any = None
     cache_control: Any = None
+    #: an image's or document's source; other blocks' ``source`` (a search result's URL) too
+    source: Any = None
 
 
 class Message(Struct, gc=False):
@@ -63,8 +71,10 @@ class Params(Struct, gc=False):
     top_k: Any = UNSET
     stop_sequences: list[str] | UnsetType = UNSET
     metadata: _Object | UnsetType = UNSET
-    tool_choice: _Object | UnsetType = UNSET
-    thinking: _Object | UnsetType = UNSET
+    # Small objects the shared checks look into (forced tool, thinking budget, output format).
+    tool_choice: Any = UNSET
+    thinking: Any = UNSET
+    output_config: Any = UNSET
     tools: list[dict[str, Any]] | UnsetType = UNSET  # decoded whole: they count as input tokens
 
 
@@ -114,18 +124,36 @@ def _params_ok(params: Params, strict: bool) -> bool:
         for value in (params.temperature, params.top_p):
             if value is not UNSET and not _is_unit(value):
                 return False
+    if not _extras_ok(params):
+        return False
     for m, message in enumerate(params.messages):
         role = message.role
         if role not in _ROLES or (m == 0 and role != "user"):
             return False
         content = message.content
-        if strict and not isinstance(content, str):
-            for block in content:
-                if role == "assistant" and block.type == "document":
-                    return False
-                if role == "user" and block.type == "text" and block.citations:
-                    return False
+        if isinstance(content, str):
+            continue
+        for block in content:
+            kind = block.type
+            if (kind == "image" or kind == "document") and source_problem(kind, block.source) is not None:
+                return False
+            if strict and role == "assistant" and kind == "document":
+                return False
+            if strict and role == "user" and kind == "text" and block.citations:
+                return False
     return True
+
+
+def _extras_ok(params: Params) -> bool:
+    """The optional fields' rules, by the validator's own functions (so the two cannot drift)."""
+    tools = params.tools
+    if tools is not UNSET and not all(isinstance(t.get("name"), str) and t["name"] for t in tools):
+        return False
+    if params.tool_choice is not UNSET and tool_choice_problem(params.tool_choice, tools) is not None:
+        return False
+    if params.thinking is not UNSET and thinking_problem(params.thinking, params.max_tokens) is not None:
+        return False
+    return params.output_config is UNSET or output_config_problem(params.output_config) is None
 
 
 def fast_requests(body: bytes | bytearray, *, api_version: str, max_requests: int) -> list[Request] | None:

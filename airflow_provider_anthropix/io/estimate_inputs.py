@@ -29,11 +29,22 @@ _MAX_MANIFEST_BYTES = 16 << 20
 log = logging.getLogger(__name__)
 
 
+#: What an absent ``system``/``tools`` decodes to: no bytes, which no encoded value equals.
+_ABSENT = msgspec.Raw()
+
+
 class _Params(msgspec.Struct, gc=False):
+    """The part of a shard line's params the tally reads.
+
+    ``system`` and ``tools`` stay as their raw bytes (any JSON: a string, a list of blocks),
+    only to be compared with the shared prefix's encoding. ``msgspec.Raw`` cannot sit in a
+    union (``Raw | None`` accepts nothing but null), so absence is the empty ``Raw``.
+    """
+
     model: str = ""
     max_tokens: int = 0
-    system: msgspec.Raw | None = None
-    tools: msgspec.Raw | None = None
+    system: msgspec.Raw = _ABSENT
+    tools: msgspec.Raw = _ABSENT
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -72,10 +83,7 @@ def tally_shards(
                     continue
                 decoded = _LINE.decode(line)
                 params = decoded.params or _Params()
-                shares = bool(wanted) and all(
-                    (getattr(params, key) is not None and bytes(getattr(params, key)) == value)
-                    for key, value in wanted.items()
-                )
+                shares = bool(wanted) and all(bytes(getattr(params, key)) == value for key, value in wanted.items())
                 tally.observe(
                     decoded.custom_id,
                     params.model,

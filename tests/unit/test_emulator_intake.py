@@ -35,13 +35,22 @@ CASES: dict[str, dict[str, Any]] = {
     "valid": good(),
     "valid-extra-params-field": good(service_tier="auto", container="x"),
     "valid-image-block": with_messages(
+        {
+            "role": "user",
+            "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}],
+        }
+    ),
+    "image-media-type-missing": with_messages(
         {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "AA"}}]}
     ),
     "valid-system-blocks": good(system=[{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}]),
     "valid-huge-max-tokens": good(max_tokens=10**30),
     "valid-tools": good(tools=[{"name": "t"}], tool_choice={"type": "auto"}, metadata={"user_id": "u"}),
     "valid-text-null": with_messages({"role": "user", "content": [{"type": "text", "text": None}]}),
-    "valid-document-in-user": with_messages({"role": "user", "content": [{"type": "document", "source": {}}]}),
+    "valid-document-in-user": with_messages(
+        {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}
+    ),
+    "document-source-empty": with_messages({"role": "user", "content": [{"type": "document", "source": {}}]}),
     "valid-empty-citations": with_messages(
         {"role": "user", "content": [{"type": "text", "text": "a", "citations": []}]}
     ),
@@ -81,7 +90,8 @@ CASES: dict[str, dict[str, Any]] = {
     "messages-empty": good(messages=[]),
     "messages-object": good(messages={}),
     "document-in-assistant": with_messages(
-        {"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "document", "source": {}}]}
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]},
     ),
     "citations-in-user": with_messages(
         {"role": "user", "content": [{"type": "text", "text": "a", "citations": [{"x": 1}]}]}

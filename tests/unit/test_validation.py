@@ -41,6 +41,7 @@ def test_a_valid_request_has_no_problem(version: str) -> None:
         tools=[{"name": "t", "input_schema": {"type": "object"}}],
         tool_choice={"type": "auto"},
         thinking={"type": "enabled", "budget_tokens": 1024},
+        max_tokens=2048,
         messages=[
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},
             {"role": "assistant", "content": "hello"},
