@@ -100,6 +100,55 @@ class _IdOnly(msgspec.Struct, gc=False):
 _ID_DECODER = msgspec.json.Decoder(_IdOnly)
 
 
+class ContentChanged(ValueError):
+    """Files read back were not the bytes their digests say; ``names`` lists them."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"not the bytes the journal recorded: {', '.join(names)}")
+        self.names = names
+
+
+def hashed_chunks(chunks: Iterable[bytes], expected: str, name: str) -> Iterator[bytes]:
+    """Pass ``chunks`` through; at the end raise :class:`ContentChanged` unless their content digest is ``expected``.
+
+    Checking while the bytes stream past costs no second read; a caller that must not act on
+    changed bytes uses them only once the stream has ended (an export publishes nothing before).
+    """
+    digest = new_content_hash()
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+    if digest.hexdigest() != expected:
+        raise ContentChanged([name])
+
+
+class HashingReader:
+    """A binary file handle that hashes what is read through it (by lines or by ``read``)."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._digest = new_content_hash()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._digest.update(data)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._handle:
+            self._digest.update(line)
+            yield line
+
+    def __enter__(self) -> HashingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 class IdMismatch(ValueError):
     """A batch's results are not the requests of the shard the journal pairs them with."""
 

@@ -27,7 +27,14 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_anthropix.api.digests import checked_ids, content_digest, new_content_hash
+from airflow_provider_anthropix.api.digests import (
+    ContentChanged,
+    HashingReader,
+    checked_ids,
+    content_digest,
+    hashed_chunks,
+    new_content_hash,
+)
 from airflow_provider_anthropix.api.models import EncodedBody, RequestCounts
 from airflow_provider_anthropix.api.plan import PlanOptions
 from airflow_provider_anthropix.io.export import ExportOptions, export_results
@@ -316,8 +323,27 @@ class JobWorkspace(JobFiles):
         return shard_body(lambda: self.open_read(shard.name), Shard(shard.name, shard.requests, shard.body_bytes))
 
     def select(self, round_index: int, shards: list[Any], ids: Collection[str]) -> list[dict[str, Any]]:
-        openers = [lambda name=shard.name: self.open_read(name) for shard in shards]
-        return [shard.to_dict() for shard in select_requests(openers, ids, self._writer(round_index))]
+        """Copy the lines of ``ids`` from ``shards`` into round ``round_index``'s shards.
+
+        Each source is checked against its digest as it is read (no second read): when one
+        differs, the new shards are removed and :class:`ContentChanged` names the sources.
+        """
+        readers: list[tuple[Any, HashingReader]] = []
+
+        def opener(shard: Any) -> Callable[[], IO[bytes]]:
+            def open_source() -> IO[bytes]:
+                reader = HashingReader(self.open_read(shard.name))
+                readers.append((shard, reader))
+                return reader  # type: ignore[return-value]
+
+            return open_source
+
+        made = select_requests([opener(shard) for shard in shards], ids, self._writer(round_index))
+        changed = [shard.name for shard, reader in readers if reader.hexdigest() != shard.digest]
+        if changed:
+            self.remove([shard.name for shard in made])
+            raise ContentChanged(changed)
+        return [shard.to_dict() for shard in made]
 
     def scan_for_retries(
         self, batch_id: str, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
@@ -347,23 +373,44 @@ class JobWorkspace(JobFiles):
         expected: RequestCounts,
         manifest_extra: dict[str, Any],
     ) -> dict[str, Any]:
+        spoiled: set[str] = set()
+
         def streams() -> Iterator[tuple[Iterable[bytes], Collection[str]]]:
             for source in sources:
-                # The round end's copy, unless it is gone or not the bytes it was written as.
-                copy = source.copy
-                if copy and (not source.copy_digest or self.digest_of(copy) != source.copy_digest):
-                    self.log.warning(
-                        "The kept results %s/%s are gone or changed; downloading them again", self.uri, copy
-                    )
+                # The round end's copy, checked against its digest as it is read; gone or spoiled: download.
+                copy = source.copy if source.copy and source.copy_digest and source.copy not in spoiled else None
+                if copy and self.size(copy) is None:
                     copy = None
-                chunks = self.iter_file(copy) if copy else chunks_of(source.batch_id)
+                chunks: Iterable[bytes] = (
+                    hashed_chunks(self.iter_file(copy), source.copy_digest, copy)
+                    if copy
+                    else chunks_of(source.batch_id)
+                )
                 # The batch must hold exactly its shard's custom_ids, whichever way its results came.
                 yield checked_ids(chunks, source.ids_digest, f"batch {source.batch_id} ({source.shard})"), source.drop
 
         self._note_replaced_export(manifest_extra)
+        try:
+            return self._export_once(streams(), sources, expected, manifest_extra)
+        except ContentChanged as exc:
+            # Nothing was published: export again, downloading what the spoiled copies held.
+            self.log.warning(
+                "The kept results %s are not the bytes they were written as; downloading them again",
+                ", ".join(exc.names),
+            )
+            spoiled.update(exc.names)
+            return self._export_once(streams(), sources, expected, manifest_extra)
+
+    def _export_once(
+        self,
+        streams: Iterable[tuple[Iterable[bytes], Collection[str]]],
+        sources: list[Any],
+        expected: RequestCounts,
+        manifest_extra: dict[str, Any],
+    ) -> dict[str, Any]:
         label = f"job of {len(sources)} batch(es)"
         result = export_results(
-            merged_results(streams()),
+            merged_results(streams),
             self.destination,
             batch_id=label,
             expected=expected,

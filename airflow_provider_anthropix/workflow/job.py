@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import pendulum
 
-from airflow_provider_anthropix.api.digests import describe_id_mismatch, digest_of_ids
+from airflow_provider_anthropix.api.digests import ContentChanged, describe_id_mismatch, digest_of_ids
 from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.models import RESULT_TYPES, EncodedBody, MessageBatch, RequestCounts
 from airflow_provider_anthropix.api.plan import PlanOptions
@@ -360,6 +360,8 @@ class JobRunner:
         self.now = now
         self.sleep = sleep
         self.state: JobState | None = None
+        #: Shard files this runner wrote itself: no need to check them against their digests again.
+        self._fresh: set[str] = set()
 
     # -- journal -----------------------------------------------------------------------------
 
@@ -443,6 +445,7 @@ class JobRunner:
         started = time.monotonic()
         inputs = self.storage.fingerprint(content=True)
         shards = self.storage.split()
+        self._fresh.update(str(s["name"]) for s in shards)
         planned = self.now()
         state = JobState(
             key=self.key,
@@ -558,7 +561,7 @@ class JobRunner:
         return self.storage.body(shard)
 
     def _ensure_shard_file(self, state: JobState, shard: ShardState) -> None:
-        if self.storage.digest_of(shard.name) == shard.digest:
+        if shard.name in self._fresh or self.storage.digest_of(shard.name) == shard.digest:
             return
         round_index = next(r.index for r, s in state.all_shards() if s is shard)
         self.log.warning(
@@ -575,6 +578,7 @@ class JobRunner:
                 self._ensure_shard_file(state, first)
             ids = self._read_ids_checked(state.rounds[round_index - 1])
             fresh = self.storage.select(round_index, state.rounds[0].shards, ids)
+        self._fresh.update(str(s["name"]) for s in fresh)
         planned = [_shard_facts(s) for s in state.rounds[round_index].shards]
         if [_shard_facts(_shard(s)) for s in fresh] != planned:
             raise JobError(
@@ -673,9 +677,17 @@ class JobRunner:
         self, current: RoundState, state: JobState, resend: set[str], counts: dict[str, int]
     ) -> None:
         """Plan the next round from ``resend``; send it only if the budget gate allows it."""
-        for shard in current.shards:
-            self._ensure_shard_file(state, shard)
-        shards = [_shard(s) for s in self.storage.select(current.index + 1, current.shards, resend)]
+        try:
+            made = self.storage.select(current.index + 1, current.shards, resend)
+        except ContentChanged as exc:
+            # A source shard is not what the plan recorded: derive it again, then select from it.
+            for shard in current.shards:
+                if shard.name in exc.names:
+                    self._fresh.discard(shard.name)
+                    self._ensure_shard_file(state, shard)
+            made = self.storage.select(current.index + 1, current.shards, resend)
+        self._fresh.update(str(s["name"]) for s in made)
+        shards = [_shard(s) for s in made]
         following = RoundState(index=current.index + 1, shards=shards)
         if self.before_retry_round is not None:
             for round_ in state.rounds:

@@ -184,3 +184,19 @@ def test_a_symlink_in_a_local_working_folder_is_refused_before_anything_is_writt
     assert precious.read_text() == "not the job's\n"
     assert sorted(p.name for p in elsewhere.iterdir()) == ["shard-00000.jsonl"]
     assert created(harness) == 0
+
+
+def test_a_shard_changed_before_its_round_end_is_derived_again_before_the_retry_round_copies_from_it(
+    harness: JobHarness,
+) -> None:
+    write_prompts(harness.input, IDS, {"c-04": "[[emulator:errored-once:api_error]]"})
+    assert isinstance(harness.runner()[0].advance(), Wait)
+    shard = harness.work_path / "round-0/shard-00000.jsonl"
+    shard.write_bytes(shard.read_bytes().replace(b"question c-04", b"question c-44"))
+    harness.run(harness.runner()[0])
+    retried = harness.journal()["rounds"][1]["shards"][0]
+    assert retried["requests"] == 1
+    lines = {json.loads(line)["custom_id"]: json.loads(line) for line in harness.lines()}
+    assert sorted(lines) == IDS and lines["c-04"]["result"]["type"] == "succeeded"
+    assert "c-44" not in json.dumps(lines["c-04"])
+    assert created(harness) == 4
