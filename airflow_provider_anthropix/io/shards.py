@@ -372,6 +372,10 @@ def shard_body(open_shard: Callable[[], IO[bytes]], shard: Shard) -> EncodedBody
 # -- reading results back ----------------------------------------------------------------------------
 
 
+#: The token counts a scan sums per model (the names of ``io.summary.TokenTotals``' fields).
+TOKEN_KEYS = ("input", "output", "cache_creation_input", "cache_read_input")
+
+
 @dataclass
 class RetryScan:
     """What a retry round needs from one batch's results: which requests to send again.
@@ -408,23 +412,36 @@ def scan_for_retries(chunks: Iterable[bytes], *, retry_error_types: Collection[s
     splitter = BlockSplitter()
     ids = IdSetDigest()
 
+    by_model = scan.tokens_by_model
+
     def handle(block: bytes | memoryview) -> None:
         decoded = LINE_DECODER.decode_lines(block)
         scan.lines += len(decoded)
+        ids.update([line.custom_id for line in decoded])
         for line in decoded:
-            ids.add(line.custom_id)
             result = line.result
-            if result.type == "expired" and retry_expired:
+            kind = result.type
+            if kind == "succeeded":
+                message = result.message
+                if message is not None and message.usage is not None:
+                    usage = message.usage
+                    model = message.model[:128]  # from the server: capped before it reaches the journal
+                    totals = by_model.get(model)
+                    if totals is None:
+                        totals = by_model[model] = dict.fromkeys(TOKEN_KEYS, 0)
+                    totals["input"] += usage.input_tokens or 0
+                    totals["output"] += usage.output_tokens or 0
+                    totals["cache_creation_input"] += usage.cache_creation_input_tokens or 0
+                    totals["cache_read_input"] += usage.cache_read_input_tokens or 0
+            elif kind == "expired" and retry_expired:
                 scan.add(line.custom_id, "expired")
-            elif result.type == "errored":
+            elif kind == "errored":
                 error_type = (result.error.error.type if result.error and result.error.error else "") or "unknown"
                 if error_type in retry_error_types:
                     scan.add(line.custom_id, "errored")
                 else:
                     error_type = error_type[:64]  # from the server: capped before it reaches a message
                     scan.permanent_errors[error_type] = scan.permanent_errors.get(error_type, 0) + 1
-            elif result.message is not None and result.message.usage is not None:
-                _add_usage(scan.tokens_by_model, result.message.model[:128], result.message.usage)
 
     for chunk in chunks:
         for piece in splitter.feed(chunk):
@@ -434,14 +451,6 @@ def scan_for_retries(chunks: Iterable[bytes], *, retry_error_types: Collection[s
         handle(tail)
     scan.ids_digest = ids.hexdigest()
     return scan
-
-
-def _add_usage(by_model: dict[str, dict[str, int]], model: str, usage: Any) -> None:
-    totals = by_model.setdefault(model, {"input": 0, "output": 0, "cache_creation_input": 0, "cache_read_input": 0})
-    totals["input"] += usage.input_tokens or 0
-    totals["output"] += usage.output_tokens or 0
-    totals["cache_creation_input"] += usage.cache_creation_input_tokens or 0
-    totals["cache_read_input"] += usage.cache_read_input_tokens or 0
 
 
 def merged_results(sources: Iterable[tuple[Iterable[bytes], Collection[str]]]) -> Iterator[bytes]:
