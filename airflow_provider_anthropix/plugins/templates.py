@@ -18,8 +18,9 @@ _BASE = """<!doctype html>
  table { border-collapse: collapse; width: 100%; font-size: .8rem; }
  th, td { text-align: left; vertical-align: top; padding: .3rem .4rem; border-bottom: 1px solid #d0d7de;
           white-space: nowrap; }
- td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 7rem; max-width: 16rem; }
- td.outcomes { white-space: normal; min-width: 6rem; max-width: 11rem; }
+ td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 10rem; max-width: 20rem; }
+ td.outcomes { white-space: normal; min-width: 6rem; max-width: 10rem; }
+ .line { display: block; }
  td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
  .id { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .76rem; }
  .bar { display: inline-block; width: 4rem; height: .7rem; background: #eaeef2; border-radius: .35rem;
@@ -40,11 +41,11 @@ _MACROS = """{% macro progress(b) -%}
 <span style="width: {{ b.percent }}%"></span></span> <span class="pct">{{ b.percent }}%</span>
 {%- endmacro %}
 {% macro usd(value) -%}
-{% if value is not none %}${{ "%.4f" | format(value) }}{% else %}<span class="muted">-</span>{% endif %}
+{% if value is not none %}${{ "{:,.4f}".format(value) }}{% else %}<span class="muted">-</span>{% endif %}
 {%- endmacro %}
-{% macro run_link(b, ui) -%}
-<a target="_top" href="{{ ui }}/dags/{{ b.dag_id | part }}/runs/{{ b.run_id | part }}">{{ b.dag_id }} / {{ b.run_id }}</a>
- / <a target="_top" href="{{ ui }}/dags/{{ b.dag_id | part }}/runs/{{ b.run_id | part }}/tasks/{{ b.task_id | part }}
+{% macro run_link(b, ui, lines=False) -%}
+{% set sep = "<br>" | safe if lines else " / " %}
+<a target="_top" href="{{ ui }}/dags/{{ b.dag_id | part }}/runs/{{ b.run_id | part }}">{{ b.dag_id }}{{ sep }}{{ b.run_id }}</a>{{ sep }}<a target="_top" href="{{ ui }}/dags/{{ b.dag_id | part }}/runs/{{ b.run_id | part }}/tasks/{{ b.task_id | part }}
 {%- if b.map_index >= 0 %}/mapped/{{ b.map_index }}{% endif %}">{{ b.task_id }}{% if b.map_index >= 0 %}[{{ b.map_index }}]{% endif %}</a>
 {%- endmacro %}"""
 
@@ -64,15 +65,15 @@ _LIST = """{% extends "base" %}{% from "macros" import progress, usd, run_link %
 <tr data-batch-id="{{ b.id }}">
 <td class="id"><a href="{{ prefix }}/batches/{{ s.conn_id | part }}/{{ b.id | part }}">{{ b.id }}</a></td>
 <td class="status-{{ b.processing_status }}">{{ b.processing_status }}</td>
-<td>{{ progress(b) }} <span class="done">{{ "{:,}".format(b.done) }}/{{ "{:,}".format(b.total) }}</span></td>
+<td>{{ progress(b) }}<span class="done line">{{ "{:,}".format(b.done) }}/{{ "{:,}".format(b.total) }}</span></td>
 <td class="outcomes">{% for kind in ("succeeded", "errored", "canceled", "expired") if b.request_counts[kind] %}
-<span class="count-{{ kind }}">{{ "{:,}".format(b.request_counts[kind]) }} {{ kind }}</span>{% if not loop.last %}, {% endif %}
+<span class="line count-{{ kind }}">{{ "{:,}".format(b.request_counts[kind]) }} {{ kind }}</span>
 {% else %}<span class="muted">-</span>{% endfor %}</td>
 <td title="{{ b.created_at }}">{{ b.created_at | short }}</td>
 <td>{% if b.ended_at %}<span title="{{ b.ended_at }}">{{ b.ended_at | short }}</span>
 {% else %}<span class="muted" title="{{ b.expires_at }}">expires {{ b.expires_at | short }}</span>{% endif %}</td>
-<td class="wrap">{% if b.task_id %}{{ run_link(b, ui) }}
-{% if b.made_by == "job" %}<span class="muted small">(job of {{ b.job_batches }})</span>{% endif %}
+<td class="wrap">{% if b.task_id %}{{ run_link(b, ui, True) }}
+{% if b.made_by == "job" %}<span class="muted small">(job of {{ b.job_batches }} batches)</span>{% endif %}
 {% else %}<span class="muted">-</span>{% endif %}</td>
 <td class="num">{% if b.cost_usd is not none %}{{ usd(b.cost_usd) }}
 {% elif b.estimate_usd is not none %}<span title="estimated before sending">~{{ usd(b.estimate_usd) }}</span>
