@@ -230,6 +230,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         return self._advance(context)
 
     def _advance(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.operators.attribution import push_job_batches
         from airflow_provider_anthropix.operators.estimate import push_estimate
         from airflow_provider_anthropix.workflow.job import Done
 
@@ -239,6 +240,8 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
                 step = self._step(runner)
             except _DryRunDone as done:
                 return done.summary
+            if runner.state is not None:  # for the Batches page: which batches this task made
+                push_job_batches(context, runner.state.known_batch_ids(), runner.state.estimate)
             if isinstance(step, Done) and runner.state is not None and runner.state.estimate:
                 push_estimate(context, runner.state.estimate)
             if isinstance(step, Done):

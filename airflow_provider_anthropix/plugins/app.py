@@ -24,7 +24,8 @@ from airflow_provider_anthropix.api.errors import (
     PermissionDeniedError,
 )
 from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-from airflow_provider_anthropix.plugins import data, security, templates
+from airflow_provider_anthropix.links import results_url
+from airflow_provider_anthropix.plugins import URL_PREFIX, data, security, templates
 from airflow_provider_anthropix.plugins.security import Caller
 
 DEFAULT_LIMIT = 20
@@ -32,15 +33,6 @@ DEFAULT_LIMIT = 20
 REFRESH_SECONDS = 10
 
 CallerDep = Annotated[Caller, Depends(security.current_caller)]
-
-
-def _readable_dags(caller: Caller) -> set[str] | None:
-    from airflow.api_fastapi.app import get_auth_manager
-
-    try:
-        return set(get_auth_manager().get_authorized_dag_ids(user=caller.user, method="GET"))
-    except Exception:  # an auth manager that cannot list: show no provenance rather than too much
-        return set()
 
 
 def _problem(conn_id: str, exc: Exception) -> str:
@@ -52,9 +44,15 @@ def _problem(conn_id: str, exc: Exception) -> str:
     return f"Could not list the batches of {conn_id!r}: {exc}"
 
 
+def _wrong_type(exc: data.NotAnthropixConnection) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, str(exc))
+
+
 def _connection_batches(conn_id: str, limit: int) -> tuple[list[Any], str | None]:
     try:
         client = data.client_for(conn_id)
+    except data.NotAnthropixConnection as exc:
+        return [], str(exc)
     except AnthropixError as exc:
         return [], _problem(conn_id, exc)
     except Exception as exc:  # the connection vanished, or a secrets backend failed
@@ -67,17 +65,30 @@ def _connection_batches(conn_id: str, limit: int) -> tuple[list[Any], str | None
         client.close()
 
 
+def _check_type(conn_id: str) -> None:
+    """A connection named in the request must be an ``anthropix`` one (400), and exist (404): before any call."""
+    from airflow.models.connection import Connection
+
+    try:
+        conn_type = Connection.get_connection_from_secrets(conn_id).conn_type
+    except Exception:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No connection {conn_id!r}") from None
+    if conn_type != data.CONN_TYPE:
+        raise _wrong_type(data.NotAnthropixConnection(conn_id, conn_type))
+
+
 def _sections(caller: Caller, conn_id: str | None, limit: int) -> list[dict[str, Any]]:
     if not security.may_use(caller, None, "GET") and conn_id is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "You may not see connections")
     if conn_id is not None:
         security.require(caller, conn_id, "GET")
+        _check_type(conn_id)
         conn_ids = [conn_id]
     else:
         conn_ids = [c for c in data.anthropix_conn_ids() if security.may_use(caller, c, "GET")]
     listed = [(c, *_connection_batches(c, limit)) for c in conn_ids]
     ids = {b.id for _, batches, _ in listed for b in batches}
-    origins = data.provenance(ids, _readable_dags(caller))
+    origins = data.provenance(ids, security.readable_dag_ids(caller))
     return [
         {"conn_id": c, "error": error, "batches": [data.batch_json(b, origins.get(b.id)) for b in batches]}
         for c, batches, error in listed
@@ -88,25 +99,40 @@ def _one_batch(caller: Caller, conn_id: str, batch_id: str) -> dict[str, Any]:
     security.require(caller, conn_id, "GET")
     try:
         client = data.client_for(conn_id)
+    except data.NotAnthropixConnection as exc:
+        raise _wrong_type(exc) from None
     except AnthropixError as exc:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
     except Exception:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No connection {conn_id!r}") from None
     try:
         batch = client.get_batch(batch_id)
+        errors = _errors_by_type(conn_id, client, batch)
     except NotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No batch {batch_id!r} for connection {conn_id!r}") from None
     except AnthropixError as exc:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
     finally:
         client.close()
-    origins = data.provenance({batch.id}, _readable_dags(caller))
-    return data.batch_json(batch, origins.get(batch.id))
+    origins = data.provenance({batch.id}, security.readable_dag_ids(caller))
+    return {**data.batch_json(batch, origins.get(batch.id)), "errored_by_type": errors}
+
+
+def _errors_by_type(conn_id: str, client: Any, batch: Any) -> dict[str, int] | None:
+    """The detail's error breakdown; a results stream that fails to download or parse leaves it unknown."""
+    from airflow_provider_anthropix.io.summary import ResultsFormatError
+
+    try:
+        return data.errors_by_type(conn_id, client, batch)
+    except (AnthropixError, ResultsFormatError):
+        return None
 
 
 def _cancel(conn_id: str, batch_id: str) -> dict[str, Any]:
     try:
         client = data.client_for(conn_id)
+    except data.NotAnthropixConnection as exc:
+        raise _wrong_type(exc) from None
     except Exception:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No usable connection {conn_id!r}") from None
     try:
@@ -129,6 +155,10 @@ def create_app() -> FastAPI:
 
     def prefix(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/")
+
+    def ui_root(request: Request) -> str:
+        """The Airflow UI's own root: the api-server's, i.e. where this app is mounted minus its prefix."""
+        return prefix(request).removesuffix(URL_PREFIX)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Any:
@@ -154,6 +184,7 @@ def create_app() -> FastAPI:
             title="Batches",
             sections=sections,
             prefix=prefix(request),
+            ui=ui_root(request),
             limit=limit,
             refresh=REFRESH_SECONDS if running else None,
         )
@@ -167,6 +198,8 @@ def create_app() -> FastAPI:
             b=batch,
             conn_id=conn_id,
             prefix=prefix(request),
+            ui=ui_root(request),
+            results_href=results_url(batch["results"]) if batch["results"] else "",
             can_cancel=security.may_use(caller, conn_id, "PUT"),
             refresh=REFRESH_SECONDS if batch["processing_status"] != "ended" else None,
         )

@@ -89,6 +89,14 @@ def require(caller: Caller, conn_id: str, method: Literal["GET", "PUT"]) -> None
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"You may not {what} connection {conn_id!r}")
 
 
+def readable_dag_ids(caller: Caller) -> set[str]:
+    """The DAGs whose runs the caller may see: the page names a batch's DAG, run and task only for these."""
+    try:
+        return set(_auth_manager().get_authorized_dag_ids(user=caller.user, method="GET"))
+    except Exception:  # an auth manager that cannot list: show no provenance rather than too much
+        return set()
+
+
 def _own_origins(request: Request) -> set[str]:
     origins = {f"{request.url.scheme}://{request.url.netloc}"}
     from airflow.configuration import conf

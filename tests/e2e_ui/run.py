@@ -9,11 +9,16 @@ uvicorn, so nothing is added to the product). The browser:
 1. opens the page logged out and sees it refused;
 2. logs in as ``viewer`` through Airflow's login form and is refused (403);
 3. logs in as ``op``, opens the page, and the test asserts every batch id and its
-   progress are on it; a screenshot is kept (``--screenshot``, default
+   progress are on it, and that the table fits the window (no horizontal overflow, no
+   column cut off); a screenshot is kept (``--screenshot``, default
    ``out/e2e-ui/batches-page.png``);
-4. opens the same page inside the Airflow UI (the menu entry's route).
+4. opens one batch's detail page, with the same width check;
+5. opens the same list inside the Airflow UI (the menu entry's route), where the page sits
+   in a frame beside Airflow's navigation, and checks the width there too.
 
-Exit status 0 when every check passed; the first failed check is printed.
+The window is 1,280 x 800, a common laptop screen. Screenshots go under ``out/`` (ignored
+by git), never over the documentation's picture. Exit status 0 when every check passed;
+the first failed check is printed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {"op": "op-password-e2e", "viewer": "viewer-password-e2e"}
 EMULATOR_KEY = "sk-ant-e2e-ui-key"
+#: The browser window: a 1,280-pixel-wide laptop screen; the page must fit it without scrolling sideways.
+WIDTH, HEIGHT = 1280, 800
 _T0 = time.monotonic()
 
 
@@ -117,7 +124,7 @@ class Browser:
             "--disable-dev-shm-usage",
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
-            "--window-size=1500,900",
+            f"--window-size={WIDTH},{HEIGHT}",
             "about:blank",
         ]
         processes.start("chromium", argv, dict(os.environ))
@@ -136,7 +143,7 @@ class Browser:
         self.ids = itertools.count(1)
         self.call("Page.enable")
         self.call("Network.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=1500, height=900, deviceScaleFactor=1, mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         call_id = next(self.ids)
@@ -232,7 +239,72 @@ def login(browser: Browser, base: str, user: str, next_path: str) -> None:
     wait_for("the page to load", lambda: browser.js("document.readyState") == "complete", 60)
 
 
-def run(work: Path, screenshot: Path, docs_image: Path | None) -> None:
+#: In the page's document (``doc``, ``win``): how far it overflows the window sideways, and the columns cut off.
+_FIT = """
+((doc, win) => {
+  const width = win.innerWidth;
+  const cut = [...doc.querySelectorAll("table th, table td, dl")]
+    .filter(e => e.getBoundingClientRect().right > width + 0.5)
+    .map(e => e.tagName + ":" + e.textContent.trim().slice(0, 30));
+  return {width, scroll: doc.documentElement.scrollWidth, cut: [...new Set(cut)].slice(0, 8),
+          tables: doc.querySelectorAll("table").length};
+})
+"""
+
+
+def check_fits(browser: Browser, where: str, frame: bool = False) -> dict[str, Any]:
+    """The page's content fits its window: nothing to scroll to sideways and no cell past the right edge."""
+    target = (
+        "(() => { const f = [...document.querySelectorAll('iframe')].find(f => f.src.includes('/anthropix/'));"
+        " return [f.contentDocument, f.contentWindow]; })()"
+        if frame
+        else "[document, window]"
+    )
+    seen = browser.js(f"{_FIT}(...{target})")
+    if not isinstance(seen, dict):
+        raise Failed(f"{where}: could not measure the page ({seen!r})")
+    if seen["scroll"] > seen["width"] or seen["cut"]:
+        raise Failed(
+            f"{where}: the page is {seen['scroll']} px wide in a {seen['width']} px window; cut off: {seen['cut']}"
+        )
+    return dict(seen)
+
+
+def worst_case_list(path: Path) -> None:
+    """The list as a busy deployment fills it: six-figure counts, every outcome, a 214-batch job with long
+    DAG, run and task ids, a five-figure cost. The e2e emulator's batches leave those columns empty."""
+    from airflow_provider_anthropix.plugins import templates
+
+    row = {
+        "id": "msgbatch_011R2c1JeAnYT0000000000000I",
+        "processing_status": "in_progress",
+        "percent": 99,
+        "done": 99_992,
+        "total": 100_000,
+        "request_counts": {"processing": 8, "succeeded": 97_000, "errored": 992, "canceled": 2_000, "expired": 0},
+        "created_at": "2026-12-01T23:11:00Z",
+        "ended_at": None,
+        "expires_at": "2026-12-02T23:11:00Z",
+        "dag_id": "nightly_llm_enrichment_of_customer_tickets",
+        "run_id": "scheduled__2026-12-01T23:00:00.123456+00:00",
+        "task_id": "answer_every_ticket_with_claude",
+        "map_index": 12,
+        "made_by": "job",
+        "job_batches": 214,
+        "cost_usd": 12_345.6789,
+        "estimate_usd": 13_000.0,
+        "cost_scope": "job",
+    }
+    sections = [{"conn_id": "anthropix_production_workspace", "error": None, "batches": [row] * 3}]
+    html = (
+        templates.environment()
+        .get_template("list")
+        .render(title="Batches", sections=sections, prefix="/anthropix", ui="", limit=20, refresh=None)
+    )
+    path.write_text(html)
+
+
+def run(work: Path, screenshot: Path) -> None:
     chromium = ensure_chromium()
     home = work / "airflow"
     home.mkdir(parents=True)
@@ -320,8 +392,20 @@ def run(work: Path, screenshot: Path, docs_image: Path | None) -> None:
         for size in ("/40", "/120", "/400"):
             if size not in text:
                 raise Failed(f"the request counts ({size}) are not on the page")
+        fit = check_fits(browser, "the list")
+        if fit["tables"] < 1:
+            raise Failed("the list has no table")
         browser.screenshot(screenshot)
-        say(f"op: page shows {len(batch_ids)} batches with progress {shown}; screenshot {screenshot}")
+        say(f"op: page shows {len(batch_ids)} batches with progress {shown}; fits {fit['width']} px; {screenshot}")
+
+        browser.goto(f"{base}{page}/anthropix_default/{batch_ids[0]}")
+        detail = browser.text()
+        for needed in (batch_ids[0], "Results downloadable until", "Errors by type", "Estimated cost", "Actual cost"):
+            if needed not in detail:
+                raise Failed(f"the detail page lacks {needed!r}: {detail[:400]!r}")
+        check_fits(browser, "the detail page")
+        browser.screenshot(screenshot.with_name(screenshot.stem + "-detail.png"))
+        say("the detail page fits")
 
         browser.goto(f"{base}/plugin/anthropix-batches")
         wait_for(
@@ -331,14 +415,30 @@ def run(work: Path, screenshot: Path, docs_image: Path | None) -> None:
             ),
             60,
         )
+        wait_for(
+            "the embedded list to load",
+            lambda: browser.js(
+                "[...document.querySelectorAll('iframe')].some(f => f.src.includes('/anthropix/batches')"
+                " && f.contentDocument && f.contentDocument.querySelector('table'))"
+            ),
+            60,
+        )
         time.sleep(2)  # let the UI's own assets settle before the picture
+        fit = check_fits(browser, "the list inside the Airflow UI", frame=True)
         embedded = screenshot.with_name(screenshot.stem + "-in-airflow.png")
         browser.screenshot(embedded)
-        say(f"the menu entry's route embeds the page; screenshot {embedded}")
-        if docs_image is not None:
-            docs_image.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(embedded, docs_image)
-            say(f"copied to {docs_image}")
+        say(f"the menu entry's route embeds the page; it fits its {fit['width']} px frame; screenshot {embedded}")
+
+        # The same frame width, with every column as full as real DAG runs make it.
+        worst = work / "worst-case-list.html"
+        worst_case_list(worst)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride", width=fit["width"], height=HEIGHT, deviceScaleFactor=1, mobile=False
+        )
+        browser.goto(worst.as_uri())
+        check_fits(browser, f"a worst-case list in the {fit['width']} px frame")
+        browser.screenshot(screenshot.with_name(screenshot.stem + "-worst-case.png"))
+        say(f"a worst-case list (long ids, a job, every outcome) fits {fit['width']} px too")
     finally:
         if browser is not None:
             browser.close()
@@ -349,16 +449,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--screenshot", type=Path, default=REPO / "out" / "e2e-ui" / "batches-page.png")
     parser.add_argument("--keep", action="store_true", help="keep the run folder (logs) afterwards")
-    parser.add_argument(
-        "--docs-image",
-        type=Path,
-        default=None,
-        help="also copy the in-Airflow screenshot here (docs/img/batches-page.png)",
-    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="anthropix-e2e-ui-"))
     try:
-        run(work, args.screenshot.resolve(), args.docs_image.resolve() if args.docs_image else None)
+        run(work, args.screenshot.resolve())
     except (Failed, subprocess.CalledProcessError) as exc:
         print(f"e2e-ui FAILED: {exc}\nlogs in {work}", file=sys.stderr)
         return 1

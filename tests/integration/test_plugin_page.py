@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -235,7 +236,10 @@ from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
 with DAG("page_provenance", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
     create = CreateBatchOperator(
         task_id="create", anthropix_conn_id="anthropix_page_env",
-        requests=[{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "hi"}]}}],
+        requests=[
+            {"custom_id": "a", "params": {"messages": [{"role": "user", "content": "hi"}]}},
+            {"custom_id": "b", "params": {"messages": [{"role": "user", "content": "[[emulator:errored:overloaded_error]]"}]}},
+        ],
         default_params={"model": "claude-haiku-4-5", "max_tokens": 8},
     )
     wait = BatchEndedSensor(task_id="wait", batch_id=create.output, anthropix_conn_id="anthropix_page_env",
@@ -244,6 +248,46 @@ with DAG("page_provenance", schedule=None, start_date=pendulum.datetime(2026, 1,
                                       anthropix_conn_id="anthropix_page_env")
     create >> wait >> fetch
 """
+
+
+def run_dag_file(dags_folder: Path, name: str, source: str) -> Any:
+    path = dags_folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"{name}_dag", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag.test()
+
+
+def section_of(client: Any, conn_id: str) -> dict[str, Any]:
+    listing = client.get("/anthropix/api/batches", params={"limit": 100}).json()
+    return next(s for s in listing["connections"] if s["conn_id"] == conn_id)
+
+
+def stored_xcom(dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        value = session.scalar(
+            select(XComModel.value).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == key,
+            )
+        )
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def created_plus_29_days(batch: dict[str, Any]) -> str:
+    import pendulum
+
+    created = pendulum.parse(batch["created_at"])
+    assert isinstance(created, pendulum.DateTime)
+    return str((created + pendulum.duration(days=29)).in_timezone("UTC").to_iso8601_string())
 
 
 @needs_dag_test
@@ -257,26 +301,228 @@ def test_page_shows_the_dag_run_and_cost_of_a_batch(
 ) -> None:
     conn = {"conn_type": "anthropix", "password": emulator_api_key, "host": emulator.url}
     monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIX_PAGE_ENV", json.dumps(conn))
-    path = dags_folder / "page_provenance.py"
-    path.write_text(textwrap.dedent(DAG).replace("DEST", repr(f"file://{tmp_path}/out")))
-    spec = importlib.util.spec_from_file_location("page_provenance_dag", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag_run = module.dag.test()
+    source = textwrap.dedent(DAG).replace("DEST", repr(f"file://{tmp_path}/out"))
+    dag_run = run_dag_file(dags_folder, "page_provenance", source)
     assert {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()} == {
         "create": "success",
         "wait": "success",
         "fetch": "success",
     }
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["errored_by_type"] == {"overloaded_error": 1}
 
     client = client_for(api_app, "op")
-    listing = client.get("/anthropix/api/batches").json()
-    section = next(s for s in listing["connections"] if s["conn_id"] == "anthropix_page_env")  # from the environment
-    (batch,) = section["batches"]
+    (batch,) = section_of(client, "anthropix_page_env")["batches"]  # a connection from the environment
     assert (batch["dag_id"], batch["run_id"], batch["task_id"]) == ("page_provenance", dag_run.run_id, "create")
-    assert batch["estimated_cost_usd"] == manifest["estimated_cost_usd"]
+    assert batch["made_by"] == "create" and batch["cost_scope"] == "batch"
+    assert batch["cost_usd"] == manifest["estimated_cost_usd"]
+    estimate = stored_xcom("page_provenance", dag_run.run_id, "create", "estimate")
+    assert batch["estimate_usd"] == estimate["expected_cost_usd"] > 0  # the create's own estimate
+    assert batch["results"] == manifest["destination"]
     page = client.get(PAGE).text
-    assert f"page_provenance / {dag_run.run_id} / create" in page
+    run_href = f"/dags/page_provenance/runs/{quote(dag_run.run_id, safe='')}"
+    assert f'href="{run_href}/tasks/create"' in page
     assert f"${manifest['estimated_cost_usd']:.4f}" in page
+
+    detail = client.get(f"/anthropix/api/batches/anthropix_page_env/{batch['id']}").json()
+    assert detail["errored_by_type"] == {"overloaded_error": 1}  # read from the batch's results
+    assert detail["results_until"] == created_plus_29_days(detail)
+    html = client.get(f"{PAGE}/anthropix_page_env/{batch['id']}").text
+    assert f'href="{run_href}"' in html and 'target="_top"' in html
+    assert "<code>overloaded_error</code> 1" in html
+    assert f"${estimate['expected_cost_usd']:.4f}" in html  # estimated
+    assert f"${manifest['estimated_cost_usd']:.4f}" in html  # actual, from the results' usage
+    assert f"<code>{manifest['destination']}</code>" in html
+    assert detail["results_until"][:16].replace("T", " ") in html
+
+
+JOB_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_provider_anthropix.operators.job import BatchJobOperator
+
+with DAG("page_job", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+    BatchJobOperator(
+        task_id="job", requests_path=INPUT, destination=DEST, anthropix_conn_id="anthropix_page_job",
+        default_params={"model": "claude-haiku-4-5", "max_tokens": 8}, max_requests_per_batch=3,
+        max_retry_rounds=0, max_errored_ratio=None, poll_interval=0.2,
+    )
+"""
+
+
+@needs_dag_test
+def test_page_attributes_every_batch_of_a_job(
+    api_app: Any,
+    dags_folder: Path,
+    emulator: EmulatorHandle,
+    emulator_api_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = {"conn_type": "anthropix", "password": emulator_api_key, "host": emulator.url}
+    monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIX_PAGE_JOB", json.dumps(conn))
+    prompts = tmp_path / "prompts.jsonl"
+    with prompts.open("w") as fh:
+        for i in range(8):
+            text = "[[emulator:errored:invalid_request_error]]" if i == 4 else f"question {i}"
+            fh.write(json.dumps({"custom_id": f"q-{i}", "params": {"messages": [{"role": "user", "content": text}]}}))
+            fh.write("\n")
+    source = textwrap.dedent(JOB_DAG).replace("INPUT", repr(str(prompts))).replace("DEST", repr(str(tmp_path / "out")))
+    dag_run = run_dag_file(dags_folder, "page_job", source)
+    assert {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()} == {"job": "success"}
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    job_ids = {b["batch_id"] for b in manifest["job"]["batch_list"]}
+    assert len(job_ids) == 3  # 8 requests, 3 a batch
+
+    client = client_for(api_app, "op")
+    batches = section_of(client, "anthropix_page_job")["batches"]
+    assert {b["id"] for b in batches} == job_ids
+    for batch in batches:
+        assert (batch["dag_id"], batch["run_id"], batch["task_id"]) == ("page_job", dag_run.run_id, "job")
+        assert batch["made_by"] == "job" and batch["cost_scope"] == "job" and batch["job_batches"] == 3
+        assert batch["cost_usd"] == manifest["estimated_cost_usd"]  # the whole job's
+        assert batch["estimate_usd"] == manifest["estimate"]["expected_cost_usd"]
+        assert batch["results"] == manifest["destination"]
+    page = client.get(PAGE, params={"conn_id": "anthropix_page_job"}).text
+    assert page.count(f'href="/dags/page_job/runs/{quote(dag_run.run_id, safe="")}/tasks/job"') == 3
+    errored = next(b for b in batches if b["request_counts"]["errored"])
+    html = client.get(f"{PAGE}/anthropix_page_job/{errored['id']}").text
+    assert "<code>invalid_request_error</code> 1" in html
+    assert "a BatchJobOperator job of 3 batches" in html
+
+
+def test_job_batch_ids_xcom_is_small_sorted_and_bounded() -> None:
+    from airflow_provider_anthropix.operators.attribution import MAX_IDS, XCOM_KEY, push_job_batches
+
+    class Ti:
+        def __init__(self) -> None:
+            self.pushed: dict[str, Any] = {}
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            self.pushed[key] = value
+
+    ti = Ti()
+    push_job_batches({"ti": ti}, {"msgbatch_b", "msgbatch_a", ""}, {"expected_cost_usd": 0.5})
+    assert ti.pushed == {XCOM_KEY: ["msgbatch_a", "msgbatch_b"], "estimate": {"expected_cost_usd": 0.5}}
+    many = [f"msgbatch_{i:06d}" for i in range(MAX_IDS + 50)]
+    push_job_batches({"ti": ti}, many)
+    assert ti.pushed[XCOM_KEY] == many[:MAX_IDS] and len(json.dumps(ti.pushed[XCOM_KEY])) < 64_000
+    push_job_batches({}, many)  # no task instance (a bare execute() in a unit test): nothing to push to
+
+
+class GetOnlyConnections:
+    """A stub auth manager: the real one for who the user is, but connections may be read (GET), never edited (PUT)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.asked: list[str] = []
+
+    async def get_user_from_token(self, token: str) -> Any:
+        return await self.real.get_user_from_token(token)
+
+    def is_authorized_connection(self, *, method: str, details: Any, user: Any) -> bool:
+        self.asked.append(method)
+        return method == "GET"
+
+    def get_authorized_dag_ids(self, *, user: Any, method: str = "GET") -> set[str]:
+        return set(self.real.get_authorized_dag_ids(user=user, method=method))
+
+
+def test_a_reader_of_connections_cannot_cancel(
+    api_app: Any, running: str, emulator_http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    from airflow_provider_anthropix.plugins import security
+
+    stub = GetOnlyConnections(get_auth_manager())
+    monkeypatch.setattr(security, "_auth_manager", lambda: stub)
+    client = client_for(api_app, "op")  # OP could cancel; under the stub they may only read connections
+    assert client.get(PAGE).status_code == 200
+    detail = client.get(f"{PAGE}/{DB_CONN}/{running}")
+    assert detail.status_code == 200 and running in detail.text
+    assert 'id="cancel"' not in detail.text  # no button for those who may not
+    answer = client.post(cancel_url(running), json={}, headers={"Origin": "http://testserver"})
+    assert answer.status_code == 403, answer.text
+    assert "cancel batches with" in answer.json()["detail"]
+    assert "PUT" in stub.asked
+    assert status_of(emulator_http, running) == "in_progress"
+
+
+class CountingServer:
+    """A loopback HTTP server that answers everything with 200 ``{}`` and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen: list[tuple[str, str, dict[str, str]]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                seen.append((self.command, self.path, dict(self.headers)))
+                body = b"{}"
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.requests = seen
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def counting_server() -> Iterator[CountingServer]:
+    server = CountingServer()
+    yield server
+    server.close()
+
+
+POSTGRES_PASSWORD = "pg-secret-never-to-leave-7f3a"
+
+
+@pytest.mark.parametrize("where", ["database", "environment"])
+def test_a_connection_of_another_type_is_refused_and_never_called(
+    api_app: Any, counting_server: CountingServer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    conn_id = f"warehouse_pg_{where}"
+    fields = {"conn_type": "postgres", "host": counting_server.url, "password": POSTGRES_PASSWORD, "port": None}
+    if where == "database":
+        with create_session() as session:
+            session.add(Connection(conn_id=conn_id, login="etl", **fields))
+    else:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+    client = client_for(api_app, "admin")
+    answers = {
+        "page": client.get(PAGE, params={"conn_id": conn_id}),
+        "list": client.get("/anthropix/api/batches", params={"conn_id": conn_id}),
+        "detail page": client.get(f"{PAGE}/{conn_id}/msgbatch_x"),
+        "detail": client.get(f"/anthropix/api/batches/{conn_id}/msgbatch_x"),
+        "cancel": client.post(
+            f"/anthropix/api/batches/{conn_id}/msgbatch_x/cancel", json={}, headers={"Origin": "http://testserver"}
+        ),
+    }
+    assert [(method, path) for method, path, _ in counting_server.requests] == []
+    for name, answer in answers.items():
+        assert 400 <= answer.status_code < 500, (name, answer.status_code, answer.text)
+        assert POSTGRES_PASSWORD not in answer.text, name
+        assert "postgres" in answer.text and "anthropix" in answer.text, (name, answer.text)
+    listing = client.get("/anthropix/api/batches")  # every connection: a postgres one is not among them
+    assert listing.status_code == 200 and conn_id not in listing.text
+    assert counting_server.requests == []
