@@ -426,8 +426,9 @@ class JobWorkspace(JobFiles):
         earlier = _read_small_json(self.destination / "_manifest.json")
         job = earlier.get("job") if isinstance(earlier, dict) else None
         ours = manifest_extra.get("job", {})
-        if (isinstance(job, dict) and job.get("key") != ours.get("key")) or (
-            isinstance(job, dict) and job.get("fingerprint") != ours.get("fingerprint")
+        if isinstance(job, dict) and (job.get("key"), job.get("fingerprint")) != (
+            ours.get("key"),
+            ours.get("fingerprint"),
         ):
             planned = str(job.get("planned_at"))[:40]
             self.log.warning(
@@ -459,17 +460,11 @@ def sweep_other_jobs(parent: ObjectStoragePath, keep: str, log: logging.Logger |
         except (OSError, ValueError) as exc:
             log.warning("Kept the job folder %s: its journal cannot be read (%s)", files.uri, str(exc)[:200])
             continue
-        if not isinstance(journal, dict):
+        try:
+            sent, exported = _what_a_journal_says(journal)
+        except Exception as exc:  # an orphan must never break the job that looks at it
+            log.warning("Kept the job folder %s: its journal is not a job's (%s)", files.uri, str(exc)[:200])
             continue
-        shards = [
-            s
-            for r in journal.get("rounds") or []
-            if isinstance(r, dict)
-            for s in r.get("shards") or []
-            if isinstance(s, dict)
-        ]
-        sent = [str(s.get("batch_id"))[:64] for s in shards if s.get("batch_id") or s.get("attempt")]
-        exported = isinstance(journal.get("exports"), int) and journal["exports"] > 0
         if sent and not exported:
             log.warning(
                 "Kept the job folder %s: its job sent batch(es) %s and never exported them (it may still be running)",
@@ -487,6 +482,22 @@ def sweep_other_jobs(parent: ObjectStoragePath, keep: str, log: logging.Logger |
             "exported" if exported else "sent nothing",
             files.uri,
         )
+
+
+def _what_a_journal_says(journal: Any) -> tuple[list[str], bool]:
+    """The batch ids (or attempts) a journal records and whether its job exported; ``ValueError`` if it is not a job's."""
+    if not isinstance(journal, dict) or not isinstance(journal.get("rounds"), list):
+        raise ValueError("no rounds")
+    sent: list[str] = []
+    for round_ in journal["rounds"]:
+        shards = round_.get("shards") if isinstance(round_, dict) else None
+        if not isinstance(shards, list):
+            raise ValueError("a round without shards")
+        for shard in shards:
+            if isinstance(shard, dict) and (shard.get("batch_id") or shard.get("attempt")):
+                sent.append(str(shard.get("batch_id") or "an attempt")[:64])
+    exports = journal.get("exports")
+    return sent, isinstance(exports, int) and not isinstance(exports, bool) and exports > 0
 
 
 def _first_link(base: str) -> str | None:

@@ -358,6 +358,9 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             plan=plan,
             given=str(self.job_key) if self.job_key else None,
         )
+        if self.cost_options.dry_run:
+            # A folder of its own: a dry run must never resume (and so send or export) a real job.
+            key = f"{key}-dry-run"
         if self.work_prefix:
             root = storage_path(self.work_prefix, self.destination_conn_id, "work_prefix")
         else:
@@ -390,6 +393,9 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         def before_retry_round(state: JobState, following: RoundState) -> RoundBudget | None:
             return self._retry_round_budget(workspace, state, following)
 
+        # Without a budget a round end reads only the results it must (those with errors or expiries).
+        gate = before_retry_round if self._budget() is not None else None
+
         return JobRunner(
             self.hook,
             workspace,
@@ -398,7 +404,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             identity=self._identity(context),
             log=self.log,
             before_first_create=before_first_create,
-            before_retry_round=before_retry_round,
+            before_retry_round=gate,
         )
 
     def _sweep_earlier_jobs(self) -> None:
@@ -409,18 +415,23 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             parent, key = self._job_folders
             sweep_other_jobs(parent, key, self.log)
 
+    def _budget(self) -> float | None:
+        from airflow_provider_anthropix.workflow.cost import CostError, parse_budget
+
+        try:
+            return parse_budget(self.max_cost_usd)
+        except CostError as exc:
+            raise AirflowFailException(str(exc)) from None
+
     def _retry_round_budget(self, workspace: Any, state: JobState, following: RoundState) -> RoundBudget | None:
         """The budget gate of a retry round: actual cost of the ended batches + the round's estimate <= max_cost_usd."""
         from airflow_provider_anthropix.api.errors import AnthropixError
         from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
         from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
-        from airflow_provider_anthropix.workflow.cost import CostError, estimate_cost, parse_budget, shared_prefix
+        from airflow_provider_anthropix.workflow.cost import estimate_cost, shared_prefix
         from airflow_provider_anthropix.workflow.job import RoundBudget
 
-        try:
-            budget = parse_budget(self.max_cost_usd)
-        except CostError as exc:
-            raise AirflowFailException(str(exc)) from None
+        budget = self._budget()
         if budget is None:
             return None
         table = self.cost_options.price_table

@@ -109,6 +109,25 @@ def test_a_dry_run_leaves_no_working_folder(
     assert work_folders(out) == []
 
 
+def test_a_dry_run_of_a_job_that_already_ran_never_resumes_it(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    source, out = tmp_path / "prompts.jsonl", tmp_path / "out"
+    write_prompts(source, IDS)
+    dag = job_dag(airflow_dags, "rerun_then_dry", source, out, max_batches_in_flight=1)
+    dag_run = dag.test()
+    assert states(dag_run) == {"job": "success"}
+    folders, created = work_folders(out), emulator.stats()["batches_created"]
+    manifest = (out / "_manifest.json").read_bytes()
+    dry = job_dag(airflow_dags, "rerun_then_dry", source, out, max_batches_in_flight=1, dry_run=True).test()
+    assert states(dry) == {"job": "success"}
+    (ti,) = dry.get_task_instances()
+    assert ti.xcom_pull(task_ids="job")["dry_run"] is True
+    assert emulator.stats()["batches_created"] == created
+    assert work_folders(out) == folders
+    assert (out / "_manifest.json").read_bytes() == manifest
+
+
 def test_an_unreadable_journal_fails_the_task_for_good_and_an_orphan_beside_it_is_harmless(
     airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
 ) -> None:
