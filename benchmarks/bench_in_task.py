@@ -172,7 +172,7 @@ def make_results_batch(url: str, count: int) -> str:
     response = requests.post(f"{url}/v1/messages/batches", json=body, headers=headers, timeout=600)
     response.raise_for_status()
     batch_id = str(response.json()["id"])
-    requests.post(f"{url}/_emulator/clock", json={"advance": 3600}, timeout=60).raise_for_status()
+    requests.post(f"{url}/_emulator/clock", json={"advance": 3600}, headers=headers, timeout=60).raise_for_status()
     return batch_id
 
 

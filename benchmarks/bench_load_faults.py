@@ -97,7 +97,7 @@ async def arm_faults(url: str, rate: float, stop: asyncio.Event) -> None:
     consecutive calls (mostly one trigger's own retries). Instead at most one fault is armed
     at a time, and only while the share of failed calls is below ``rate``.
     """
-    async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
+    async with httpx.AsyncClient(base_url=url, headers={"x-api-key": KEY}, timeout=10) as admin:
         turn = 0
         while not stop.is_set():
             stats = (await admin.get("/_emulator/stats")).json()
@@ -223,7 +223,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             wrong.append(
                 f"trigger {i}: expected {kind} for {batch_id}, got {event['status']}: {event['message'][:120]}"
             )
-    async with httpx.AsyncClient(base_url=url) as admin:
+    async with httpx.AsyncClient(base_url=url, headers={"x-api-key": KEY}) as admin:
         stats = (await admin.get("/_emulator/stats")).json()
     lags.sort()
     return {

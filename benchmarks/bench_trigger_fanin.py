@@ -119,7 +119,7 @@ def create_batches(url: str, count: int) -> list[str]:
 
 
 def retrieve_calls(url: str) -> int:
-    stats = httpx.get(f"{url}/_emulator/stats", timeout=10).json()
+    stats = httpx.get(f"{url}/_emulator/stats", headers={"x-api-key": KEY}, timeout=10).json()
     return int(stats["calls"].get("retrieve", 0))
 
 

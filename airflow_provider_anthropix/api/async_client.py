@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from airflow_provider_anthropix.api import calls, operations
+from airflow_provider_anthropix.api import bounds, calls, operations
 from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
 from airflow_provider_anthropix.api.lines import ResultLines
@@ -117,30 +117,50 @@ class AsyncClient(operations.ClientBase, binder=operations.async_method):
         self, call: calls.Call, *, stream: bool = False, headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
         retries = self._retries(call)
+        bound = bounds.current()
         while True:
+            if bound is not None:
+                bound.check(call.name)
             try:
-                return await self._attempt(call, stream=stream, headers=headers)
+                if bound is None:
+                    return await self._attempt(call, stream=stream, headers=headers)
+                # The whole attempt, headers and body, ends by the check's deadline: a server
+                # that drips bytes resets httpx's read timeout, not this one.
+                try:
+                    return await asyncio.wait_for(
+                        self._attempt(call, stream=stream, headers=headers), timeout=bound.remaining()
+                    )
+                except asyncio.TimeoutError:
+                    raise bound.error(call.name) from None
             except AnthropixError as exc:
-                await self._sleep(retries.next_delay(exc))
+                delay = retries.next_delay(exc)
+                bounds.sleep_allowed(bound, delay, call.name, exc)
+                await self._sleep(delay)
 
     async def _run(self, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         call = operation.build(self.config, *args, **kwargs)
         response = await self._send(call)
         return operation.answer(call, response.status_code, response.content, self)
 
-    async def _walk(self, list_page: Callable[..., Awaitable[operations.Page[T]]], page_size: int) -> AsyncIterator[T]:
-        pager = Pager()
+    async def _walk(
+        self,
+        list_page: Callable[..., Awaitable[operations.Page[T]]],
+        page_size: int,
+        what: str,
+        max_pages: int | None,
+    ) -> AsyncIterator[T]:
+        pager = Pager(what, max_pages=max_pages, redact=self._redact)
         while pager.more:
             for item in pager.take(await list_page(limit=page_size, after_id=pager.after_id)):
                 yield item
 
-    def iter_batches(self, page_size: int = 100) -> AsyncIterator[MessageBatch]:
-        """Every batch, newest first, fetching pages as the caller goes."""
-        return self._walk(self.list_batches, page_size)
+    def iter_batches(self, page_size: int = 100, max_pages: int | None = None) -> AsyncIterator[MessageBatch]:
+        """Every batch, newest first, fetching pages as the caller goes (a cursor that does not advance is refused)."""
+        return self._walk(self.list_batches, page_size, "the batch list", max_pages)
 
-    async def all_models(self, page_size: int = 1000) -> list[ModelInfo]:
-        """Every model the key may use, newest first."""
-        return [model async for model in self._walk(self.list_models, page_size)]
+    async def all_models(self, page_size: int = 1000, max_pages: int = bounds.MAX_MODEL_PAGES) -> list[ModelInfo]:
+        """Every model the key may use, newest first; at most ``max_pages`` pages (see :class:`Pager`)."""
+        return [model async for model in self._walk(self.list_models, page_size, "the model list", max_pages)]
 
     # -- results -----------------------------------------------------------------------------
 

@@ -136,6 +136,24 @@ class AnthropixResponseError(AnthropixError):
     """
 
 
+class ListingError(AnthropixResponseError):
+    """A listing that would never end: its cursor does not advance, or it has more pages than allowed.
+
+    A server that answers ``has_more: true`` with a ``last_id`` it gave before (or with new ids
+    for ever) would keep a walk through its pages asking until the task is killed; the walk
+    stops instead. Like any malformed answer, it is not retried by the client.
+    """
+
+
+class CheckDeadlineError(AnthropixError):
+    """A check made before sending (the model check, the token-count sample) ran past its one deadline.
+
+    The deadline is the whole check's, not one attempt's: a server that answers slowly, or
+    drips its answer a byte at a time so that no read timeout ever fires, cannot stretch it.
+    Not retried by the client: the time is already spent.
+    """
+
+
 class ResultsChangedError(AnthropixError):
     """The results served on a resume are not the bytes served before; start the download over."""
 

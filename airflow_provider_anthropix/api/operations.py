@@ -19,13 +19,14 @@ import inspect
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, NoReturn, ParamSpec, Protocol, TypeVar, overload
 
-from airflow_provider_anthropix.api import calls
+from airflow_provider_anthropix.api import bounds, calls
 from airflow_provider_anthropix.api.calls import Call
 from airflow_provider_anthropix.api.config import ClientConfig
-from airflow_provider_anthropix.api.errors import AnthropixResponseError
+from airflow_provider_anthropix.api.errors import AnthropixResponseError, ListingError
 from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, MessageBatch, ModelInfo, ModelPage
+from airflow_provider_anthropix.api.redact import NOTHING, Redactor
 from airflow_provider_anthropix.api.retry import RetryLoop
 
 if TYPE_CHECKING:
@@ -255,14 +256,53 @@ class Page(Protocol[T_co]):
 
 
 class Pager:
-    """Where a walk through a listing is: the ``after_id`` of the next page, and whether there is one."""
+    """Where a walk through a listing is: the ``after_id`` of the next page, and whether there is one.
 
-    def __init__(self) -> None:
+    The one paging rule of both clients. A walk must end: a page that says ``has_more`` with
+    a ``last_id`` already used as a cursor (the same page again, or a loop) raises
+    :class:`ListingError` instead of asking for ever, and so does a page past ``max_pages``.
+
+    :param what: the listing, for messages (``"the model list"``).
+    :param max_pages: pages the walk may fetch (None: no cap; the cursor rule still holds).
+    :param redact: masks secrets in the messages (a cursor is the server's text).
+    """
+
+    def __init__(self, what: str = "the listing", *, max_pages: int | None = None, redact: Redactor = NOTHING) -> None:
+        if max_pages is not None and max_pages < 1:
+            raise ValueError(f"max_pages must be 1 or more, got {max_pages}")
         self.after_id: str | None = None
         self.more = True
+        self.pages = 0
+        self._what = what
+        self._max_pages = max_pages
+        self._redact = redact
+        self._cursors: set[str] = set()
 
     def take(self, page: Page[T]) -> Sequence[T]:
         """The items of the page just fetched; moves on to the next page (or to the end)."""
-        self.more = bool(page.has_more and page.last_id)
+        self.pages += 1
+        more = bool(page.has_more and page.last_id)
+        if more:
+            cursor = str(page.last_id)
+            if cursor in self._cursors:
+                shown = self._redact(repr(cursor))[:80]
+                self._refuse(
+                    f"page {self.pages} says has_more with last_id {shown}, a cursor it gave before: the listing "
+                    "does not advance, so the walk stopped instead of asking for the same pages for ever"
+                )
+            if self._max_pages is not None and self.pages >= self._max_pages:
+                self._refuse(
+                    f"it still says has_more after {self.pages:,} pages, the most this walk fetches; "
+                    "stopped instead of paging without end"
+                )
+            self._cursors.add(cursor)
+        self.more = more
         self.after_id = page.last_id
         return page.data
+
+    def _refuse(self, problem: str) -> NoReturn:
+        text = f"{self._what}: {problem}"
+        bound = bounds.current()
+        if bound is not None and bound.skip:
+            text += f". It was {bound.what}; to go on without it, {bound.skip}"
+        raise ListingError(text)

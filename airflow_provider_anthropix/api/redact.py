@@ -9,9 +9,10 @@ credentials in a proxy URL.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 #: What a secret is replaced with.
 MASK = "[redacted]"
@@ -35,29 +36,43 @@ def url_credentials(url: str | None) -> list[str]:
     return [value for raw in found for value in {raw, unquote(raw)} if value]
 
 
+def _any_quoting(secret: str) -> str:
+    """A pattern for ``secret`` with each character as itself or percent-encoded, in either case of hex digit.
+
+    Servers and proxies echo a header URL-quoted in many ways: ``quote`` keeps ``/`` but
+    ``quote_plus`` does not, other languages' encoders keep ``@``, ``+`` or ``:``, some write
+    ``%2f`` rather than ``%2F``, and a form decoder turns ``+`` into a space. Listing spellings
+    misses some; a pattern that takes every character either way catches them all.
+    """
+    parts = []
+    for char in secret:
+        encoded = "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+        options = [re.escape(char), f"(?i:{re.escape(encoded)})"]
+        if char == "+":
+            options.append(" ")  # quote_plus's space, as a form decoder reads a raw "+"
+        parts.append(f"(?:{'|'.join(options)})")
+    return "".join(parts)
+
+
 class Redactor:
-    """Replaces each secret (and its URL-quoted spelling) with :data:`MASK`.
+    """Replaces each secret, however it is URL-quoted, with :data:`MASK`.
 
     :param secrets: strings that must never appear in a message.
     """
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
-        spellings: set[str] = set()
-        for secret in secrets:
-            if not secret or len(secret) < MIN_SECRET_LENGTH:
-                continue
-            spellings.update({secret, quote(secret, safe=""), quote(secret)})
+        found = {secret for secret in secrets if secret and len(secret) >= MIN_SECRET_LENGTH}
         # Longest first, so a secret containing another is masked whole.
-        self._secrets = sorted(spellings, key=len, reverse=True)
+        self._secrets = sorted(found, key=len, reverse=True)
+        self._pattern = re.compile("|".join(_any_quoting(secret) for secret in self._secrets)) if found else None
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)
 
     def value(self, obj: Any, _depth: int = 0) -> Any:
         """A copy of a decoded JSON value with every string redacted (nesting beyond 50 levels is dropped)."""

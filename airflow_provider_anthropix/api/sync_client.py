@@ -12,10 +12,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import requests
 from requests import exceptions as rex
+from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as urllib3_exceptions
+from urllib3 import poolmanager
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import parse_url
 
-from airflow_provider_anthropix.api import calls, operations
+from airflow_provider_anthropix.api import bounds, calls, operations
 from airflow_provider_anthropix.api.config import ClientConfig
 from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
 from airflow_provider_anthropix.api.lines import ResultLines
@@ -49,6 +52,43 @@ _TRANSPORT = calls.TransportErrors(
 )
 
 
+class _WatchedHTTPPool(HTTPConnectionPool):
+    """A pool that shows each connection it hands out to the attempt's watchdog (see ``api.bounds``)."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)
+        bounds.watch_connection(connection)
+        return connection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)
+        bounds.watch_connection(connection)
+        return connection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def _watch_pools(manager: Any) -> Any:
+    """Make ``manager`` build watched pools, unless it builds pools of its own kind (SOCKS)."""
+    if getattr(manager, "pool_classes_by_scheme", None) == poolmanager.pool_classes_by_scheme:
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+    return manager
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with pools whose connections a deadline can cut (direct and through a proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        return _watch_pools(super().proxy_manager_for(proxy, **proxy_kwargs))
+
+
 def _sent_to(prepared_url: str | None) -> Origin:
     """The origin urllib3 will connect to for this prepared URL (the adapter parses it the same way)."""
     parsed = parse_url(prepared_url or "")
@@ -70,7 +110,11 @@ class SyncClient(operations.ClientBase, binder=operations.sync_method):
     ) -> None:
         super().__init__(config)
         self._sleep = sleep
-        self._session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            session.mount("http://", _WatchedAdapter())
+            session.mount("https://", _WatchedAdapter())
+        self._session = session
         self._session.headers.update(config.headers())
         if config.proxies:
             self._session.proxies.update(config.proxies)
@@ -103,43 +147,62 @@ class SyncClient(operations.ClientBase, binder=operations.sync_method):
             raise calls.refuse_unsendable(call, self.config, self._redact, exc) from None
         calls.check_origin(call, sent_to, self.config, self._redact)
         settings = self._session.merge_environment_settings(prepared.url, {}, stream, None, None)
-        try:
-            response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, **settings)
-            if response.status_code >= 300:
-                body = response.content
+        bound = bounds.current()
+        timeout = self._timeout if bound is None else (bound.timeout(self._timeout[0]), bound.timeout(self._timeout[1]))
+        # Under a check's deadline a watchdog cuts the socket when it passes: headers and body
+        # (read inside send unless streamed) cannot be dripped past it.
+        with bounds.watched(bound) as dog:
+            try:
+                response = self._session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
+                if response.status_code >= 300:
+                    body = response.content
+                    response.close()
+                    calls.raise_for_response(response.status_code, response.headers, body, self._redact)
+            except (rex.RequestException, UnicodeError) as exc:
+                if bound is not None and bound.expired():
+                    raise bound.error(call.name) from None
+                raise _TRANSPORT.translate(exc, call.name, self.config, self._redact) from None
+            if dog is not None and dog.fired:
+                # A cut in the headers can look like their end to http.client: an answer read
+                # while the watchdog fired is not trusted, whatever its status.
                 response.close()
-                calls.raise_for_response(response.status_code, response.headers, body, self._redact)
-        except (rex.RequestException, UnicodeError) as exc:
-            raise _TRANSPORT.translate(exc, call.name, self.config, self._redact) from None
+                raise bound.error(call.name)  # type: ignore[union-attr]
         return response
 
     def _send(
         self, call: calls.Call, *, stream: bool = False, headers: Mapping[str, str] | None = None
     ) -> requests.Response:
         retries = self._retries(call)
+        bound = bounds.current()
         while True:
+            if bound is not None:
+                bound.check(call.name)
             try:
                 return self._attempt(call, stream=stream, headers=headers)
             except AnthropixError as exc:
-                self._sleep(retries.next_delay(exc))
+                delay = retries.next_delay(exc)
+                bounds.sleep_allowed(bound, delay, call.name, exc)
+                self._sleep(delay)
 
     def _run(self, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         call = operation.build(self.config, *args, **kwargs)
         response = self._send(call)
         return operation.answer(call, response.status_code, response.content, self)
 
-    def _walk(self, list_page: Callable[..., operations.Page[T]], page_size: int) -> Iterator[T]:
-        pager = Pager()
+    def _walk(
+        self, list_page: Callable[..., operations.Page[T]], page_size: int, what: str, max_pages: int | None
+    ) -> Iterator[T]:
+        pager = Pager(what, max_pages=max_pages, redact=self._redact)
         while pager.more:
             yield from pager.take(list_page(limit=page_size, after_id=pager.after_id))
 
-    def iter_batches(self, page_size: int = 100) -> Iterator[MessageBatch]:
-        """Every batch, newest first, fetching pages as the caller goes."""
-        return self._walk(self.list_batches, page_size)
+    def iter_batches(self, page_size: int = 100, max_pages: int | None = None) -> Iterator[MessageBatch]:
+        """Every batch, newest first, fetching pages as the caller goes (a cursor that does not advance is refused)."""
+        return self._walk(self.list_batches, page_size, "the batch list", max_pages)
 
-    def all_models(self, page_size: int = 1000) -> list[ModelInfo]:
-        """Every model the key may use, newest first."""
-        return list(self._walk(self.list_models, page_size))
+    def all_models(self, page_size: int = 1000, max_pages: int = bounds.MAX_MODEL_PAGES) -> list[ModelInfo]:
+        """Every model the key may use, newest first; at most ``max_pages`` pages (see :class:`Pager`)."""
+        return list(self._walk(self.list_models, page_size, "the model list", max_pages))
 
     # -- results -----------------------------------------------------------------------------
 

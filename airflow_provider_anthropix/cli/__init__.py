@@ -24,6 +24,7 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
         BadRequestError,
         NotFoundError,
         PermissionDeniedError,
+        ResultsHostError,
     )
     from airflow_provider_anthropix.cli.commands import ExportFailed, NotEndedError, UsageError, WaitTimeout
     from airflow_provider_anthropix.cli.credentials import CredentialsError
@@ -45,6 +46,9 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
         return 8, f"export failed: {exc}"
     if isinstance(exc, WaitTimeout):
         return 9, str(exc)
+    if isinstance(exc, ResultsHostError):
+        # Not a bug: the check that keeps the key on the API's origin did its job (the URL came from the server).
+        return 10, f"refused: {exc}"
     return 1, f"{type(exc).__name__}: {exc}"
 
 

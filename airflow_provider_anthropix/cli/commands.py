@@ -168,11 +168,58 @@ def batches_results(client: BatchClient, args: argparse.Namespace, out: TextIO, 
                   ("--destination-conn-id", args.destination_conn_id is not None)) if on]  # fmt: skip
         if extras:
             raise UsageError(f"{', '.join(extras)} need -o PATH_OR_URI (without -o the raw stream goes to stdout)")
+    else:
+        _refuse_symlinked_output(args.output)
     batch = _ended(client, args.batch_id)
+    _check_results_url(client, batch)
     total = batch.request_counts.total
     if args.output is None:
         return _results_to_stdout(client, batch, total, err)
     return _results_export(client, batch, args, out, err)
+
+
+def _check_results_url(client: BatchClient, batch: MessageBatch) -> None:
+    """Refuse a results_url off the API's origin (exit status 10) before the export creates its folder.
+
+    The client refuses it anyway when the download starts; asking first means a refused URL
+    leaves nothing behind at ``-o``, not even an empty folder.
+    """
+    config = getattr(client, "config", None)
+    if config is not None:
+        from airflow_provider_anthropix.api.calls import results_url_for
+
+        results_url_for(config, batch, redact=config.redactor())
+
+
+def _local_path(output: str) -> str | None:
+    """The local path ``-o`` names (a plain path or a ``file://`` URI), or None for another store."""
+    from urllib.parse import unquote, urlsplit
+
+    target = output.strip()
+    if target.startswith("file://"):
+        return unquote(urlsplit(target).path)
+    if "://" in target:
+        return None
+    return os.path.abspath(target)
+
+
+def _refuse_symlinked_output(output: str) -> None:
+    """``-o`` may not be a symbolic link (exit status 2), checked before anything is downloaded.
+
+    The export writes into its folder and removes there what it would itself write (stale
+    results of an earlier export, its staging folder): through a link, those writes and
+    removals would land in whatever the link points to, which may be somewhere else entirely
+    by the time the export publishes. Naming the real folder makes the place explicit.
+    """
+    path = _local_path(output)
+    if path is None:
+        return
+    bare = path.rstrip("/") or "/"
+    if os.path.islink(bare):
+        raise UsageError(
+            f"-o {output}: is a symbolic link (to {os.readlink(bare)}); the export writes and removes files in "
+            f"its folder, so it does not follow links: give the real folder, e.g. -o {os.path.realpath(bare)}"
+        )
 
 
 def _results_to_stdout(client: BatchClient, batch: MessageBatch, total: int, err: TextIO) -> int:

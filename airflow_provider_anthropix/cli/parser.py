@@ -26,6 +26,10 @@ EXIT_CODES: dict[int, str] = {
     7: "refused by the API in this state (HTTP 400), e.g. deleting a batch that has not ended",
     8: "the export failed: bad destination, results that do not match the batch, bad format",
     9: "wait: the batch had not ended when --timeout ran out",
+    10: (
+        "refused: the batch's results_url is not on the API's origin (another host, port or scheme), "
+        "so the key was not sent there and nothing was downloaded"
+    ),
     130: "interrupted (Ctrl-C); a results export leaves nothing behind",
 }
 
@@ -181,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         metavar="PATH_OR_URI",
         default=None,
-        help="destination folder: a path, file:///..., s3://bucket/prefix, ... (default: standard output)",
+        help=(
+            "destination folder: a path, file:///..., s3://bucket/prefix, ... (default: standard output); "
+            "a symbolic link is refused: give the real folder"
+        ),
     )
     results.add_argument(
         "--format", choices=("jsonl", "parquet"), default="jsonl", help="file format with -o (default jsonl)"

@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--result-bytes", type=int, default=1024, help="approx. size of a succeeded result line")
     p.add_argument("--max-requests", type=int, default=None, help="most requests per batch (default 100,000)")
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest create body (default 256 MB)")
-    p.add_argument("--admin", action="store_true", help="serve /_emulator/{faults,stats,reset,clock}")
+    p.add_argument(
+        "--admin",
+        action="store_true",
+        help="serve /_emulator/{faults,stats,reset,clock} (they take the API key and JSON bodies)",
+    )
     p.add_argument(
         "--fault",
         action="append",

@@ -174,8 +174,8 @@ class EmulatorApp:
         response.headers["request-id"] = request_id
         return response
 
-    def _check_headers(self, request: Request) -> str:
-        """Authenticate and return the API version, or raise the API's 401/400."""
+    def _check_key(self, request: Request) -> None:
+        """The API's key check (x-api-key or Authorization: Bearer): raise its 401 unless the key is right."""
         key = _key_of(request)
         if key is None:
             raise EmulatorError(
@@ -184,6 +184,10 @@ class EmulatorApp:
         expected = self.config.api_key
         if expected is not None and not hmac.compare_digest(key.encode(), expected.encode()):
             raise EmulatorError(401, "authentication_error", "invalid x-api-key")
+
+    def _check_headers(self, request: Request) -> str:
+        """Authenticate and return the API version, or raise the API's 401/400."""
+        self._check_key(request)
         version = request.headers.get("anthropic-version")
         if not version:
             raise EmulatorError(
@@ -511,11 +515,37 @@ class EmulatorApp:
         )
 
     # -- admin endpoints ---------------------------------------------------------------------
+    def _check_admin(self, request: Request) -> None:
+        """Refuse an admin call a web page could have made: the key, a same-origin caller and a JSON body.
+
+        The emulator listens on loopback, which any page in the user's browser can reach; a
+        form or ``fetch`` with a "simple" body (text/plain, a form) and no custom headers needs
+        no CORS preflight, so without these checks a page could reset the emulator or move its
+        clock. A browser cannot add ``x-api-key`` or ``Authorization`` nor send
+        ``application/json`` across sites without a preflight, which the emulator never grants.
+        """
+        self._check_key(request)
+        origin = request.headers.get("origin")
+        if origin is not None and origin.rstrip("/").lower() != _base_url(request).lower():
+            raise EmulatorError(
+                403, "permission_error", f"admin calls from another origin ({_short(origin)}) are refused"
+            )
+        if request.method == "POST":
+            media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media_type != "application/json":
+                got = _short(media_type) if media_type else "none"
+                raise EmulatorError(
+                    415,
+                    "invalid_request_error",
+                    f"admin calls take a JSON body: send content-type: application/json, not {got}",
+                )
+
     def _admin(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        """Admin calls are not API calls: no faults, no key, not counted; but they get a request-id too."""
+        """Admin calls are not API calls: no faults, not counted; but they need the key and get a request-id too."""
 
         async def endpoint(request: Request) -> Response:
             try:
+                self._check_admin(request)
                 response = await handler(request)
             except EmulatorError as exc:
                 request_id = self.ids.request_id()

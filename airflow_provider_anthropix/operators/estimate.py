@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_anthropix.workflow import budget as budget_module
 from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 #: XCom key of the estimate (the create's return value stays the batch id).
 XCOM_KEY = "estimate"
+#: How a user goes on without the model check, for its failure's message.
+_SKIP_MODELS = "pass check_models=False to the operator (the API then judges the model names itself)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +95,7 @@ def run_estimate(
     :param tally: the requests as validated, tallied for the estimate.
     :param learn_from: where earlier results landed, to learn output/max_tokens ratios from (None: nowhere).
     """
+    from airflow_provider_anthropix.api.bounds import bounded
     from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
     from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
     from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
@@ -112,7 +116,9 @@ def run_estimate(
     try:
         models = sorted(tally.models)
         if options.check_models and models:
-            check_models(models, hook.model_exists, hook.known_models)
+            # One deadline for the whole check: see api.bounds (a slow or endless server cannot stretch it).
+            with bounded("the model check (GET /v1/models)", budget_module.MODEL_CHECK_SECONDS, skip=_SKIP_MODELS):
+                check_models(models, hook.model_exists, hook.known_models)
             log.info("Model(s) %s are known to the API", ", ".join(models))
         prefix: SharedPrefix | None = shared_prefix(task.default_params)
         ratios, source = learned_output_ratios(learn_from)
@@ -120,8 +126,14 @@ def run_estimate(
         kwargs: dict[str, Any] = {"prefix": prefix, "output_ratios": ratios}
         if source:
             kwargs["output_ratio_source"] = source
+        skip_count = f"pass a smaller estimate_sample_size (now {options.sample_size}; 1 counts one request per model)"
         try:
-            estimate = estimate_cost(tally, hook.count_tokens, lambda m: model_price(m, table), **kwargs)
+            with bounded(
+                "the cost estimate's token count (POST /v1/messages/count_tokens)",
+                budget_module.TOKEN_COUNT_SECONDS,
+                skip=skip_count,
+            ):
+                estimate = estimate_cost(tally, hook.count_tokens, lambda m: model_price(m, table), **kwargs)
         except UnknownModelPrice as exc:
             if budget is not None or options.dry_run:
                 raise AirflowFailException(f"{exc}; nothing was sent") from None

@@ -536,26 +536,40 @@ class Deployment:
         return response.text
 
     # -- emulator admin ------------------------------------------------------------------------
+    @property
+    def emu_headers(self) -> dict[str, str]:
+        """The emulator's admin endpoints take the API key, like its API (a web page cannot send it)."""
+        return {"x-api-key": self.api_key}
+
     def emu_stats(self) -> dict[str, Any]:
-        response = requests.get(f"{self.emulator_url}/_emulator/stats", timeout=10)
+        response = requests.get(f"{self.emulator_url}/_emulator/stats", headers=self.emu_headers, timeout=10)
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
 
     def emu_attempts(self, custom_id: str) -> int:
         """How many batches of the emulator carried ``custom_id``."""
-        response = requests.get(f"{self.emulator_url}/_emulator/attempts", params={"custom_id": custom_id}, timeout=10)
+        response = requests.get(
+            f"{self.emulator_url}/_emulator/attempts",
+            params={"custom_id": custom_id},
+            headers=self.emu_headers,
+            timeout=10,
+        )
         response.raise_for_status()
         data = response.json()
         return int(data.get("attempts", data) if isinstance(data, dict) else data)
 
     def emu_fault(self, **fault: Any) -> None:
-        response = requests.post(f"{self.emulator_url}/_emulator/faults", json=fault, timeout=10)
+        response = requests.post(
+            f"{self.emulator_url}/_emulator/faults", json=fault, headers=self.emu_headers, timeout=10
+        )
         if response.status_code != 200:
             raise E2EFailure(f"arming fault {fault} failed: {response.text}")
 
     def emu_clear_faults(self) -> None:
-        requests.delete(f"{self.emulator_url}/_emulator/faults", timeout=10).raise_for_status()
+        requests.delete(
+            f"{self.emulator_url}/_emulator/faults", headers=self.emu_headers, timeout=10
+        ).raise_for_status()
 
 
 @contextlib.contextmanager

@@ -600,7 +600,10 @@ class ClusterDeployment(Deployment):
     def end_batches(self, quiet: bool = False) -> None:
         """Move the emulator's clock past the processing time: every batch created so far ends."""
         response = requests.post(
-            f"{self.emulator_url}/_emulator/clock", json={"advance": self.processing_seconds + 1}, timeout=10
+            f"{self.emulator_url}/_emulator/clock",
+            json={"advance": self.processing_seconds + 1},
+            headers=self.emu_headers,
+            timeout=10,
         )
         response.raise_for_status()
         if not quiet:

@@ -463,15 +463,16 @@ FAULT_KINDS: list[dict[str, Any]] = [
 class FaultArmer(threading.Thread):
     """Keep about ``rate`` of the emulator's retrieve calls failing, one armed fault at a time."""
 
-    def __init__(self, url: str, rate: float) -> None:
+    def __init__(self, url: str, rate: float, headers: dict[str, str]) -> None:
         super().__init__(name="fault-armer", daemon=True)
-        self.url, self.rate = url, rate
+        self.url, self.rate, self.headers = url, rate, headers
         self.stop_event = threading.Event()
         self.start_calls = self.start_fired = 0
 
     def run(self) -> None:
         turn = 0
         with requests.Session() as session:
+            session.headers.update(self.headers)  # the admin endpoints take the API key
             while not self.stop_event.wait(0.05):
                 try:
                     stats = session.get(f"{self.url}/_emulator/stats", timeout=5).json()
@@ -491,7 +492,7 @@ def run_load(ctx: Context) -> dict[str, Any]:
     dep = cluster_dep(ctx)
     before = ctx.batches_created()
     stats0 = dep.emu_stats()
-    armer = FaultArmer(dep.emulator_url, LOAD_FAULT_RATE)
+    armer = FaultArmer(dep.emulator_url, LOAD_FAULT_RATE, dep.emu_headers)
     armer.start_calls, armer.start_fired = int(stats0["calls"].get("retrieve", 0)), int(stats0["faults_fired"])
     run_id = trigger(ctx, LOAD_DAG, {"batches": LOAD_WAITS})
     ids: list[str] = ctx.dep.wait_for(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ import pytest
 
 from airflow_provider_anthropix.cli import main
 from airflow_provider_anthropix.emulator import EmulatorHandle
+from tests.support.http import QuietHandler
 
 ANTHROPIX = str(Path(sys.executable).parent / "anthropix")
 
@@ -364,3 +370,101 @@ def test_emulator_subcommand_serves_and_stops() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+# -- refusals with their own status (issue 20) -----------------------------------------------
+
+
+class _ForgedBatch(QuietHandler):
+    """An API whose ended batch names a results_url on another port; it records every request it gets."""
+
+    results_url = ""
+    paths: list[str] = []
+
+    def do_GET(self) -> None:
+        _ForgedBatch.paths.append(self.path)
+        batch = {
+            "id": "msgbatch_forged",
+            "type": "message_batch",
+            "processing_status": "ended",
+            "request_counts": {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 0, "expired": 0},
+            "created_at": "2026-01-01T00:00:00.000000Z",
+            "expires_at": "2026-01-02T00:00:00.000000Z",
+            "ended_at": "2026-01-01T00:01:00.000000Z",
+            "cancel_initiated_at": None,
+            "archived_at": None,
+            "results_url": _ForgedBatch.results_url,
+        }
+        self.reply(200, {"content-type": "application/json", "request-id": "req_forged"}, json.dumps(batch).encode())
+
+
+@pytest.fixture
+def forged(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+    """The forging API (its URL) and what a listener on the foreign port received (nothing, we hope)."""
+    received: list[bytes] = []
+    foreign = socket.socket()
+    foreign.bind(("127.0.0.1", 0))
+    foreign.listen()
+    foreign.settimeout(0.2)
+
+    def listen() -> None:
+        while True:
+            try:
+                conn, _ = foreign.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1)
+                with contextlib.suppress(OSError):
+                    received.append(conn.recv(65536))
+
+    threading.Thread(target=listen, daemon=True).start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForgedBatch)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _ForgedBatch.results_url = (
+        f"http://127.0.0.1:{foreign.getsockname()[1]}/v1/messages/batches/msgbatch_forged/results"
+    )
+    _ForgedBatch.paths = []
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-forged-test-key")
+    yield f"http://127.0.0.1:{server.server_address[1]}", received  # type: ignore[misc]
+    server.shutdown()
+    server.server_close()
+    foreign.close()
+
+
+@pytest.mark.parametrize("to", ["stdout", "folder"])
+def test_a_results_url_on_another_host_is_refused_with_its_own_status(
+    forged: tuple[str, list[str]], tmp_path: Path, to: str
+) -> None:
+    url, received = forged
+    output = ["-o", str(tmp_path / "out")] if to == "folder" else []
+    status, out, err = run("batches", "results", "msgbatch_forged", *output, "--base-url", url)
+    assert status == 10, err  # not 1, which the table keeps for bugs
+    assert err.startswith("anthropix: refused: results_url origin http://127.0.0.1:")
+    assert "refusing to send the API key there" in err and "sk-ant-forged-test-key" not in err
+    assert out == "" and received == [] and not (tmp_path / "out").exists()
+    assert _ForgedBatch.paths == ["/v1/messages/batches/msgbatch_forged"]
+
+
+@pytest.mark.parametrize("spelling", ["path", "path/", "file-uri"])
+def test_an_output_folder_that_is_a_symlink_is_refused_before_any_download(
+    emulator: EmulatorHandle, emulator_http: httpx.Client, base: list[str], tmp_path: Path, spelling: str
+) -> None:
+    batch_id = ended(emulator_http, emulator, 2)
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "keep.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    output = {"path": str(link), "path/": f"{link}/", "file-uri": link.as_uri()}[spelling]
+    before = emulator.stats()["calls"].get("results", 0)
+    status, out, err = run("batches", "results", batch_id, "-o", output, *base)
+    assert status == 2, err
+    assert "is a symbolic link" in err and f"-o {real}" in err
+    assert out == "" and sorted(p.name for p in real.iterdir()) == ["keep.txt"]
+    assert emulator.stats()["calls"].get("results", 0) == before  # refused before the download
+    status, _, err = run("batches", "results", batch_id, "-o", str(real), *base)  # the real folder works
+    assert status == 0, err
+    assert (real / "results.jsonl").exists() and (real / "keep.txt").read_text() == "mine"

@@ -412,10 +412,10 @@ def test_stats_count_calls_per_endpoint(emulator: EmulatorHandle, emulator_http:
     emulator_http.get(f"{BATCHES}/{batch['id']}")
     emulator_http.get(f"{BATCHES}/{batch['id']}")
     emulator_http.get(BATCHES)
-    stats = httpx.get(emulator.url + "/_emulator/stats").json()
+    stats = emulator_http.get("/_emulator/stats").json()
     assert stats["calls"] == {"create": 1, "retrieve": 2, "list": 1}
     assert stats["batches_created"] == 1
-    assert httpx.post(emulator.url + "/_emulator/reset").json() == {"reset": True}
+    assert emulator_http.post("/_emulator/reset", json={}).json() == {"reset": True}
     assert emulator.stats()["calls"] == {} and emulator.stats()["batches_created"] == 0
     assert emulator_http.get(f"{BATCHES}/{batch['id']}").status_code == 404
 
@@ -423,9 +423,9 @@ def test_stats_count_calls_per_endpoint(emulator: EmulatorHandle, emulator_http:
 def test_admin_clock_moves_time(emulator: EmulatorHandle, emulator_http: httpx.Client) -> None:
     emulator.config.processing_seconds = 1000
     batch = create(emulator_http, 1)
-    assert httpx.post(emulator.url + "/_emulator/clock", json={"advance": 2000}).status_code == 200
+    assert emulator_http.post("/_emulator/clock", json={"advance": 2000}).status_code == 200
     assert emulator_http.get(f"{BATCHES}/{batch['id']}").json()["processing_status"] == "ended"
-    assert httpx.post(emulator.url + "/_emulator/clock", json={"advance": -1}).status_code == 400
+    assert emulator_http.post("/_emulator/clock", json={"advance": -1}).status_code == 400
 
 
 def test_admin_endpoints_are_off_by_default(emulator_factory: Any) -> None:

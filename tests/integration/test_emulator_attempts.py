@@ -120,11 +120,11 @@ def test_rates_every_attempt_can_fail_a_retry_again(emulator_factory: Callable[.
 def test_attempt_counters_reset(emulator: EmulatorHandle, emulator_http: httpx.Client, how: str) -> None:
     batch = [request("once", "[[emulator:errored-once]]")]
     assert outcomes(emulator, emulator_http, batch)["once"] == "errored:api_error"
-    assert httpx.get(emulator.url + "/_emulator/attempts", params={"custom_id": "once"}).json()["attempts"] == 1
+    assert emulator_http.get("/_emulator/attempts", params={"custom_id": "once"}).json()["attempts"] == 1
     if how == "handle":
         emulator.reset_attempts()
     elif how == "http":
-        assert httpx.delete(emulator.url + "/_emulator/attempts").status_code == 200
+        assert emulator_http.delete("/_emulator/attempts").status_code == 200
     else:
         emulator.reset()
     assert emulator.attempts("once") == 0

@@ -71,7 +71,7 @@ def test_cli_prints_its_line_serves_and_exits_cleanly_on_sigterm(cli: list[subpr
     assert first.status_code == 503 and first.headers["retry-after"] == "1"
     assert httpx.get(url + "/v1/messages/batches", headers=HEADERS).status_code == 200
     assert httpx.get(url + "/v1/messages/batches", headers={**HEADERS, "x-api-key": "other"}).status_code == 401
-    stats = httpx.get(url + "/_emulator/stats").json()
+    stats = httpx.get(url + "/_emulator/stats", headers={"x-api-key": "cli-key"}).json()
     assert stats["calls"] == {"list": 2} and stats["rejected"] == {"list": 1}, "the wrong key is refused, not counted"
     code, out, err = stop(proc, signal.SIGTERM)
     assert code == 0, err

@@ -112,17 +112,17 @@ def test_cut_results_stream_then_resume_with_range(emulator: EmulatorHandle, emu
 
 
 def test_faults_over_the_admin_endpoint(emulator: EmulatorHandle, emulator_http: httpx.Client) -> None:
-    admin = emulator.url + "/_emulator/faults"
-    armed = httpx.post(admin, json={"kind": "status", "endpoint": "list", "status": 500}).json()["faults"]
+    admin = "/_emulator/faults"
+    armed = emulator_http.post(admin, json={"kind": "status", "endpoint": "list", "status": 500}).json()["faults"]
     assert armed[0]["kind"] == "status" and armed[0]["count"] == 1
     body = {"faults": [{"kind": "latency", "seconds": 0.01, "count": None}, {"kind": "reset", "endpoint": "cancel"}]}
-    assert len(httpx.post(admin, json=body).json()["faults"]) == 3
-    assert len(httpx.get(admin).json()["faults"]) == 3
+    assert len(emulator_http.post(admin, json=body).json()["faults"]) == 3
+    assert len(emulator_http.get(admin).json()["faults"]) == 3
     assert emulator_http.get(BATCHES).status_code == 500
-    assert httpx.delete(admin).json() == {"faults": []}
-    bad = httpx.post(admin, json={"kind": "explode"})
+    assert emulator_http.delete(admin).json() == {"faults": []}
+    bad = emulator_http.post(admin, json={"kind": "explode"})
     assert bad.status_code == 400 and "unknown fault kind 'explode'" in bad.json()["error"]["message"]
-    assert httpx.post(admin, json={"kind": "status", "colour": 1}).status_code == 400
+    assert emulator_http.post(admin, json={"kind": "status", "colour": 1}).status_code == 400
 
 
 def test_faults_fire_after_authentication(emulator: EmulatorHandle, emulator_api_key: str) -> None:

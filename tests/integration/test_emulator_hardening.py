@@ -174,7 +174,7 @@ def test_a_chunked_body_with_a_garbage_content_length_is_400(emulator: EmulatorH
 def test_admin_clock_refuses_absurd_values_and_creates_keep_working(
     emulator: EmulatorHandle, emulator_http: httpx.Client, body: bytes
 ) -> None:
-    response = httpx.post(emulator.url + "/_emulator/clock", content=body)
+    response = emulator_http.post("/_emulator/clock", content=body, headers={"content-type": "application/json"})
     assert_envelope(response, 400)
     created = emulator_http.post(BATCHES, json={"requests": [request("after-clock")]})
     assert created.status_code == 200, created.text
@@ -365,19 +365,19 @@ def test_results_can_be_reshuffled_with_a_new_etag(emulator: EmulatorHandle, emu
 
 def test_a_result_line_can_be_duplicated_over_http(emulator: EmulatorHandle, emulator_http: httpx.Client) -> None:
     batch_id = ended_batch(emulator, emulator_http, 5)
-    admin = f"{emulator.url}/_emulator/batches/{batch_id}/results"
+    admin = f"/_emulator/batches/{batch_id}/results"
     before = emulator_http.get(f"{BATCHES}/{batch_id}/results").content.splitlines()
-    answer = httpx.post(admin, json={"duplicate_line": 2})
+    answer = emulator_http.post(admin, json={"duplicate_line": 2})
     assert answer.status_code == 200 and answer.json()["id"] == batch_id
     after = emulator_http.get(f"{BATCHES}/{batch_id}/results")
     assert after.headers["etag"] == answer.json()["etag"]
     assert after.content.splitlines() == [*before[:3], before[2], *before[3:]]
-    assert_envelope(httpx.post(admin, json={"duplicate_line": 6}), 400, "past the last line")
-    assert_envelope(httpx.post(admin, json={"duplicate_line": -1}), 400, "integer >= 0")
-    assert_envelope(httpx.post(admin, json={"shuffle": True}), 400, "unknown field")
+    assert_envelope(emulator_http.post(admin, json={"duplicate_line": 6}), 400, "past the last line")
+    assert_envelope(emulator_http.post(admin, json={"duplicate_line": -1}), 400, "integer >= 0")
+    assert_envelope(emulator_http.post(admin, json={"shuffle": True}), 400, "unknown field")
     emulator.config.processing_seconds = 1000
     running = emulator_http.post(BATCHES, json={"requests": [request("x")]}).json()["id"]
-    assert_envelope(httpx.post(f"{emulator.url}/_emulator/batches/{running}/results", json={}), 400, "in_progress")
+    assert_envelope(emulator_http.post(f"/_emulator/batches/{running}/results", json={}), 400, "in_progress")
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from typing import Any
 
 import pendulum
@@ -65,20 +67,43 @@ async def test_any_ends_the_wait_at_the_first_batch_that_ends(
     assert list(events[0]["ended"]) == [quick]
 
 
+def rounds_of(times: list[float], gap: float) -> list[list[float]]:
+    """Arrival times grouped into polling rounds: a pause longer than ``gap`` starts a new round."""
+    rounds: list[list[float]] = []
+    for arrived in times:
+        if rounds and arrived - rounds[-1][-1] <= gap:
+            rounds[-1].append(arrived)
+        else:
+            rounds.append([arrived])
+    return rounds
+
+
 async def test_one_trigger_polls_each_batch_once_per_interval(
     emulator: EmulatorHandle, anthropix_conn_env: str
 ) -> None:
+    """Exactly one GET per pending batch per interval: a round of 10 calls every 0.2 s, no more, no sooner.
+
+    Counted per round from the emulator's arrival times rather than over a wall-clock window,
+    so the figure is exact: a trigger that polled each batch twice a round, or every half
+    interval, or only some batches, fails it, however loaded the machine is.
+    """
+    interval, batches = 0.2, 10
     emulator.config.processing_seconds = 60.0
-    ids = [make_batch(1, f"p{i}") for i in range(10)]
-    before = emulator.stats()["calls"].get("retrieve", 0)
-    trigger = BatchesEndedTrigger(batch_ids=ids, poll_interval=0.2, jitter=0.0, deadline=None)
+    ids = [make_batch(1, f"p{i}") for i in range(batches)]
+    started = time.monotonic()
+    trigger = BatchesEndedTrigger(batch_ids=ids, poll_interval=interval, jitter=0.0, deadline=None)
     task = asyncio.ensure_future(events_of(trigger))
-    await asyncio.sleep(1.0)  # about five polls of ten batches
+    await asyncio.sleep(5.5 * interval)  # rounds at 0, 0.2, ... 1.0 s: six, the last possibly cut by the cancel
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    calls = emulator.stats()["calls"].get("retrieve", 0) - before
-    assert 10 <= calls <= 10 * 6, calls  # one GET per batch per interval, never more
+    times = [t for t in emulator.call_times("retrieve") if t >= started]
+    rounds = rounds_of(times, gap=interval / 2)
+    assert 4 <= len(rounds) <= 6, [len(r) for r in rounds]  # it polled again and again, not faster
+    assert [len(r) for r in rounds[:-1]] == [batches] * (len(rounds) - 1)  # every batch once a round
+    assert 1 <= len(rounds[-1]) <= batches
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(rounds)]
+    assert min(gaps) >= interval * 0.9, gaps  # a round no sooner than one interval after the last
 
 
 async def test_deadline_gives_a_timeout_event(emulator: EmulatorHandle, anthropix_conn_env: str) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 
@@ -244,3 +245,77 @@ def test_a_key_echoed_across_the_excerpt_cut_leaves_no_fragment(kind: str) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+#: A key with the characters URL quoting changes: "@", "/", "+", ":" and "=".
+QUOTABLE_KEY = "sk-ant-api03-AB@cd/EF+gh:IJ=kl-REDACTME-0123456789"
+#: How a server or proxy may echo it percent-encoded: quote's and quote_plus's forms with their
+#: default and other ``safe`` sets (what other languages' encoders keep), lower-case hex digits,
+#: and a form-decoded echo where "+" became a space.
+QUOTED_SPELLINGS: dict[str, Callable[[str], str]] = {
+    "quote": quote,
+    "quote-safe-none": lambda key: quote(key, safe=""),
+    "quote_plus": quote_plus,
+    "quote_plus-safe-slash": lambda key: quote_plus(key, safe="/"),
+    "quote-safe-at-plus": lambda key: quote(key, safe="@+"),
+    "encodeURI-like": lambda key: quote(key, safe="@/:"),
+    "lower-hex": lambda key: re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(key, safe="")),
+    "form-decoded": lambda key: unquote_plus(key),
+}
+
+
+class _QuotedEcho(BaseHTTPRequestHandler):
+    """``GET /<spelling>/...``: a 400 whose message carries the received key in that spelling."""
+
+    def do_GET(self) -> None:
+        key = self.headers.get("x-api-key", "")
+        spelling = self.path.split("/")[1]
+        echoed = QUOTED_SPELLINGS[spelling](key)
+        message = f"no such key {echoed} (from {spelling})"
+        body = json.dumps({"type": "error", "error": {"type": "authentication_error", "message": message}}).encode()
+        self.send_response(400)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("request-id", f"req_{echoed}")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def quoted_echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _QuotedEcho)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("kind", sorted(CLIENTS))
+@pytest.mark.parametrize("spelling", sorted(QUOTED_SPELLINGS))
+def test_a_key_echoed_url_quoted_is_redacted(kind: str, spelling: str, quoted_echo_url: str) -> None:
+    echoed = QUOTED_SPELLINGS[spelling](QUOTABLE_KEY)
+    assert echoed != QUOTABLE_KEY  # the spelling really differs from the key as sent
+    config = ClientConfig(api_key=QUOTABLE_KEY, base_url=quoted_echo_url, max_retries=0)
+    path = f"/{spelling}/r"
+    if kind == "sync":
+        with SyncClient(config) as client, pytest.raises(AnthropixAPIError) as info:
+            list(client.iter_result_bytes(quoted_echo_url + path))
+        exc: AnthropixError = info.value
+    else:
+
+        async def attempt() -> AnthropixError:
+            async with AsyncClient(config) as client:
+                try:
+                    async for _ in client.iter_result_bytes(quoted_echo_url + path):
+                        pass
+                except AnthropixError as error:
+                    return error
+            raise AssertionError("no error")
+
+        exc = asyncio.run(attempt())
+    text = _texts(exc)
+    assert f"(from {spelling})" in text  # the message did come through
+    assert echoed not in text and QUOTABLE_KEY not in text and "REDACTME" not in text, text
+    assert "[redacted]" in text
