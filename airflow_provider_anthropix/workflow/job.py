@@ -476,7 +476,7 @@ class JobRunner:
         if self.before_first_create is not None and state.estimate is None and not state.anything_sent():
             state.estimate = self.before_first_create(state) or {}
             self._save()
-        if state.budget_stop is not None and self.before_retry_round is not None:
+        if state.budget_stop is not None:  # stopped by the budget before: try the round again (a larger or no budget)
             self._retry_after_budget_stop(state)
         while True:
             current = state.rounds[-1]
