@@ -1,4 +1,4 @@
-"""BatchJobOperator's cost controls in real DAG runs (``dag.test()``, SQLite, the emulator).
+"""The cost controls of BatchJobOperator and CreateBatchOperator in real DAG runs (``dag.test()``, the emulator).
 
 Dry run, budget gate on either basis, the equal-is-within-budget edge, a model without a
 price, an unknown model and ``check_models=False``: each run says what was (not) paid for
@@ -30,6 +30,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, task
 
+from airflow_provider_anthropix.operators.create import CreateBatchOperator
 from airflow_provider_anthropix.operators.job import BatchJobOperator
 
 DEFAULTS = {{"model": {MODEL!r}, "max_tokens": 400}}
@@ -39,6 +40,13 @@ DEFAULTS = {{"model": {MODEL!r}, "max_tokens": 400}}
 def record(path, value):
     with open(path, "w") as fh:
         json.dump(value, fh)
+
+
+@task(trigger_rule="all_done")
+def record_estimate(path, task_id, ti=None):
+    # The create returns its batch id; its estimate is XCom key "estimate", pushed before a skip or failure.
+    with open(path, "w") as fh:
+        json.dump(ti.xcom_pull(task_ids=task_id, key="estimate"), fh)
 
 """
 
@@ -267,3 +275,153 @@ def emulator_model_names() -> set[str]:
     from airflow_provider_anthropix.emulator.models import MODELS
 
     return {name for m in MODELS for name in (m.id, *m.aliases)}
+
+
+# -- the same controls on CreateBatchOperator ----------------------------------------------------------
+# (tests/integration/test_cost_emulator.py covers its budget below the worst case, its dry run's skip and
+# an unknown model; these add the estimate's XCom, the basis, the equal edge, a missing price and
+# check_models=False, in real DAG runs.)
+
+
+def create_dry_run_estimate(dags: Path, dag_id: str, source: Path, folder: Path) -> dict[str, Any]:
+    """The estimate a dry-run create pushes (XCom key ``estimate``); the create itself is skipped."""
+    estimate_file = folder / f"{dag_id}.json"
+    dag = load_dag(
+        dags,
+        dag_id,
+        f"""
+        {DAG_OPEN}
+            create = CreateBatchOperator(
+                task_id="create", requests_path={str(source)!r}, default_params=DEFAULTS, dry_run=True,
+            )
+            create >> record_estimate({str(estimate_file)!r}, "create")
+        """,
+    )
+    assert states(dag.test()) == {"create": "skipped", "record_estimate": "success"}
+    estimate: dict[str, Any] = json.loads(estimate_file.read_text())
+    return estimate
+
+
+def test_create_dry_run_skips_sends_nothing_and_pushes_the_estimate(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    source = prompts(tmp_path, 5)
+    estimate = create_dry_run_estimate(airflow_dags, "cc_dry_run", source, tmp_path)
+    assert emulator.stats()["batches_created"] == 0
+    assert emulator.stats()["calls"].get("create", 0) == 0
+    assert estimate["requests"] == 5 and estimate["sampled"] == 5
+    assert estimate["output_tokens_worst_case"] == 5 * 400
+    assert 0 < estimate["expected_cost_usd"] < estimate["worst_case_cost_usd"]
+
+
+def test_create_budget_between_expected_and_worst_case_depends_on_the_basis(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    source = prompts(tmp_path)
+    estimate = create_dry_run_estimate(airflow_dags, "cc_between_dry", source, tmp_path)
+    budget = (estimate["expected_cost_usd"] + estimate["worst_case_cost_usd"]) / 2
+    dag = load_dag(
+        airflow_dags,
+        "cc_between",
+        f"""
+        {DAG_OPEN}
+            CreateBatchOperator(
+                task_id="by_expected", requests_path={str(source)!r}, default_params=DEFAULTS,
+                max_cost_usd={budget!r}, budget_basis="expected",
+            )
+            CreateBatchOperator(
+                task_id="by_worst_case", requests_path={str(source)!r}, default_params=DEFAULTS,
+                max_cost_usd={budget!r}, budget_basis="worst_case", retries=1, retry_delay=timedelta(seconds=0),
+            )
+        """,
+    )
+    dag_run = dag.test()
+    assert states(dag_run) == {"by_expected": "success", "by_worst_case": "failed"}
+    assert try_numbers(dag_run)["by_worst_case"] == 1
+    assert emulator.stats()["batches_created"] == 1
+
+
+def test_create_budget_equal_to_the_estimate_is_within_budget(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    source = prompts(tmp_path)
+    estimate = create_dry_run_estimate(airflow_dags, "cc_equal_dry", source, tmp_path)
+    dag = load_dag(
+        airflow_dags,
+        "cc_equal",
+        f"""
+        {DAG_OPEN}
+            CreateBatchOperator(
+                task_id="by_worst_case", requests_path={str(source)!r}, default_params=DEFAULTS,
+                max_cost_usd={estimate["worst_case_cost_usd"]!r}, budget_basis="worst_case",
+            )
+            CreateBatchOperator(
+                task_id="by_expected", requests_path={str(source)!r}, default_params=DEFAULTS,
+                max_cost_usd={estimate["expected_cost_usd"]!r}, budget_basis="expected",
+            )
+        """,
+    )
+    dag_run = dag.test()
+    assert states(dag_run) == {"by_worst_case": "success", "by_expected": "success"}
+    assert emulator.stats()["batches_created"] == 2
+
+
+def test_create_model_missing_from_the_price_table_fails_a_budgeted_create_before_paying(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path, capsys: Any
+) -> None:
+    source = prompts(tmp_path)
+    dag = load_dag(
+        airflow_dags,
+        "cc_no_price",
+        f"""
+        {DAG_OPEN}
+            CreateBatchOperator(
+                task_id="create", requests_path={str(source)!r}, default_params=DEFAULTS, max_cost_usd=100.0,
+                price_table={{"claude-sonnet-4-5": {{"input": 3.0, "output": 15.0}}}},
+                retries=1, retry_delay=timedelta(seconds=0),
+            )
+        """,
+    )
+    dag_run = dag.test()
+    assert states(dag_run) == {"create": "failed"}
+    assert try_numbers(dag_run) == {"create": 1}
+    assert emulator.stats()["batches_created"] == 0
+    logs = capsys.readouterr().out
+    assert f"no price for model(s) {MODEL} in the price table" in logs
+    assert "price_table=" in logs and "nothing was sent" in logs
+
+
+@pytest.mark.parametrize("check_models", [True, False])
+def test_create_unknown_model_fails_before_paying_unless_the_check_is_off(
+    check_models: bool,
+    airflow_dags: Path,
+    emulator: EmulatorHandle,
+    anthropix_conn_env: str,
+    tmp_path: Path,
+    capsys: Any,
+) -> None:
+    model = "claude-haiku-4-5-typo"  # priced by its prefix: only the model check can stop it
+    assert model not in emulator_model_names()
+    source = prompts(tmp_path)
+    dag = load_dag(
+        airflow_dags,
+        f"cc_unknown_model_{check_models}",
+        f"""
+        {DAG_OPEN}
+            CreateBatchOperator(
+                task_id="create", requests_path={str(source)!r}, default_params={{"model": {model!r}, "max_tokens": 50}},
+                max_cost_usd=100.0, dry_run=True, check_models={check_models!r},
+                retries=1, retry_delay=timedelta(seconds=0),
+            )
+        """,
+    )
+    dag_run = dag.test()
+    assert emulator.stats()["batches_created"] == 0
+    if check_models:
+        assert states(dag_run) == {"create": "failed"}
+        assert try_numbers(dag_run) == {"create": 1}
+        logs = capsys.readouterr().out
+        assert f"unknown model(s) '{model}'" in logs and "check_models=False" in logs
+    else:
+        assert states(dag_run) == {"create": "skipped"}  # the dry run's end: estimated, nothing sent
+        assert emulator.stats()["calls"].get("models", 0) == 0
