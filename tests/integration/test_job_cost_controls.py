@@ -114,8 +114,12 @@ def test_dry_run_sends_nothing_and_returns_the_estimate(
     assert estimate["output_tokens_worst_case"] == 7 * 400
     assert 0 < estimate["expected_cost_usd"] < estimate["worst_case_cost_usd"]
     assert set(estimate["by_model"]) == {MODEL}
-    # No result was published: the destination holds only the job's working folder.
-    assert not (tmp_path / "out" / "_manifest.json").exists()
+    # Nothing was published, and no working folder is left behind (a later real run splits again).
+    out = tmp_path / "out"
+    leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert leftovers == []
+    assert summary["work_prefix"].startswith(f"file://{out}/")
+    assert not Path(summary["work_prefix"].removeprefix("file://")).exists()
 
 
 def test_a_budget_below_the_worst_case_fails_without_retries_and_sends_nothing(
