@@ -21,7 +21,7 @@ from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 MODEL_ID = "claude-haiku-4-5-20251001"
 
 
-def succeeded(custom_id: str, text: str) -> dict[str, Any]:
+def succeeded(custom_id: str, text: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
     return {
         "custom_id": custom_id,
         "result": {
@@ -35,8 +35,8 @@ def succeeded(custom_id: str, text: str) -> dict[str, Any]:
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
                 "usage": {
-                    "input_tokens": 14,
-                    "output_tokens": 9,
+                    "input_tokens": input_tokens,
+                    "output_tokens": output_tokens,
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 0,
                 },
@@ -58,11 +58,11 @@ def ended(custom_id: str, result_type: str) -> dict[str, Any]:
 
 #: One batch's results, in no particular order, as the API writes them: one JSON object a line.
 RESULTS: list[dict[str, Any]] = [
-    succeeded("ok-1", "Paris."),
+    succeeded("ok-1", "Paris.", 14, 3),
     errored("api-1", "api_error", "Internal server error"),
     ended("cancel-1", "canceled"),
     # A succeeded answer whose text looks like an errored result: the scan reads JSON, not substrings.
-    succeeded("ok-2", 'Sure: {"type": "errored", "error": {"type": "api_error"}} — and «ünïcödé» ✓'),
+    succeeded("ok-2", 'Sure: {"type": "errored", "error": {"type": "api_error"}} — and «ünïcödé» ✓', 40, 31),
     errored("overloaded-1", "overloaded_error", "Overloaded"),
     ended("expired-1", "expired"),
     errored("invalid-1", "invalid_request_error", "max_tokens: 100000 > 64000, the maximum for this model"),
@@ -71,7 +71,7 @@ RESULTS: list[dict[str, Any]] = [
     errored("api-2", "api_error", "Internal server error"),
     errored("invalid-2", "invalid_request_error", "messages: roles must alternate"),
     ended("expired-2", "expired"),
-    succeeded("ok-3", "日本語の答え"),
+    succeeded("ok-3", "日本語の答え", 21, 12),
     errored("overloaded-2", "overloaded_error", "Overloaded"),
 ]
 STREAM = b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line in RESULTS)
@@ -80,6 +80,8 @@ RETRYABLE_ERRORED = {"api-1", "api-2", "overloaded-1", "overloaded-2"}
 EXPIRED = {"expired-1", "expired-2"}
 CANCELED = {"cancel-1", "cancel-2"}
 PERMANENT = {"invalid_request_error": 2, "quantum_flux_error": 1}
+#: What the succeeded answers used (the job bills its ended batches by it).
+USAGE = {MODEL_ID: {"input": 14 + 40 + 21, "output": 3 + 31 + 12, "cache_creation_input": 0, "cache_read_input": 0}}
 
 
 def check_the_corpus() -> None:
@@ -118,6 +120,8 @@ def test_retryable_errors_and_expiries_are_picked_canceled_and_permanent_never(
     assert result.permanent_errors == PERMANENT
     assert not result.ids & CANCELED
     assert not result.ids & {"ok-1", "ok-2", "ok-3", "invalid-1", "invalid-2", "future-1"}
+    assert result.lines == len(RESULTS)
+    assert result.tokens_by_model == USAGE
 
 
 @pytest.mark.parametrize("size", [1, 7, None], ids=["1-byte", "7-byte", "whole"])
