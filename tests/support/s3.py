@@ -17,8 +17,10 @@ BUCKET = "anthropix-results"
 CONN_ID = "anthropix_fetch_test_s3"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_url() -> Iterator[str]:
+    """One server for the whole session: Airflow caches a store's filesystem per connection id,
+    so a second server on another port would leave later modules talking to a stopped one."""
     moto_server = pytest.importorskip("moto.server")
     # Port 0: the server binds a free port itself (no window for another process to take it).
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
