@@ -114,10 +114,14 @@ def check_protocol(path: ObjectStoragePath) -> None:
         )
 
 
-def resolve_destination(value: str | ObjectStoragePath, conn_id: str | None = None) -> ObjectStoragePath:
-    """A destination argument (URI, absolute path or ``ObjectStoragePath``) as a path whose scheme has a filesystem.
+def resolve_destination(
+    value: str | ObjectStoragePath, conn_id: str | None = None, what: str = "destination"
+) -> ObjectStoragePath:
+    """A path argument (URI, absolute path or ``ObjectStoragePath``) as a path whose scheme has a filesystem.
 
-    Raises :class:`DestinationError` naming the value and the fix; nothing is touched.
+    Every operator resolves its inputs and outputs here, so a relative path is refused the same
+    way everywhere. Raises :class:`DestinationError` naming ``what``, the value and the fix;
+    nothing is touched.
     """
     try:
         if isinstance(value, ObjectStoragePath):
@@ -125,13 +129,13 @@ def resolve_destination(value: str | ObjectStoragePath, conn_id: str | None = No
         else:
             text = str(value).strip()
             if not text:
-                raise ValueError("destination is empty")
+                raise ValueError(f"{what} is empty")
             if "://" not in text and not text.startswith("/"):
                 raise ValueError("a relative path depends on the worker's directory; use an absolute path or a URI")
             path = ObjectStoragePath(text, conn_id=conn_id)
         check_protocol(path)
     except (ValueError, DestinationError) as exc:
-        raise DestinationError(f"unusable destination {value!s}: {exc}") from None
+        raise DestinationError(f"unusable {what} {value!s}: {exc}") from None
     return path
 
 

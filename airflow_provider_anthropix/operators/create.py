@@ -322,20 +322,13 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         return spooled
 
     def _requests_path(self) -> ObjectStoragePath:
+        """The input as every operator resolves it: a URI or an absolute path (a relative one is refused)."""
+        from airflow_provider_anthropix.operators.paths import storage_path
+
         value = self.requests_path
-        if isinstance(value, ObjectStoragePath):
-            return value
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, (str, ObjectStoragePath)) or not str(value).strip():
             raise AirflowFailException(f"requests_path must be a path or URI, got {value!r}")
-        try:
-            if self.requests_path_conn_id:
-                return ObjectStoragePath(value.strip(), conn_id=self.requests_path_conn_id)
-            return ObjectStoragePath(value.strip())
-        except ValueError as exc:
-            raise AirflowFailException(
-                f"requests_path {value!r} cannot be opened: {exc}. Use a local path or a URI whose scheme has an "
-                "Airflow filesystem (file://, s3:// with the Amazon provider, gs://, ...)"
-            ) from None
+        return storage_path(value, self.requests_path_conn_id, "requests_path")
 
     def _requests_list(self) -> list[Any]:
         value = self.requests

@@ -96,7 +96,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
     "complete", "tokens", "estimated_cost_usd"}``.
     """
 
-    template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id", "estimate")
+    template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id", "anthropix_conn_id", "estimate")
     ui_color = "#e8d5c4"
     operator_extra_links = (AnthropicConsoleLink(), BatchResultsLink())
 

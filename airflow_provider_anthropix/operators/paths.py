@@ -17,6 +17,6 @@ def storage_path(value: str | ObjectStoragePath | None, conn_id: str | None, wha
     if value is None:
         raise AirflowFailException(f"{what} is empty")
     try:
-        return resolve_destination(value, conn_id)
+        return resolve_destination(value, conn_id, what)
     except DestinationError as exc:
-        raise AirflowFailException(f"{what}: {exc}") from None
+        raise AirflowFailException(str(exc)) from None

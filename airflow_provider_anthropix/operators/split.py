@@ -43,7 +43,14 @@ class SplitRequestsOperator(AnthropixHookMixin, BaseOperator):
     :param max_problems_shown: how many validation problems the error lists before counting the rest.
     """
 
-    template_fields: Sequence[str] = ("requests_path", "destination", "default_params")
+    template_fields: Sequence[str] = (
+        "requests_path",
+        "destination",
+        "default_params",
+        "anthropix_conn_id",
+        "requests_path_conn_id",
+        "destination_conn_id",
+    )
     template_fields_renderers = {"default_params": "json"}
     ui_color = "#e8d5c4"
 

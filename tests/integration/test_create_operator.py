@@ -315,7 +315,7 @@ def test_unreadable_inputs_fail_naming_the_file_before_http(
         expected = f"{path}: the batch has no requests"
     else:
         path = tmp_path / "x.jsonl"
-        expected = "cannot be opened"
+        expected = "unusable requests_path"
     uri = f"nosuchscheme://bucket/{path.name}" if case == "unknown_scheme" else str(path)
     with pytest.raises(AirflowFailException) as info:
         run(CreateBatchOperator(task_id="c", requests_path=uri, default_params=DEFAULTS), FakeStateStore())
