@@ -41,5 +41,5 @@ def test_a_relative_path_is_refused_naming_the_argument(what: str) -> None:
 
 def test_the_create_resolves_its_input_as_every_operator_does() -> None:
     create = CreateBatchOperator(task_id="c", requests_path="prompts/x.jsonl")
-    with pytest.raises(AirflowFailException, match="unusable requests_path prompts/x.jsonl: a relative path"):
+    with pytest.raises(AirflowFailException, match=r"unusable requests_path prompts/x\.jsonl: a relative path"):
         create._requests_path()
