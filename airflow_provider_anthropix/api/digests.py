@@ -25,6 +25,7 @@ from typing import IO
 
 import msgspec
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.lines import BlockSplitter
 
 _MASK = (1 << 128) - 1
@@ -97,7 +98,7 @@ class _IdOnly(msgspec.Struct, gc=False):
 _ID_DECODER = msgspec.json.Decoder(_IdOnly)
 
 
-class ContentChanged(ValueError):
+class ContentChanged(AnthropixError, ValueError):
     """Files read back were not the bytes their digests say; ``names`` lists them."""
 
     def __init__(self, names: list[str]) -> None:
@@ -146,7 +147,7 @@ class HashingReader:
         return self._digest.hexdigest()
 
 
-class IdMismatch(ValueError):
+class IdMismatch(AnthropixError, ValueError):
     """A batch's results are not the requests of the shard the journal pairs them with."""
 
 

@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 
 
 class AnthropixError(Exception):
-    """Base of every error this provider raises about the API."""
+    """Base of every error this provider raises: the API's, the files', the job's, the estimate's.
+
+    ``retryable`` says whether another try of the task may succeed; it is what
+    :func:`airflow_provider_anthropix.failures.airflow_error` turns into a retryable
+    ``AirflowException`` or an ``AirflowFailException``. Errors of the API itself (status codes,
+    broken connections) decide it from the status and the server's hints instead.
+    """
+
+    retryable: bool = False
 
 
 _KEPT_HEADERS = frozenset({"x-should-retry", "retry-after", "retry-after-ms", "request-id"})
@@ -126,6 +134,8 @@ class AnthropixTimeoutError(AnthropixConnectionError):
 
 
 class AnthropixResponseError(AnthropixError):
+    retryable = True  # a malformed answer may be a proxy's hiccup: another try of the task may get a good one
+
     """The server answered with a success status, but not with what the call expects.
 
     A 200 whose body is not valid JSON, or JSON that is not the object the call returns (a
@@ -134,6 +144,9 @@ class AnthropixResponseError(AnthropixError):
     (the same server would most likely give the same answer), and for a create it means the
     batch may well exist.
     """
+
+    #: Another try of the task may meet a good answer (a proxy's hiccup), so the task may retry.
+    retryable = True
 
 
 class ListingError(AnthropixResponseError):
@@ -153,9 +166,13 @@ class CheckDeadlineError(AnthropixError):
     Not retried by the client: the time is already spent.
     """
 
+    retryable = True
+
 
 class ResultsChangedError(AnthropixError):
     """The results served on a resume are not the bytes served before; start the download over."""
+
+    retryable = True
 
 
 class ResultsHostError(AnthropixError):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.models import RESULT_TYPES, RequestCounts
 from airflow_provider_anthropix.io.summary import Summariser
 
 ON_MISMATCH = ("fail", "warn")
 
 
-class ResultsMismatchError(ValueError):
+class ResultsMismatchError(AnthropixError, ValueError):
     """The results do not match the batch's ``request_counts`` (or repeat a custom_id)."""
 
     def __init__(self, problems: list[str]) -> None:

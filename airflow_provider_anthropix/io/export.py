@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import pendulum
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.lines import BlockSplitter
 from airflow_provider_anthropix.api.models import RESULT_TYPES, RequestCounts
 from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
@@ -41,8 +42,10 @@ OUTPUT_STEMS = ("results", *RESULT_TYPES, OTHER_STEM)
 log = logging.getLogger(__name__)
 
 
-class ExportInterrupted(Exception):
+class ExportInterrupted(AnthropixError):
     """The export was asked to stop (the task was killed); nothing was published."""
+
+    retryable = True
 
 
 class _Writer(Protocol):

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.io.summary import TokenTotals
 
 #: Share of the standard price that batch requests cost.
@@ -99,7 +100,7 @@ def price_for(model: str, table: PriceTable) -> Mapping[str, float] | None:
     return table[best] if best is not None else None
 
 
-class UnknownModelPrice(ValueError):
+class UnknownModelPrice(AnthropixError, ValueError):
     """A model the price table has no row for: an estimate cannot price it."""
 
     def __init__(self, models: list[str], table: PriceTable) -> None:

@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.io.sink import HashingSink
 
 MANIFEST_NAME = "_manifest.json"
@@ -55,7 +56,7 @@ OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "ab
 log = logging.getLogger(__name__)
 
 
-class DestinationError(Exception):
+class DestinationError(AnthropixError):
     """The destination cannot be written (unknown scheme, missing bucket, no permission)."""
 
 

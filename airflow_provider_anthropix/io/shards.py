@@ -27,6 +27,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api import EncodedBody, ValidationProblem
 from airflow_provider_anthropix.api.digests import IdSetDigest, content_digest, new_content_hash
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
 from airflow_provider_anthropix.api.lines import BlockSplitter, lines_of
 from airflow_provider_anthropix.api.validation import BatchChecker
@@ -47,7 +48,7 @@ _WRITE_BUFFER = 1 << 20
 _READ_CHUNK = 1 << 20
 
 
-class InputError(ValueError):
+class InputError(AnthropixError, ValueError):
     """The requests input cannot be found or read (no file, empty folder, a glob with no match)."""
 
 

@@ -14,6 +14,7 @@ from operator import attrgetter
 
 import msgspec
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.lines import lines_of
 from airflow_provider_anthropix.api.models import RESULT_TYPES
 from airflow_provider_anthropix.io.result_line import LINE_DECODER, ResultLine
@@ -21,8 +22,10 @@ from airflow_provider_anthropix.io.result_line import LINE_DECODER, ResultLine
 _CUSTOM_ID = attrgetter("custom_id")
 
 
-class ResultsFormatError(ValueError):
+class ResultsFormatError(AnthropixError, ValueError):
     """A results line is not the JSON object the API promises."""
+
+    retryable = True
 
 
 @dataclass

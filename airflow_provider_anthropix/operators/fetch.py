@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink, BatchResultsLink
@@ -207,22 +207,17 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
         return batch
 
     def _destination_path(self) -> ObjectStoragePath:
-        from airflow_provider_anthropix.io.publish import DestinationError, resolve_destination
+        from airflow_provider_anthropix.operators.paths import storage_path
 
-        try:
-            return resolve_destination(self.destination, self.destination_conn_id)
-        except DestinationError as exc:
-            raise AirflowFailException(str(exc)) from None
+        return storage_path(self.destination, self.destination_conn_id, "destination")
 
     # -- the task --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_anthropix.api.errors import AnthropixError
-        from airflow_provider_anthropix.io.checks import ResultsMismatchError
-        from airflow_provider_anthropix.io.export import ExportInterrupted, export_results
-        from airflow_provider_anthropix.io.publish import AtomicPublisher, DestinationError
+        from airflow_provider_anthropix.io.export import export_results
+        from airflow_provider_anthropix.io.publish import AtomicPublisher
         from airflow_provider_anthropix.io.shards import merged_results
-        from airflow_provider_anthropix.io.summary import ResultsFormatError
 
         self._kill_requested = False
         batches = [self._ended_batch(batch_id) for batch_id in self._batch_ids()]
@@ -263,15 +258,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
                 publisher=publisher,
                 manifest_extra=extra,
             )
-        except DestinationError as exc:
-            raise AirflowFailException(str(exc)) from None
-        except ResultsMismatchError as exc:
-            raise AirflowFailException(str(exc)) from None
-        except ResultsFormatError as exc:
-            raise AirflowException(f"batch {batch.id}: {exc}") from None
-        except ExportInterrupted as exc:
-            raise AirflowException(str(exc)) from None
-        except AnthropixError as exc:
+        except AnthropixError as exc:  # the API's and the files': one mapping (failures.py)
             raise self.api_failure(exc, f"downloading the results of batch {batch.id}") from None
         summary = result.xcom()
         if extra is not None and "batch_ids" in extra:

@@ -252,35 +252,17 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             self._poll_until_something_ends(step)
 
     def _step(self, runner: JobRunner) -> Wait | Done:
-        from airflow_provider_anthropix.api.digests import IdMismatch
         from airflow_provider_anthropix.api.errors import AnthropixError, BatchValidationError
-        from airflow_provider_anthropix.failures import task_failure
-        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
-        from airflow_provider_anthropix.io.checks import ResultsMismatchError
-        from airflow_provider_anthropix.io.export import ExportInterrupted
-        from airflow_provider_anthropix.io.publish import DestinationError
-        from airflow_provider_anthropix.io.shards import InputError
-        from airflow_provider_anthropix.io.summary import ResultsFormatError
-        from airflow_provider_anthropix.workflow.job import JobError
-        from airflow_provider_anthropix.workflow.ledger import CreateFailed
 
         try:
             return runner.advance()
-        except (JobError, CreateFailed) as exc:
-            raise task_failure(str(exc), retryable=exc.retryable) from None
         except BatchValidationError as exc:
             raise AirflowFailException(
                 f"{exc}\n(validated with the rules of API version {self.client_config().anthropic_version} of "
                 f"connection {self.anthropix_conn_id!r}; nothing was sent)"
             ) from None
-        except InputError as exc:
-            raise AirflowFailException(str(exc)) from None
-        except (DestinationError, ResultsMismatchError, ConnectionSettingsError, IdMismatch) as exc:
-            raise AirflowFailException(str(exc)) from None
-        except (ResultsFormatError, ExportInterrupted) as exc:
-            raise AirflowException(str(exc)) from None
-        except AnthropixError as exc:
-            raise self.api_failure(exc, "running the batch job") from None
+        except AnthropixError as exc:  # the API's, the job's, the files': one mapping (failures.py)
+            raise self.api_failure(exc, "the batch job") from None
 
     def _defer(self, step: Wait) -> None:
         from airflow_provider_anthropix.triggers.deferral import defer_to

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
 
 #: Share of ``max_tokens`` an answer is expected to use when no earlier manifest says better.
@@ -65,7 +66,7 @@ class Prices(Protocol):
 PriceLookup = Callable[[str], Prices]
 
 
-class CostError(Exception):
+class CostError(AnthropixError):
     """The estimate cannot be made or the batch must not be sent; never worth a retry."""
 
 

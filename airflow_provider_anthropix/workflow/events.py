@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.models import MessageBatch
 
 EVENT_STATUSES = ("success", "error", "timeout")
 
 
-class EventError(ValueError):
+class EventError(AnthropixError, ValueError):
     """A trigger event that does not have the promised shape."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import pendulum
 
+from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.models import RESULT_TYPES
 
 #: Version 2 added content and id digests, the job key and the budget record.
@@ -31,7 +32,7 @@ _ID_DIGEST = re.compile(r"[0-9]{1,12}:[0-9a-f]{32}")
 _COUNT_KEYS = frozenset((*RESULT_TYPES, "processing"))
 
 
-class JobError(Exception):
+class JobError(AnthropixError):
     """The job cannot go on this try. ``retryable`` says whether another try of the task may."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:

@@ -55,7 +55,7 @@ class BatchCalls(Protocol):
     def iter_batches(self, page_size: int = 100) -> Iterator[MessageBatch]: ...
 
 
-class CreateFailed(Exception):
+class CreateFailed(AnthropixError):
     """The create did not produce a batch this try.
 
     :param retryable: whether a later try may succeed (Airflow-facing code maps False to a
