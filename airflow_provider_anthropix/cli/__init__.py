@@ -7,6 +7,7 @@ read the connection. Exit statuses are listed in :data:`parser.EXIT_CODES`.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -58,10 +59,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     out = out or sys.stdout
     err = err or sys.stderr
     if args_list[:1] == ["emulator"]:
-        # Every flag after `emulator` is the emulator's own: hand them over untouched.
-        from airflow_provider_anthropix.emulator.__main__ import main as emulator_main
-
-        return emulator_main(args_list[1:])
+        # Every flag after `emulator` is the emulator's own: hand them over untouched. The process
+        # becomes the emulator's own entry point (same pid, same streams), so nothing in the
+        # product imports the emulator package.
+        command = [sys.executable, "-m", "airflow_provider_anthropix.emulator", *args_list[1:]]
+        os.execv(sys.executable, command)
 
     from airflow_provider_anthropix.cli.parser import build_parser
 

@@ -12,13 +12,31 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
-if TYPE_CHECKING:
-    from airflow_provider_anthropix.workflow.cost import CostTally
+
+class RequestTally(Protocol):
+    """What the tally of the estimate takes from a shard line (``workflow.cost.CostTally`` is one).
+
+    A protocol, so that ``io/`` never imports ``workflow/``.
+    """
+
+    def observe(
+        self,
+        custom_id: str,
+        model: str,
+        max_tokens: int,
+        size: int,
+        where: str,
+        payload: Any,
+        *,
+        shares_prefix: bool = False,
+        batch: Any = 0,
+    ) -> None: ...
+
 
 MANIFEST_NAME = "_manifest.json"
 #: Earlier manifests read at most (the newest by their ``ended_at``).
@@ -65,7 +83,7 @@ def prefix_bytes(keys: Sequence[str], default_params: Mapping[str, Any] | None) 
 
 def tally_shards(
     shards: Iterable[tuple[str, Callable[[], IO[bytes]]]],
-    tally: CostTally,
+    tally: RequestTally,
     *,
     prefix: Mapping[str, bytes] | None = None,
 ) -> None:

@@ -1,0 +1,60 @@
+"""The rules of the house (docs/architecture.md), checked on the source: which layer may import which.
+
+- nothing under ``api/`` or ``workflow/`` imports Airflow;
+- ``io/`` never imports ``workflow/`` (nor the clients' HTTP libraries);
+- nothing outside ``emulator/`` imports the emulator (the CLI hands over to its entry point);
+- operators and sensors never speak HTTP themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "airflow_provider_anthropix"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at module level, in functions and under TYPE_CHECKING alike."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def files_under(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).rglob("*.py")) if folder else sorted(PACKAGE.rglob("*.py"))
+
+
+def offenders(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(PACKAGE)} imports {module}"
+        for path in files
+        for module in sorted(imported_modules(path))
+        if any(module == name or module.startswith(name + ".") for name in forbidden)
+    ]
+
+
+@pytest.mark.parametrize("layer", ["api", "workflow"])
+def test_api_and_workflow_never_import_airflow(layer: str) -> None:
+    assert offenders(files_under(layer), ("airflow",)) == []
+
+
+def test_io_never_imports_the_workflow_or_http_libraries() -> None:
+    forbidden = ("airflow_provider_anthropix.workflow", "requests", "httpx")
+    assert offenders(files_under("io"), forbidden) == []
+
+
+def test_nothing_but_the_emulator_imports_the_emulator() -> None:
+    outside = [p for p in files_under("") if "emulator" not in p.relative_to(PACKAGE).parts]
+    assert offenders(outside, ("airflow_provider_anthropix.emulator",)) == []
+
+
+@pytest.mark.parametrize("layer", ["operators", "sensors"])
+def test_operators_and_sensors_do_not_speak_http(layer: str) -> None:
+    assert offenders(files_under(layer), ("requests", "httpx", "airflow_provider_anthropix.api.sync_client")) == []
