@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_provider_anthropix.io.pricing import (
         DEFAULT_PRICE_TABLE,
         estimate_cost,
+        usage_cost,
     )
     from airflow_provider_anthropix.io.publish import (
         MANIFEST_NAME,
@@ -51,6 +52,7 @@ _LAZY: dict[str, str] = {
     "ResultsMismatchError": "airflow_provider_anthropix.io.checks",
     "Summariser": "airflow_provider_anthropix.io.summary",
     "estimate_cost": "airflow_provider_anthropix.io.pricing",
+    "usage_cost": "airflow_provider_anthropix.io.pricing",
     "export_results": "airflow_provider_anthropix.io.export",
     "read_manifest": "airflow_provider_anthropix.io.publish",
 }
@@ -72,4 +74,5 @@ __all__ = [
     "estimate_cost",
     "export_results",
     "read_manifest",
+    "usage_cost",
 ]

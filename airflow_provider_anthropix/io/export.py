@@ -25,7 +25,7 @@ from airflow_provider_anthropix.io.jsonl import DEFAULT_GZIP_LEVEL, FileInfo, Js
 from airflow_provider_anthropix.io.manifest import build_manifest, xcom_summary
 from airflow_provider_anthropix.io.parquet import DEFAULT_PARQUET_CODEC, DEFAULT_ROW_GROUP_ROWS, PARQUET_CODECS
 from airflow_provider_anthropix.io.pipeline import OrderedWorker, Prefetcher
-from airflow_provider_anthropix.io.pricing import PriceTable, estimate_cost, validate_price_table
+from airflow_provider_anthropix.io.pricing import PriceTable, usage_cost, validate_price_table
 from airflow_provider_anthropix.io.progress import Progress
 from airflow_provider_anthropix.io.publish import AtomicPublisher
 from airflow_provider_anthropix.io.split import split_by_result_type
@@ -281,7 +281,7 @@ def export_results(
             if options.on_mismatch == "fail":
                 raise ResultsMismatchError(problems)
             logger.warning("Publishing results that do not match the batch: %s", "; ".join(problems))
-        cost = estimate_cost(summary.tokens_by_model, options.price_table)
+        cost = usage_cost(summary.tokens_by_model, options.price_table)
         if cost.unpriced_models:
             logger.warning(
                 "No price for model(s) %s: the estimated cost leaves them out (pass price_table= to add them)",

@@ -16,9 +16,9 @@ import pendulum
 from airflow_provider_anthropix.api.models import RequestCounts
 from airflow_provider_anthropix.io.jsonl import FileInfo
 from airflow_provider_anthropix.io.pricing import (
-    CostEstimate,
     PriceTable,
     UnknownModelPrice,
+    UsageCost,
     cache_savings_usd,
     model_price,
 )
@@ -37,7 +37,7 @@ def build_manifest(
     files: Sequence[FileInfo],
     summary: Summariser,
     expected: RequestCounts | None,
-    cost: CostEstimate,
+    cost: UsageCost,
     problems: Sequence[str],
     started_at: pendulum.DateTime,
     ended_at: pendulum.DateTime,
@@ -96,7 +96,7 @@ def _relative(actual: float, estimated: float) -> float | None:
     return round((estimated - actual) / actual, 4) if actual else None
 
 
-def reconcile(summary: Summariser, cost: CostEstimate, estimate: Mapping[str, Any] | None) -> dict[str, Any]:
+def reconcile(summary: Summariser, cost: UsageCost, estimate: Mapping[str, Any] | None) -> dict[str, Any]:
     """``actual`` (tokens and cost, by model) and, when the estimate made before sending is known, it and its error.
 
     The relative error is (estimated - actual) / actual: positive when the estimate was high.

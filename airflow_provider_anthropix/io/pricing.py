@@ -157,7 +157,10 @@ def cache_savings_usd(totals: TokenTotals, prices: ModelPrice, *, ttl: str | Non
 
 
 @dataclass
-class CostEstimate:
+class UsageCost:
+    """What token usage that already happened cost at batch price (not an estimate before sending:
+    that is :class:`airflow_provider_anthropix.workflow.cost.CostEstimate`)."""
+
     usd: float = 0.0
     unpriced_models: list[str] = field(default_factory=list)
 
@@ -169,15 +172,15 @@ class CostEstimate:
         }
 
 
-def estimate_cost(
+def usage_cost(
     tokens_by_model: Mapping[str, TokenTotals],
     table: PriceTable | None = None,
     *,
     discount: float = BATCH_DISCOUNT,
-) -> CostEstimate:
+) -> UsageCost:
     """USD at batch price for the given token totals; models missing from the table are listed, not guessed."""
     table = DEFAULT_PRICE_TABLE if table is None else table
-    estimate = CostEstimate()
+    estimate = UsageCost()
     for model, totals in sorted(tokens_by_model.items()):
         prices = price_for(model, table)
         if prices is None:
@@ -192,3 +195,7 @@ def estimate_cost(
         estimate.usd += standard * discount
     estimate.usd = round(estimate.usd, 6)
     return estimate
+
+
+#: The earlier name of :func:`usage_cost` (it prices usage that happened; it estimates nothing).
+estimate_cost = usage_cost

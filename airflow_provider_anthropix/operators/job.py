@@ -486,7 +486,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
 
 def spent_usd(state: JobState, table: PriceTable | None) -> tuple[float, list[str]]:
     """What the job's scanned batches cost at batch price (their results' usage), and the models without a price."""
-    from airflow_provider_anthropix.io.pricing import estimate_cost
+    from airflow_provider_anthropix.io.pricing import usage_cost
     from airflow_provider_anthropix.io.summary import TokenTotals
 
     by_model: dict[str, TokenTotals] = {}
@@ -501,5 +501,5 @@ def spent_usd(state: JobState, table: PriceTable | None) -> tuple[float, list[st
                     }
                 )
             )
-    cost = estimate_cost(by_model, table)
+    cost = usage_cost(by_model, table)
     return cost.usd, cost.unpriced_models

@@ -9,8 +9,8 @@ from airflow_provider_anthropix.api.models import RequestCounts
 from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
 from airflow_provider_anthropix.io.pricing import (
     DEFAULT_PRICE_TABLE,
-    estimate_cost,
     price_for,
+    usage_cost,
     validate_price_table,
 )
 from airflow_provider_anthropix.io.split import split_by_result_type
@@ -114,11 +114,11 @@ def test_cost_uses_the_longest_prefix_and_the_batch_discount() -> None:
         ),
         "mystery-model": TokenTotals(input=5),
     }
-    estimate = estimate_cost(tokens)
+    estimate = usage_cost(tokens)
     assert estimate.usd == pytest.approx((3.00 + 15.00 + 3.75 + 0.30) / 2)
     assert estimate.unpriced_models == ["mystery-model"]
     custom = validate_price_table({"mystery": {"input": 2, "output": 4}})
-    assert estimate_cost(tokens, custom).usd == pytest.approx(5 * 2 / 1e6 / 2)
+    assert usage_cost(tokens, custom).usd == pytest.approx(5 * 2 / 1e6 / 2)
     with pytest.raises(ValueError, match="unknown key"):
         validate_price_table({"m": {"input": 1, "output": 1, "cachewrite": 1}})
     with pytest.raises(ValueError, match="needs at least"):
