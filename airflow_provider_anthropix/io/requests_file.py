@@ -67,7 +67,7 @@ def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
         for number, line in enumerate(lines, start=1):
             if number == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
-            if not line.strip():
+            if not line or line.isspace():  # as ``not line.strip()``, without copying the line
                 continue
             try:
                 yield number, decoder.decode(line)
@@ -216,25 +216,30 @@ def spool_batch(
     try:
         with os.fdopen(fd, "wb") as out:
             buffer = bytearray(BODY_HEAD)
+            check = checker.check
+            encode_into = encoder.encode_into
             for index, (line, request) in enumerate(items):
                 if isinstance(request, Undecodable):
                     problems.add([ValidationProblem(request.reason, index=index, file=file, line=line)])
                 else:
-                    request = merge_defaults(request, default_params)
+                    if default_params:
+                        request = merge_defaults(request, default_params)
                     try:
-                        problems.add(checker.check(request, file=file, line=line))
+                        found = check(request, file=file, line=line)
                     except RecursionError:
-                        problems.add([ValidationProblem(_TOO_DEEP, index=index, file=file, line=line)])
-                    # The checker keeps every problem it finds; we keep our own bounded copy.
-                    checker.problems.clear()
+                        found = [ValidationProblem(_TOO_DEEP, index=index, file=file, line=line)]
+                    if found:
+                        problems.add(found)
+                        # The checker keeps every problem it finds; we keep our own bounded copy.
+                        checker.problems.clear()
                     if not problems.count:
                         if written:
                             buffer += b","
-                        encoded = encoder.encode(request)
-                        buffer += encoded
+                        start = len(buffer)
+                        encode_into(request, buffer, -1)  # straight into the buffer: no bytes object per request
                         written += 1
                         if observe is not None:
-                            observe(index, line, request, len(encoded))
+                            observe(index, line, request, len(buffer) - start)
                         if len(buffer) >= _FLUSH_BYTES:
                             size += len(buffer)
                             out.write(buffer)
