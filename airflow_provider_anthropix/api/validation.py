@@ -359,7 +359,11 @@ def _plainly_valid(request: dict[str, Any], api_version: str) -> bool:
     messages = params.get("messages")
     if type(model) is not str or not model or type(max_tokens) is not int or max_tokens < 1:
         return False
-    if type(messages) is not list or not messages or "stream" in params:
+    if type(messages) is not list or not messages:
+        return False
+    # Three keys, the three above: no stream, sampling or optional field to look at.
+    others = len(params) != 3
+    if others and "stream" in params:
         return False
     scratch: list[str] = []
     first = True
@@ -375,8 +379,9 @@ def _plainly_valid(request: dict[str, Any], api_version: str) -> bool:
             _check_blocks(content, "", role, api_version, scratch)
         elif type(content) is not str:
             return False
-    _check_sampling(params, api_version, scratch)
-    _check_optional_fields(params, scratch)
+    if others:
+        _check_sampling(params, api_version, scratch)
+        _check_optional_fields(params, scratch)
     return not scratch
 
 
