@@ -122,9 +122,9 @@ def hashed_chunks(chunks: Iterable[bytes], expected: str, name: str) -> Iterator
 class HashingReader:
     """A binary file handle that hashes what is read through it (by lines or by ``read``)."""
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    def __init__(self, handle: IO[bytes], digest: hashlib._Hash | None = None) -> None:
         self._handle = handle
-        self._digest = new_content_hash()
+        self._digest = new_content_hash() if digest is None else digest
 
     def read(self, size: int = -1) -> bytes:
         data = self._handle.read(size)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api import BatchValidationError, EncodedBody, ValidationProblem
+from airflow_provider_anthropix.api.digests import HashingReader
 from airflow_provider_anthropix.api.errors import ProblemGroup
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
 from airflow_provider_anthropix.api.validation import MISSING_PARAM, BatchChecker, check_body_size
@@ -48,22 +50,30 @@ class Undecodable:
     reason: str
 
 
-def _open_lines(path: ObjectStoragePath, stack: contextlib.ExitStack) -> Iterable[bytes]:
+def _open_lines(
+    path: ObjectStoragePath, stack: contextlib.ExitStack, digest: hashlib._Hash | None = None
+) -> tuple[Iterable[bytes], IO[bytes]]:
     raw: IO[bytes] = stack.enter_context(path.open("rb"))
+    if digest is not None:
+        raw = HashingReader(raw, digest)  # type: ignore[assignment]
     if str(path).endswith(".gz"):
-        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
-    return raw
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")), raw
+    return raw, raw
 
 
-def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: ObjectStoragePath, *, digest: hashlib._Hash | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, decoded_object)`` for each non-blank line of a JSONL file, ``.gz`` or not.
 
     Lines that are not JSON come back as :class:`Undecodable` so the caller can report them with
     their line number and keep counting. The file is read as a stream: one line in memory at a time.
+
+    :param digest: a hash (:func:`~airflow_provider_anthropix.api.digests.new_content_hash`) fed with
+        every byte of the file as stored (compressed, for ``.gz``) as it is read: the content digest of
+        the file the lines came from, without a second read. Complete once the iteration has ended.
     """
     decoder = msgspec.json.Decoder()
     with contextlib.ExitStack() as stack:
-        lines = _open_lines(path, stack)
+        lines, raw = _open_lines(path, stack, digest)
         for number, line in enumerate(lines, start=1):
             if number == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
@@ -77,6 +87,9 @@ def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
                 yield number, Undecodable(_TOO_DEEP)
             except UnicodeDecodeError as exc:
                 yield number, Undecodable(f"the line is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        if digest is not None:  # whatever a reader above left unread (gzip padding): the digest is of the whole file
+            while raw.read(_READ_CHUNK):
+                pass
 
 
 def merge_defaults(request: Any, default_params: Mapping[str, Any] | None) -> Any:
