@@ -55,6 +55,7 @@ _DOCUMENT_MEDIA_TYPES = {"base64": "application/pdf", "text": "text/plain"}
 MIN_THINKING_BUDGET = 1024
 _THINKING_TYPES = ("enabled", "adaptive", "disabled")
 _TOOL_CHOICE_TYPES = ("auto", "any", "none", "tool")
+_CUSTOM_ID_MATCH = CUSTOM_ID_RE.match
 
 
 def _is_int(value: Any) -> bool:
@@ -336,6 +337,54 @@ def validate_request(request: Any, *, api_version: str) -> list[str]:
     return problems
 
 
+def _plainly_valid(request: dict[str, Any], api_version: str) -> bool:
+    """True only when :func:`validate_request` would find nothing in ``request`` (a plain ``dict``).
+
+    The common shape checked with exact types (``dict``, ``list``, ``str``, ``int``), without
+    building a message path per turn or asking ``Mapping`` (an ABC) about every value. One-sided
+    on purpose: it may answer False for a valid request (the caller then runs
+    :func:`validate_request`, which words the problems), never True for one with a problem.
+    What it does not check inline (content blocks, sampling fields, the optional fields) goes
+    through the very functions :func:`validate_request` uses.
+    """
+    if len(request) != 2:
+        return False
+    custom_id = request.get("custom_id")
+    params = request.get("params")
+    # Two keys, both present with these types: no field but custom_id and params.
+    if type(custom_id) is not str or type(params) is not dict or _CUSTOM_ID_MATCH(custom_id) is None:
+        return False
+    model = params.get("model")
+    max_tokens = params.get("max_tokens")
+    messages = params.get("messages")
+    if type(model) is not str or not model or type(max_tokens) is not int or max_tokens < 1:
+        return False
+    if type(messages) is not list or not messages:
+        return False
+    # Three keys, the three above: no stream, sampling or optional field to look at.
+    others = len(params) != 3
+    if others and "stream" in params:
+        return False
+    scratch: list[str] = []
+    first = True
+    for message in messages:
+        if type(message) is not dict:
+            return False
+        role = message.get("role")
+        if role != "user" and (first or role != "assistant"):
+            return False
+        first = False
+        content = message.get("content")
+        if type(content) is list:
+            _check_blocks(content, "", role, api_version, scratch)
+        elif type(content) is not str:
+            return False
+    if others:
+        _check_sampling(params, api_version, scratch)
+        _check_optional_fields(params, scratch)
+    return not scratch
+
+
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -395,6 +444,14 @@ class BatchChecker:
         """
         index = self.count
         self.count += 1
+        if (
+            type(request) is dict
+            and self.count != self.max_requests + 1
+            and _plainly_valid(request, self.api_version)
+            and request["custom_id"] not in self._seen
+        ):
+            self._seen[request["custom_id"]] = (index, line)
+            return []
         custom_id = _custom_id_of(request)
         found = [
             ValidationProblem(message, index=index, custom_id=custom_id, file=file, line=line)

@@ -46,6 +46,7 @@ from airflow_provider_anthropix.io.publish import (
 )
 from airflow_provider_anthropix.io.shards import (
     ENVELOPE_BYTES,
+    ReadFingerprint,
     RetryScan,
     Shard,
     ShardWriter,
@@ -284,9 +285,11 @@ class JobWorkspace(JobFiles):
     def fingerprint(self, *, content: bool) -> list[dict[str, Any]]:
         return fingerprint_inputs(self.inputs(), content=content)
 
-    def split(self) -> list[dict[str, Any]]:
+    def split(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The shards of the input, and the input's fingerprint with the content digests of the bytes split."""
         files = self.inputs()
         started = time.monotonic()
+        read = ReadFingerprint(files)  # stamps before the read; contents hashed as the split reads them
 
         def progress(seen: int, written: int) -> None:
             self.log.info(
@@ -299,7 +302,7 @@ class JobWorkspace(JobFiles):
         writer = self._writer(0)
         try:
             shards = split_requests(
-                iter_input_requests(files),
+                iter_input_requests(files, read),
                 writer,
                 api_version=self.plan.api_version,
                 default_params=self.plan.default_params,
@@ -310,7 +313,7 @@ class JobWorkspace(JobFiles):
         except BaseException:
             self.remove(writer.abandon())  # a refused input leaves no shard behind
             raise
-        return [shard.to_dict() for shard in shards]
+        return [shard.to_dict() for shard in shards], read.prints()
 
     def body(self, shard: Any) -> EncodedBody:
         expected = int(shard.body_bytes) - ENVELOPE_BYTES

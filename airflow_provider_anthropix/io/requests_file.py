@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +27,7 @@ import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.api import BatchValidationError, EncodedBody, ValidationProblem
+from airflow_provider_anthropix.api.digests import HashingRawReader
 from airflow_provider_anthropix.api.errors import ProblemGroup
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
 from airflow_provider_anthropix.api.validation import MISSING_PARAM, BatchChecker, check_body_size
@@ -48,26 +51,34 @@ class Undecodable:
     reason: str
 
 
-def _open_lines(path: ObjectStoragePath, stack: contextlib.ExitStack) -> Iterable[bytes]:
+def _open_lines(
+    path: ObjectStoragePath, stack: contextlib.ExitStack, digest: hashlib._Hash | None = None
+) -> tuple[Iterable[bytes], IO[bytes]]:
     raw: IO[bytes] = stack.enter_context(path.open("rb"))
+    if digest is not None:
+        raw = io.BufferedReader(HashingRawReader(raw, digest), buffer_size=_READ_CHUNK)
     if str(path).endswith(".gz"):
-        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
-    return raw
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")), raw
+    return raw, raw
 
 
-def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: ObjectStoragePath, *, digest: hashlib._Hash | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, decoded_object)`` for each non-blank line of a JSONL file, ``.gz`` or not.
 
     Lines that are not JSON come back as :class:`Undecodable` so the caller can report them with
     their line number and keep counting. The file is read as a stream: one line in memory at a time.
+
+    :param digest: a hash (:func:`~airflow_provider_anthropix.api.digests.new_content_hash`) fed with
+        every byte of the file as stored (compressed, for ``.gz``) as it is read: the content digest of
+        the file the lines came from, without a second read. Complete once the iteration has ended.
     """
     decoder = msgspec.json.Decoder()
     with contextlib.ExitStack() as stack:
-        lines = _open_lines(path, stack)
+        lines, raw = _open_lines(path, stack, digest)
         for number, line in enumerate(lines, start=1):
             if number == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
-            if not line.strip():
+            if not line or line.isspace():  # as ``not line.strip()``, without copying the line
                 continue
             try:
                 yield number, decoder.decode(line)
@@ -77,6 +88,9 @@ def iter_jsonl(path: ObjectStoragePath) -> Iterator[tuple[int, Any]]:
                 yield number, Undecodable(_TOO_DEEP)
             except UnicodeDecodeError as exc:
                 yield number, Undecodable(f"the line is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        if digest is not None:  # whatever a reader above left unread (gzip padding): the digest is of the whole file
+            while raw.read(_READ_CHUNK):
+                pass
 
 
 def merge_defaults(request: Any, default_params: Mapping[str, Any] | None) -> Any:
@@ -216,25 +230,30 @@ def spool_batch(
     try:
         with os.fdopen(fd, "wb") as out:
             buffer = bytearray(BODY_HEAD)
+            check = checker.check
+            encode_into = encoder.encode_into
             for index, (line, request) in enumerate(items):
                 if isinstance(request, Undecodable):
                     problems.add([ValidationProblem(request.reason, index=index, file=file, line=line)])
                 else:
-                    request = merge_defaults(request, default_params)
+                    if default_params:
+                        request = merge_defaults(request, default_params)
                     try:
-                        problems.add(checker.check(request, file=file, line=line))
+                        found = check(request, file=file, line=line)
                     except RecursionError:
-                        problems.add([ValidationProblem(_TOO_DEEP, index=index, file=file, line=line)])
-                    # The checker keeps every problem it finds; we keep our own bounded copy.
-                    checker.problems.clear()
+                        found = [ValidationProblem(_TOO_DEEP, index=index, file=file, line=line)]
+                    if found:
+                        problems.add(found)
+                        # The checker keeps every problem it finds; we keep our own bounded copy.
+                        checker.problems.clear()
                     if not problems.count:
                         if written:
                             buffer += b","
-                        encoded = encoder.encode(request)
-                        buffer += encoded
+                        start = len(buffer)
+                        encode_into(request, buffer, -1)  # straight into the buffer: no bytes object per request
                         written += 1
                         if observe is not None:
-                            observe(index, line, request, len(encoded))
+                            observe(index, line, request, len(buffer) - start)
                         if len(buffer) >= _FLUSH_BYTES:
                             size += len(buffer)
                             out.write(buffer)

@@ -140,14 +140,46 @@ def fingerprint_inputs(files: Iterable[ObjectStoragePath], *, content: bool = Fa
     """
     prints = []
     for file in files:
-        info = file.fs.info(file.path)
-        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
-        stamp = etag or info.get("mtime") or info.get("LastModified") or ""
-        entry: dict[str, Any] = {"uri": str(file), "size": int(info.get("size") or 0), "stamp": str(stamp)}
+        entry, etag = _stamp(file)
         if content:
             entry["content"] = f"etag:{etag}" if etag else "sha256:" + content_digest(partial(file.open, "rb"))
         prints.append(entry)
     return prints
+
+
+def _stamp(file: ObjectStoragePath) -> tuple[dict[str, Any], str | None]:
+    """A fingerprint entry without its content digest, and the file's etag (None: the store gives none)."""
+    info = file.fs.info(file.path)
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    stamp = etag or info.get("mtime") or info.get("LastModified") or ""
+    return {"uri": str(file), "size": int(info.get("size") or 0), "stamp": str(stamp)}, etag
+
+
+class ReadFingerprint:
+    """:func:`fingerprint_inputs` with ``content=True``, the content digests taken by the read that splits the files.
+
+    The stamps are taken when it is made (before the read); :meth:`digest_for` gives the split's
+    reader the hash of each file the store has no etag for, and :meth:`prints` the fingerprint once
+    the read has ended: the same entries as ``fingerprint_inputs(files, content=True)``, with the
+    digest of exactly the bytes that were split, and without reading 1.5 GB a second time.
+    """
+
+    def __init__(self, files: Sequence[ObjectStoragePath]) -> None:
+        stamped = [_stamp(file) for file in files]
+        self._entries = [entry for entry, _ in stamped]
+        self._etags = [etag for _, etag in stamped]
+        self._hashes = [None if etag else new_content_hash() for etag in self._etags]
+
+    def digest_for(self, index: int) -> Any:
+        """The hash to feed the bytes of file ``index`` into (None: its etag is its content digest)."""
+        return self._hashes[index]
+
+    def prints(self) -> list[dict[str, Any]]:
+        prints = []
+        for entry, etag, digest in zip(self._entries, self._etags, self._hashes, strict=True):
+            content = f"etag:{etag}" if etag or digest is None else "sha256:" + digest.hexdigest()
+            prints.append({**entry, "content": content})
+        return prints
 
 
 # -- writing shards --------------------------------------------------------------------------------
@@ -174,12 +206,13 @@ class ShardWriter:
     _file_bytes: int = 0
     _content: Any = field(default_factory=new_content_hash)
     _ids: IdSetDigest = field(default_factory=IdSetDigest)
+    _pending_ids: list[str] = field(default_factory=list)
 
     def fits_alone(self, line_bytes: int) -> bool:
         """Whether one request of this encoded size fits a batch at all."""
         return body_size(line_bytes + 1) <= self.max_body_bytes
 
-    def add(self, encoded: bytes, custom_id: str) -> None:
+    def add(self, encoded: bytes | bytearray, custom_id: str) -> None:
         size = len(encoded) + 1
         if self._handle is not None and (
             self._requests >= self.max_requests or body_size(self._file_bytes + size) > self.max_body_bytes
@@ -192,7 +225,7 @@ class ShardWriter:
             self.shards.append(Shard(name, 0, 0))
         self._buffer += encoded
         self._buffer += b"\n"
-        self._ids.add(custom_id)
+        self._pending_ids.append(custom_id)
         self._requests += 1
         self._file_bytes += size
         if len(self._buffer) >= _WRITE_BUFFER:
@@ -200,6 +233,8 @@ class ShardWriter:
 
     def _write_buffer(self) -> None:
         assert self._handle is not None
+        self._ids.update(self._pending_ids)  # one summed pass per buffer: the same digest as one add per id
+        self._pending_ids.clear()
         self._content.update(self._buffer)
         self._handle.write(self._buffer)
         self._buffer.clear()
@@ -231,6 +266,7 @@ class ShardWriter:
     def abandon(self) -> list[str]:
         """Stop writing after a failure; returns the names written so far, for the caller to remove."""
         handle, self._handle = self._handle, None
+        self._pending_ids.clear()
         if handle is not None:
             with contextlib.suppress(Exception):
                 handle.close()
@@ -244,12 +280,18 @@ def describe_inputs(files: Sequence[ObjectStoragePath]) -> str:
     return ", ".join(names) + more
 
 
-def iter_input_requests(files: Iterable[ObjectStoragePath]) -> Iterator[tuple[str, int, Any]]:
-    """``(file, line, decoded request)`` for every request of every input file, in order."""
-    for file in files:
+def iter_input_requests(
+    files: Iterable[ObjectStoragePath], fingerprint: ReadFingerprint | None = None
+) -> Iterator[tuple[str, int, Any]]:
+    """``(file, line, decoded request)`` for every request of every input file, in order.
+
+    :param fingerprint: takes the content digest of each file as it is read (see :class:`ReadFingerprint`).
+    """
+    for index, file in enumerate(files):
         name = str(file)
+        digest = fingerprint.digest_for(index) if fingerprint is not None else None
         try:
-            for line, request in iter_jsonl(file):
+            for line, request in iter_jsonl(file, digest=digest):
                 yield name, line, request
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
             raise InputError(
@@ -282,7 +324,9 @@ def split_requests(
     """
     checker = BatchChecker(api_version=api_version, max_requests=1 << 62)
     problems = ProblemLog(keep=max_problems_shown)
-    encoder = msgspec.json.Encoder()
+    encode_into = msgspec.json.Encoder().encode_into
+    check = checker.check
+    encoded = bytearray()  # reused: each request is encoded over the last one
     seen = 0
     written_bytes = 0
     try:
@@ -291,11 +335,13 @@ def split_requests(
             if isinstance(request, Undecodable):
                 problems.add([ValidationProblem(request.reason, file=file, line=line)])
             else:
-                request = merge_defaults(request, default_params)
-                found = checker.check(request, file=file, line=line)
-                checker.problems.clear()
-                if not found:
-                    encoded = encoder.encode(request)
+                if default_params:
+                    request = merge_defaults(request, default_params)
+                found = check(request, file=file, line=line)
+                if found:
+                    checker.problems.clear()
+                else:
+                    encode_into(request, encoded)
                     if not writer.fits_alone(len(encoded)):
                         found = [
                             ValidationProblem(
@@ -309,7 +355,8 @@ def split_requests(
                     elif not problems.count:
                         writer.add(encoded, request["custom_id"])
                         written_bytes += len(encoded) + 1
-                problems.add(found)
+                if found:
+                    problems.add(found)
             if progress is not None and seen % 100_000 == 0:
                 progress(seen, written_bytes)
         if seen == 0:

@@ -143,7 +143,9 @@ class JobStorage(Protocol):
 
     def fingerprint(self, *, content: bool) -> list[dict[str, Any]]: ...
 
-    def split(self) -> list[dict[str, Any]]: ...
+    def split(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The shards, and the input's fingerprint as ``fingerprint(content=True)`` gives it, taken by the split's read."""
+        ...
 
     def digest_of(self, name: str) -> str | None: ...
 
@@ -443,8 +445,7 @@ class JobRunner:
 
     def _plan(self) -> JobState:
         started = time.monotonic()
-        inputs = self.storage.fingerprint(content=True)
-        shards = self.storage.split()
+        shards, inputs = self.storage.split()
         self._fresh.update(str(s["name"]) for s in shards)
         planned = self.now()
         state = JobState(
@@ -571,7 +572,7 @@ class JobRunner:
             round_index,
         )
         if round_index == 0:
-            fresh = self.storage.split()
+            fresh, _ = self.storage.split()
         else:
             # Every round's lines are copies of round 0's, in round 0's order: select from there.
             for first in state.rounds[0].shards:
