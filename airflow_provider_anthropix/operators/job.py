@@ -33,7 +33,16 @@ if TYPE_CHECKING:
 
     from airflow_provider_anthropix.api.plan import PlanOptions
     from airflow_provider_anthropix.io.pricing import PriceTable
-    from airflow_provider_anthropix.workflow.job import Done, JobRunner, JobState, RoundBudget, RoundState, Wait
+    from airflow_provider_anthropix.workflow.cost import CostTally
+    from airflow_provider_anthropix.workflow.job import (
+        Done,
+        JobRunner,
+        JobState,
+        RoundBudget,
+        RoundState,
+        ShardState,
+        Wait,
+    )
 
 
 class _DryRunDone(Exception):
@@ -405,10 +414,20 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         except CostError as exc:
             raise AirflowFailException(str(exc)) from None
 
+    def _tally(self, workspace: Any, shards: Sequence[ShardState]) -> CostTally:
+        """The estimate's tally of the requests in ``shards`` (the shard files, as they will be sent)."""
+        from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
+        from airflow_provider_anthropix.workflow.cost import shared_prefix
+
+        tally = self.cost_options.tally()
+        prefix = shared_prefix(self.default_params)
+        openers = [(s.name, lambda name=s.name: workspace.open_read(name)) for s in shards]
+        tally_shards(openers, tally, prefix=prefix_bytes(prefix.keys if prefix else (), self.default_params))
+        return tally
+
     def _retry_round_budget(self, workspace: Any, state: JobState, following: RoundState) -> RoundBudget | None:
         """The budget gate of a retry round: actual cost of the ended batches + the round's estimate <= max_cost_usd."""
         from airflow_provider_anthropix.api.errors import AnthropixError
-        from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
         from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
         from airflow_provider_anthropix.workflow.cost import estimate_cost, shared_prefix
         from airflow_provider_anthropix.workflow.job import RoundBudget
@@ -418,12 +437,14 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             return None
         table = self.cost_options.price_table
         spent, unpriced = spent_usd(state, table)
-        tally = self.cost_options.tally()
-        prefix = shared_prefix(self.default_params)
-        shards = [(s.name, lambda name=s.name: workspace.open_read(name)) for s in following.shards]
-        tally_shards(shards, tally, prefix=prefix_bytes(prefix.keys if prefix else (), self.default_params))
+        tally = self._tally(workspace, following.shards)
         try:
-            estimate = estimate_cost(tally, self.hook.count_tokens, lambda m: model_price(m, table), prefix=prefix)
+            estimate = estimate_cost(
+                tally,
+                self.hook.count_tokens,
+                lambda m: model_price(m, table),
+                prefix=shared_prefix(self.default_params),
+            )
         except UnknownModelPrice as exc:
             raise AirflowFailException(f"{exc}; the retry round was not sent") from None
         except AnthropixError as exc:
@@ -449,15 +470,9 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         self, context: Context, workspace: Any, state: JobState, destination: ObjectStoragePath
     ) -> dict[str, Any] | None:
         """Planned, nothing sent: model check, estimate, budget gate (and the end of a dry run)."""
-        from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
         from airflow_provider_anthropix.operators.estimate import push_estimate, run_estimate
-        from airflow_provider_anthropix.workflow.cost import shared_prefix
 
-        tally = self.cost_options.tally()
-        prefix = shared_prefix(self.default_params)
-        shards = [(s.name, lambda name=s.name: workspace.open_read(name)) for s in state.rounds[0].shards]
-        tally_shards(shards, tally, prefix=prefix_bytes(prefix.keys if prefix else (), self.default_params))
-        estimate = run_estimate(self, tally, learn_from=destination)
+        estimate = run_estimate(self, self._tally(workspace, state.rounds[0].shards), learn_from=destination)
         figures = estimate.to_dict() if estimate is not None else None
         if self.cost_options.dry_run:
             if figures is not None:
