@@ -517,7 +517,6 @@ def _first_link(base: str) -> str | None:
 
 def _job_files_under(files: JobFiles) -> list[str]:
     """The names under the folder that a job writes (links skipped on file systems)."""
-    found: list[str] = []
     if files.protocol in OBJECT_STORE_PROTOCOLS:
         try:
             paths = files.fs.find(files.base)
@@ -531,8 +530,7 @@ def _job_files_under(files: JobFiles) -> list[str]:
                 path = os.path.join(folder, name)
                 if not os.path.islink(path):
                     relative.append(os.path.relpath(path, files.base).replace(os.sep, "/"))
-    found = [name for name in relative if JOB_FILE_NAMES.fullmatch(name)]
-    return found
+    return [name for name in relative if JOB_FILE_NAMES.fullmatch(name)]
 
 
 def _remove_empty_folders(files: JobFiles) -> None:
