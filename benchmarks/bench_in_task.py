@@ -85,7 +85,7 @@ class TimedCreate(CreateBatchOperator):
     # Also measures the estimate's share: its per-request tally during validation and its API calls.
 
     def execute(self, context):
-        from airflow_provider_anthropix.workflow.cost import CostTally
+        from airflow_provider_anthropix.cost.estimate import CostTally
 
         spent = [0.0]
         observe = CostTally.observe

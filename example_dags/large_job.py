@@ -100,6 +100,7 @@ with DAG(
         max_retry_rounds=2,
         max_errored_ratio=0.0,
         poll_interval=POLL_INTERVAL,
+        deferrable=True,  # wait in the triggerer: no worker slot held while the batches run
     )
 
     @task

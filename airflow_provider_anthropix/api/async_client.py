@@ -46,7 +46,7 @@ async def _aiter_body(body: EncodedBody) -> AsyncIterator[bytes]:
         yield chunk
 
 
-class AsyncClient(operations.ClientBase, binder=operations.async_method):
+class AsyncClient(operations.AsyncClientBase):
     """The Message Batches API over ``httpx.AsyncClient``; same methods as :class:`SyncClient`, awaited."""
 
     def __init__(

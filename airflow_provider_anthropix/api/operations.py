@@ -19,7 +19,7 @@ import inspect
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, NoReturn, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Generic, NoReturn, ParamSpec, Protocol, TypeVar, overload
 
 from airflow_provider_anthropix.api import bounds, calls
 from airflow_provider_anthropix.api.calls import Call
@@ -28,10 +28,6 @@ from airflow_provider_anthropix.api.errors import AnthropixResponseError, Listin
 from airflow_provider_anthropix.api.models import BatchPage, DeletedMessageBatch, MessageBatch, ModelInfo, ModelPage
 from airflow_provider_anthropix.api.redact import NOTHING, Redactor
 from airflow_provider_anthropix.api.retry import RetryLoop
-
-if TYPE_CHECKING:
-    from airflow_provider_anthropix.api.async_client import AsyncClient
-    from airflow_provider_anthropix.api.sync_client import SyncClient
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -182,10 +178,10 @@ class Method(Generic[P, T]):
     def __get__(self, client: None, owner: type[Any]) -> Method[P, T]: ...
 
     @overload
-    def __get__(self, client: SyncClient, owner: type[Any]) -> Callable[P, T]: ...
+    def __get__(self, client: SyncClientBase, owner: type[Any]) -> Callable[P, T]: ...
 
     @overload
-    def __get__(self, client: AsyncClient, owner: type[Any]) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def __get__(self, client: AsyncClientBase, owner: type[Any]) -> Callable[P, Coroutine[Any, Any, T]]: ...
 
     def __get__(self, client: object, owner: type[Any]) -> Any:
         if client is None:
@@ -306,3 +302,21 @@ class Pager:
         if bound is not None and bound.skip:
             text += f". It was {bound.what}; to go on without it, {bound.skip}"
         raise ListingError(text)
+
+
+class SyncClientBase(ClientBase):
+    """The blocking client's base: every API method runs through a blocking ``_run``.
+
+    It lives here, not in ``sync_client``, so that the type of each :class:`Method` on the
+    blocking client is known without this module importing the clients (no import cycle).
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(binder=sync_method, **kwargs)
+
+
+class AsyncClientBase(ClientBase):
+    """The non-blocking client's base: every API method is a coroutine over ``async _run``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(binder=async_method, **kwargs)

@@ -95,7 +95,7 @@ def _sent_to(prepared_url: str | None) -> Origin:
     return Origin.of(parsed.scheme, parsed.host, parsed.port)
 
 
-class SyncClient(operations.ClientBase, binder=operations.sync_method):
+class SyncClient(operations.SyncClientBase):
     """The Message Batches API over ``requests``, with the shared retry policy and error mapping.
 
     One instance holds one connection pool; reuse it for many calls and close it when done.

@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING
 from airflow_provider_anthropix._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from airflow_provider_anthropix.cost.pricing import (
+        DEFAULT_PRICE_TABLE,
+        estimate_cost,
+        usage_cost,
+    )
     from airflow_provider_anthropix.io.checks import (
         ResultsMismatchError,
     )
@@ -22,11 +27,6 @@ if TYPE_CHECKING:
         ExportOptions,
         ExportResult,
         export_results,
-    )
-    from airflow_provider_anthropix.io.pricing import (
-        DEFAULT_PRICE_TABLE,
-        estimate_cost,
-        usage_cost,
     )
     from airflow_provider_anthropix.io.publish import (
         MANIFEST_NAME,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 #: Public name -> the module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
     "AtomicPublisher": "airflow_provider_anthropix.io.publish",
-    "DEFAULT_PRICE_TABLE": "airflow_provider_anthropix.io.pricing",
+    "DEFAULT_PRICE_TABLE": "airflow_provider_anthropix.cost.pricing",
     "DestinationError": "airflow_provider_anthropix.io.publish",
     "ExportInterrupted": "airflow_provider_anthropix.io.export",
     "ExportOptions": "airflow_provider_anthropix.io.export",
@@ -51,8 +51,8 @@ _LAZY: dict[str, str] = {
     "ResultsFormatError": "airflow_provider_anthropix.io.summary",
     "ResultsMismatchError": "airflow_provider_anthropix.io.checks",
     "Summariser": "airflow_provider_anthropix.io.summary",
-    "estimate_cost": "airflow_provider_anthropix.io.pricing",
-    "usage_cost": "airflow_provider_anthropix.io.pricing",
+    "estimate_cost": "airflow_provider_anthropix.cost.pricing",
+    "usage_cost": "airflow_provider_anthropix.cost.pricing",
     "export_results": "airflow_provider_anthropix.io.export",
     "read_manifest": "airflow_provider_anthropix.io.publish",
 }

@@ -19,7 +19,7 @@ from airflow.sdk import ObjectStoragePath
 
 
 class RequestTally(Protocol):
-    """What the tally of the estimate takes from a shard line (``workflow.cost.CostTally`` is one).
+    """What the tally of the estimate takes from a shard line (``cost.estimate.CostTally`` is one).
 
     A protocol, so that ``io/`` never imports ``workflow/``.
     """

@@ -20,15 +20,15 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.lines import BlockSplitter
 from airflow_provider_anthropix.api.models import RESULT_TYPES, RequestCounts
+from airflow_provider_anthropix.cost.pricing import PriceTable, usage_cost, validate_price_table
+from airflow_provider_anthropix.io.by_outcome import split_by_result_type
 from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
 from airflow_provider_anthropix.io.jsonl import DEFAULT_GZIP_LEVEL, FileInfo, JsonlWriter
 from airflow_provider_anthropix.io.manifest import build_manifest, xcom_summary
 from airflow_provider_anthropix.io.parquet import DEFAULT_PARQUET_CODEC, DEFAULT_ROW_GROUP_ROWS, PARQUET_CODECS
 from airflow_provider_anthropix.io.pipeline import OrderedWorker, Prefetcher
-from airflow_provider_anthropix.io.pricing import PriceTable, usage_cost, validate_price_table
 from airflow_provider_anthropix.io.progress import Progress
 from airflow_provider_anthropix.io.publish import AtomicPublisher
-from airflow_provider_anthropix.io.split import split_by_result_type
 from airflow_provider_anthropix.io.summary import Summariser
 
 FORMATS = ("jsonl", "parquet")
@@ -67,7 +67,7 @@ class ExportOptions:
     :param split_by_result_type: one object per outcome (``succeeded.jsonl``, ``errored.jsonl``,
         ``canceled.jsonl``, ``expired.jsonl``) instead of one ``results.*``.
     :param price_table: USD per million tokens at standard price per model prefix (see
-        :mod:`airflow_provider_anthropix.io.pricing`); ``None`` uses the default table.
+        :mod:`airflow_provider_anthropix.cost.pricing`); ``None`` uses the default table.
     :param on_mismatch: ``fail`` (default): nothing is published when the results do not
         match the batch's request_counts or repeat a custom_id; ``warn``: publish, log, and
         mark the manifest ``"complete": false``.

@@ -14,14 +14,14 @@ from typing import Any
 import pendulum
 
 from airflow_provider_anthropix.api.models import RequestCounts
-from airflow_provider_anthropix.io.jsonl import FileInfo
-from airflow_provider_anthropix.io.pricing import (
+from airflow_provider_anthropix.cost.pricing import (
     PriceTable,
     UnknownModelPrice,
     UsageCost,
     cache_savings_usd,
     model_price,
 )
+from airflow_provider_anthropix.io.jsonl import FileInfo
 from airflow_provider_anthropix.io.summary import Summariser
 
 MANIFEST_VERSION = 1

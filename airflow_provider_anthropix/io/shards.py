@@ -420,7 +420,7 @@ def shard_body(open_shard: Callable[[], IO[bytes]], shard: Shard) -> EncodedBody
 # -- reading results back ----------------------------------------------------------------------------
 
 
-#: The token counts a scan sums per model (the names of ``io.summary.TokenTotals``' fields).
+#: The token counts a scan sums per model (the names of ``cost.pricing.TokenTotals``' fields).
 TOKEN_KEYS = ("input", "output", "cache_creation_input", "cache_read_input")
 
 

@@ -17,6 +17,7 @@ import msgspec
 from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.lines import lines_of
 from airflow_provider_anthropix.api.models import RESULT_TYPES
+from airflow_provider_anthropix.cost.pricing import TokenTotals
 from airflow_provider_anthropix.io.result_line import LINE_DECODER, ResultLine
 
 _CUSTOM_ID = attrgetter("custom_id")
@@ -26,30 +27,6 @@ class ResultsFormatError(AnthropixError, ValueError):
     """A results line is not the JSON object the API promises."""
 
     retryable = True
-
-
-@dataclass
-class TokenTotals:
-    """Token sums, per model or overall."""
-
-    input: int = 0
-    output: int = 0
-    cache_creation_input: int = 0
-    cache_read_input: int = 0
-
-    def add(self, other: TokenTotals) -> None:
-        self.input += other.input
-        self.output += other.output
-        self.cache_creation_input += other.cache_creation_input
-        self.cache_read_input += other.cache_read_input
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "input": self.input,
-            "output": self.output,
-            "cache_creation_input": self.cache_creation_input,
-            "cache_read_input": self.cache_read_input,
-        }
 
 
 @dataclass

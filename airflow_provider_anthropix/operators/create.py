@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from airflow_provider_anthropix.cost.budget import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
 from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions
-from airflow_provider_anthropix.workflow.budget import DEFAULT_SAMPLE_SIZE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_anthropix.cost.estimate import CostTally
     from airflow_provider_anthropix.io.requests_file import SpooledBatch
-    from airflow_provider_anthropix.workflow.cost import CostTally
     from airflow_provider_anthropix.workflow.ledger import CreateFailed, CreateLedger
     from airflow_provider_anthropix.workflow.store import ForgivingStore
 
@@ -96,7 +96,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         (``POST /v1/messages/count_tokens``); a batch that small is counted whole.
     :param check_models: check the model names against the API's model list (``GET /v1/models``, cached
         per connection and day) before sending; False for a model the list does not show.
-    :param price_table: per-model prices for the estimate (see :mod:`airflow_provider_anthropix.io.pricing`).
+    :param price_table: per-model prices for the estimate (see :mod:`airflow_provider_anthropix.cost.pricing`).
     """
 
     template_fields: Sequence[str] = (
@@ -408,7 +408,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
 
 def _prefix_values(default_params: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """The default values a request keeps (the very same objects after the merge) when it shares the cached prefix."""
-    from airflow_provider_anthropix.workflow.cost import shared_prefix
+    from airflow_provider_anthropix.cost.estimate import shared_prefix
 
     prefix = shared_prefix(default_params)
     if prefix is None or default_params is None:

@@ -1,6 +1,6 @@
 """The estimate, budget gate and model check as operators run them (shared by the create and the job).
 
-The logic is :mod:`airflow_provider_anthropix.workflow.cost`; this module only wires it to
+The logic is :mod:`airflow_provider_anthropix.cost.estimate`; this module only wires it to
 the hook, the price table and Airflow's exceptions: a budget or model problem fails the task
 without retries (a retry would fail the same way), an API outage during the estimate is an
 ordinary retryable failure.
@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_anthropix.workflow import budget as budget_module
-from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
+from airflow_provider_anthropix.cost import budget as budget_module
+from airflow_provider_anthropix.cost.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_anthropix.api.errors import AnthropixError
+    from airflow_provider_anthropix.cost.estimate import CostEstimate, CostTally, SharedPrefix
+    from airflow_provider_anthropix.cost.pricing import PriceTable
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-    from airflow_provider_anthropix.io.pricing import PriceTable
-    from airflow_provider_anthropix.workflow.cost import CostEstimate, CostTally, SharedPrefix
 
 #: XCom key of the estimate (the create's return value stays the batch id).
 XCOM_KEY = "estimate"
@@ -59,13 +59,13 @@ class CostOptions:
         if self.sample_size < 1:
             raise ValueError(f"estimate_sample_size must be 1 or more, got {self.sample_size}")
         if self.price_table is not None:
-            from airflow_provider_anthropix.io.pricing import validate_price_table
+            from airflow_provider_anthropix.cost.pricing import validate_price_table
 
             object.__setattr__(self, "price_table", validate_price_table(self.price_table))
 
     def tally(self) -> CostTally:
-        from airflow_provider_anthropix.io.pricing import model_price
-        from airflow_provider_anthropix.workflow.cost import CostTally
+        from airflow_provider_anthropix.cost.estimate import CostTally
+        from airflow_provider_anthropix.cost.pricing import model_price
 
         table: PriceTable | None = self.price_table
         return CostTally(self.sample_size, prices=lambda model: model_price(model, table))
@@ -97,9 +97,7 @@ def run_estimate(
     """
     from airflow_provider_anthropix.api.bounds import bounded
     from airflow_provider_anthropix.api.errors import AnthropixConnectionError, AnthropixError
-    from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
-    from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
-    from airflow_provider_anthropix.workflow.cost import (
+    from airflow_provider_anthropix.cost.estimate import (
         CostError,
         check_budget,
         check_models,
@@ -107,6 +105,8 @@ def run_estimate(
         parse_budget,
         shared_prefix,
     )
+    from airflow_provider_anthropix.cost.pricing import UnknownModelPrice, model_price
+    from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
 
     hook, options, log = task.hook, task.cost_options, task.log
     try:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_anthropix.api.models import MessageBatch
-    from airflow_provider_anthropix.io.pricing import PriceTable
+    from airflow_provider_anthropix.cost.pricing import PriceTable
 
 #: Bytes asked of the network per read: large reads keep per-chunk Python work negligible.
 RESULTS_CHUNK_BYTES = 1 << 20
@@ -69,7 +69,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
     :param split_by_result_type: one object per outcome: succeeded, errored, canceled, expired.
     :param anthropix_conn_id: the Anthropix connection.
     :param price_table: USD per million tokens (standard price) per model prefix, replacing
-        the default table of :mod:`airflow_provider_anthropix.io.pricing`; the estimate
+        the default table of :mod:`airflow_provider_anthropix.cost.pricing`; the estimate
         applies the 50% batch discount.
     :param on_mismatch: ``fail`` (default) or ``warn`` when the results do not match the
         batch's request_counts or repeat a custom_id.

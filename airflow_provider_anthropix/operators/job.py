@@ -17,23 +17,23 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, ObjectStoragePath, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS, check_batch_limits
+from airflow_provider_anthropix.cost.budget import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleBatchesLink, BatchResultsLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
 from airflow_provider_anthropix.operators.estimate import CostOptions
-from airflow_provider_anthropix.workflow.budget import DEFAULT_SAMPLE_SIZE
 from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_anthropix.api.plan import PlanOptions
-    from airflow_provider_anthropix.io.pricing import PriceTable
-    from airflow_provider_anthropix.workflow.cost import CostTally
+    from airflow_provider_anthropix.cost.estimate import CostTally
+    from airflow_provider_anthropix.cost.pricing import PriceTable
     from airflow_provider_anthropix.workflow.job import (
         Done,
         JobRunner,
@@ -105,7 +105,9 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
     :param poll_interval: seconds between polls.
     :param timeout: seconds from planning to give up, kept in the journal (Airflow's deferral timeout
         restarts at every deferral; this does not). The default covers a 24 h batch per round.
-    :param deferrable: wait in the triggerer (default True).
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``, like every
+        waiting task here). A job waits up to a day per round: without deferral it holds a worker
+        slot all that time, and the task logs a warning saying so.
     :param work_prefix: the job's working folder (templated; default under the destination, named by the job key).
     :param job_key: the job's identity (templated), instead of destination + input + options.
     :param keep_work_files: keep the shard files and scanned results copies after a successful export
@@ -159,7 +161,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         max_errored_ratio: float | None = 0.0,
         poll_interval: float = 60.0,
         timeout: timedelta | float = timedelta(hours=48),
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         work_prefix: str | None = None,
         job_key: str | None = None,
         keep_work_files: bool = False,
@@ -295,6 +297,12 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         """Without deferral: sleep in the worker until one of the batches ends (or any poll fails)."""
         from airflow_provider_anthropix.api.errors import AnthropixError
 
+        self.log.warning(
+            "Waiting for %d batch(es) in this worker (deferrable=False): the task holds a worker slot until "
+            "they end, up to a day per round. Pass deferrable=True, or set [operators] default_deferrable, "
+            "to wait in the triggerer instead.",
+            len(step.batch_ids),
+        )
         pending = set(step.batch_ids)
         while True:
             time.sleep(self.poll_interval)
@@ -407,7 +415,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             sweep_other_jobs(parent, key, self.log)
 
     def _budget(self) -> float | None:
-        from airflow_provider_anthropix.workflow.cost import CostError, parse_budget
+        from airflow_provider_anthropix.cost.estimate import CostError, parse_budget
 
         try:
             return parse_budget(self.max_cost_usd)
@@ -416,8 +424,8 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
 
     def _tally(self, workspace: Any, shards: Sequence[ShardState]) -> CostTally:
         """The estimate's tally of the requests in ``shards`` (the shard files, as they will be sent)."""
+        from airflow_provider_anthropix.cost.estimate import shared_prefix
         from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
-        from airflow_provider_anthropix.workflow.cost import shared_prefix
 
         tally = self.cost_options.tally()
         prefix = shared_prefix(self.default_params)
@@ -428,8 +436,8 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
     def _retry_round_budget(self, workspace: Any, state: JobState, following: RoundState) -> RoundBudget | None:
         """The budget gate of a retry round: actual cost of the ended batches + the round's estimate <= max_cost_usd."""
         from airflow_provider_anthropix.api.errors import AnthropixError
-        from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price
-        from airflow_provider_anthropix.workflow.cost import estimate_cost, shared_prefix
+        from airflow_provider_anthropix.cost.estimate import estimate_cost, shared_prefix
+        from airflow_provider_anthropix.cost.pricing import UnknownModelPrice, model_price
         from airflow_provider_anthropix.workflow.job import RoundBudget
 
         budget = self._budget()
@@ -501,8 +509,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
 
 def spent_usd(state: JobState, table: PriceTable | None) -> tuple[float, list[str]]:
     """What the job's scanned batches cost at batch price (their results' usage), and the models without a price."""
-    from airflow_provider_anthropix.io.pricing import usage_cost
-    from airflow_provider_anthropix.io.summary import TokenTotals
+    from airflow_provider_anthropix.cost.pricing import TokenTotals, usage_cost
 
     by_model: dict[str, TokenTotals] = {}
     for _, shard in state.all_shards():

@@ -33,7 +33,7 @@ from airflow_provider_anthropix.api import (
     SyncClient,
 )
 from airflow_provider_anthropix.api.bounds import bounded
-from airflow_provider_anthropix.workflow import budget
+from airflow_provider_anthropix.cost import budget
 from tests.support.airflow import DAG_OPEN, load_dag_source, migrated_airflow_home, states
 from tests.support.http import QuietHandler
 

@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
-from airflow_provider_anthropix.io.pricing import UnknownModelPrice, model_price, validate_price_table
-from airflow_provider_anthropix.workflow.cost import (
+from airflow_provider_anthropix.cost.estimate import (
     BudgetExceeded,
     CostError,
     CostTally,
@@ -23,6 +21,8 @@ from airflow_provider_anthropix.workflow.cost import (
     parse_budget,
     shared_prefix,
 )
+from airflow_provider_anthropix.cost.pricing import UnknownModelPrice, model_price, validate_price_table
+from airflow_provider_anthropix.io.estimate_inputs import learned_output_ratios
 
 MODEL = "claude-sonnet-4-5"
 

@@ -6,15 +6,16 @@ import pytest
 
 from airflow_provider_anthropix.api.lines import BlockSplitter
 from airflow_provider_anthropix.api.models import RequestCounts
-from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
-from airflow_provider_anthropix.io.pricing import (
+from airflow_provider_anthropix.cost.pricing import (
     DEFAULT_PRICE_TABLE,
+    TokenTotals,
     price_for,
     usage_cost,
     validate_price_table,
 )
-from airflow_provider_anthropix.io.split import split_by_result_type
-from airflow_provider_anthropix.io.summary import ResultsFormatError, Summariser, TokenTotals
+from airflow_provider_anthropix.io.by_outcome import split_by_result_type
+from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
+from airflow_provider_anthropix.io.summary import ResultsFormatError, Summariser
 from tests.support.payloads import chunked, counts_of, mixed_results, result_line
 
 

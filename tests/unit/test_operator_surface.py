@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -43,3 +47,32 @@ def test_the_create_resolves_its_input_as_every_operator_does() -> None:
     create = CreateBatchOperator(task_id="c", requests_path="prompts/x.jsonl")
     with pytest.raises(AirflowFailException, match=r"unusable requests_path prompts/x\.jsonl: a relative path"):
         create._requests_path()
+
+
+WAITING = [(o.__module__, o.__name__) for o in OPERATORS if "deferrable" in inspect.signature(o.__init__).parameters]
+
+
+def test_every_waiting_task_defers_by_airflows_default_deferrable() -> None:
+    """One rule for all: ``deferrable`` defaults to ``[operators] default_deferrable`` (the job included)."""
+    assert ("airflow_provider_anthropix.operators.job", "BatchJobOperator") in WAITING
+    probe = (
+        "import importlib, inspect, json, sys\n"
+        "out = {}\n"
+        "for module, name in json.loads(sys.argv[1]):\n"
+        "    cls = getattr(importlib.import_module(module), name)\n"
+        "    out[name] = inspect.signature(cls.__init__).parameters['deferrable'].default\n"
+        "print(json.dumps(out))\n"
+    )
+    from airflow.sdk import conf
+
+    here = conf.getboolean("operators", "default_deferrable", fallback=False)
+    for _, name in WAITING:
+        cls = {o.__name__: o for o in OPERATORS}[name]
+        assert inspect.signature(cls.__init__).parameters["deferrable"].default is here, name
+    for setting in (str(not here),):  # and the other way round, in a fresh interpreter
+        env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": setting}
+        done = subprocess.run(
+            [sys.executable, "-c", probe, json.dumps(WAITING)], env=env, capture_output=True, text=True, check=True
+        )
+        defaults = json.loads(done.stdout.strip().splitlines()[-1])
+        assert defaults == {name: setting == "True" for _, name in WAITING}, setting

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 
 from airflow_provider_anthropix.api.errors import BatchValidationError
 from airflow_provider_anthropix.api.validation import validate_request
+from airflow_provider_anthropix.cost.estimate import CostTally, shared_prefix
 from airflow_provider_anthropix.emulator.intake import fast_requests, params_of
 from airflow_provider_anthropix.io.estimate_inputs import prefix_bytes, tally_shards
 from airflow_provider_anthropix.io.requests_file import iter_jsonl, merge_defaults, spool_batch
 from airflow_provider_anthropix.io.shards import ShardWriter, split_requests
-from airflow_provider_anthropix.workflow.cost import CostTally, shared_prefix
 from tests.support.request_shapes import (
     DEFAULT_SYSTEM_BLOCKS,
     DEFAULT_SYSTEM_STRING,

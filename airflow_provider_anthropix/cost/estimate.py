@@ -18,7 +18,7 @@ first create, without Airflow:
    read for every other request that carries it (the worst case: a write for every request).
 3. **Gate** (:func:`check_budget`) and **model check** (:func:`check_models`).
 
-The figures are per model and at batch price (see :mod:`airflow_provider_anthropix.io.pricing`).
+The figures are per model and at batch price (see :mod:`airflow_provider_anthropix.cost.pricing`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_anthropix.api.errors import AnthropixError
-from airflow_provider_anthropix.workflow.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
+from airflow_provider_anthropix.cost.budget import BUDGET_BASES, DEFAULT_SAMPLE_SIZE
 
 #: Share of ``max_tokens`` an answer is expected to use when no earlier manifest says better.
 DEFAULT_OUTPUT_RATIO = 0.5
@@ -51,7 +51,7 @@ BOUND_MEANING = (
 
 
 class Prices(Protocol):
-    """USD per token of one model at the price billed (``io.pricing.ModelPrice`` is one)."""
+    """USD per token of one model at the price billed (``cost.pricing.ModelPrice`` is one)."""
 
     @property
     def input(self) -> float: ...
@@ -62,7 +62,7 @@ class Prices(Protocol):
     def cache_write(self, ttl: str | None) -> float: ...
 
 
-#: ``model -> Prices``; raises (``io.pricing.UnknownModelPrice``) for a model it cannot price.
+#: ``model -> Prices``; raises (``cost.pricing.UnknownModelPrice``) for a model it cannot price.
 PriceLookup = Callable[[str], Prices]
 
 
@@ -462,7 +462,7 @@ def estimate_cost(
     before any call is made.
 
     :param count_tokens: ``params -> input tokens`` (the hook's count_tokens).
-    :param prices: ``model -> Prices``, e.g. ``lambda m: io.pricing.model_price(m, table)``.
+    :param prices: ``model -> Prices``, e.g. ``lambda m: cost.pricing.model_price(m, table)``.
     :param output_ratios: expected output tokens / ``max_tokens`` per model (``"*"``: any model).
     """
     started = time.monotonic()

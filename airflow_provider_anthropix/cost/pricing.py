@@ -39,7 +39,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_anthropix.api.errors import AnthropixError
-from airflow_provider_anthropix.io.summary import TokenTotals
+
+
+@dataclass
+class TokenTotals:
+    """Token sums, per model or overall."""
+
+    input: int = 0
+    output: int = 0
+    cache_creation_input: int = 0
+    cache_read_input: int = 0
+
+    def add(self, other: TokenTotals) -> None:
+        self.input += other.input
+        self.output += other.output
+        self.cache_creation_input += other.cache_creation_input
+        self.cache_read_input += other.cache_read_input
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cache_creation_input": self.cache_creation_input,
+            "cache_read_input": self.cache_read_input,
+        }
+
 
 #: Share of the standard price that batch requests cost.
 BATCH_DISCOUNT = 0.5
@@ -48,7 +72,7 @@ CACHE_WRITE_5M_MULTIPLIER = 1.25
 CACHE_WRITE_1H_MULTIPLIER = 2.0
 CACHE_READ_MULTIPLIER = 0.1
 #: Where a user extends the table, for error messages.
-TABLE_NAME = "airflow_provider_anthropix.io.pricing.DEFAULT_PRICE_TABLE"
+TABLE_NAME = "airflow_provider_anthropix.cost.pricing.DEFAULT_PRICE_TABLE"
 
 PriceTable = Mapping[str, Mapping[str, float]]
 
@@ -159,7 +183,7 @@ def cache_savings_usd(totals: TokenTotals, prices: ModelPrice, *, ttl: str | Non
 @dataclass
 class UsageCost:
     """What token usage that already happened cost at batch price (not an estimate before sending:
-    that is :class:`airflow_provider_anthropix.workflow.cost.CostEstimate`)."""
+    that is :class:`airflow_provider_anthropix.cost.estimate.CostEstimate`)."""
 
     usd: float = 0.0
     unpriced_models: list[str] = field(default_factory=list)
