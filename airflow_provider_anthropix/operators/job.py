@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from airflow_provider_anthropix.api.plan import PlanOptions
     from airflow_provider_anthropix.cost.estimate import CostTally
     from airflow_provider_anthropix.cost.pricing import PriceTable
+    from airflow_provider_anthropix.io.job_files import JobWorkspace
     from airflow_provider_anthropix.workflow.job import (
         Done,
         JobRunner,
@@ -336,7 +337,6 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         )
 
     def _runner(self, context: Context) -> JobRunner:
-        from airflow_provider_anthropix.io.job_files import JobWorkspace
         from airflow_provider_anthropix.io.publish import DestinationError, check_destination_writable, destination_uri
         from airflow_provider_anthropix.operators.paths import storage_path
         from airflow_provider_anthropix.workflow.job import JobRunner, job_key
@@ -375,15 +375,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             plan=plan,
             fixed_identity=bool(self.job_key or self.work_prefix),
         )
-        workspace = JobWorkspace(
-            root,
-            requests_path=requests_path,
-            destination=destination,
-            plan=plan,
-            export_options=self.export_options,
-            logger=self.log,
-            should_stop=lambda: self._kill_requested,
-        )
+        workspace = self._workspace(root, requests_path, destination, plan)
         self.log.info("Job %s, working folder: %s", key, workspace.uri)
 
         def before_first_create(state: JobState) -> dict[str, Any] | None:
@@ -404,6 +396,26 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             log=self.log,
             before_first_create=before_first_create,
             before_retry_round=gate,
+        )
+
+    def _workspace(
+        self,
+        root: ObjectStoragePath,
+        requests_path: ObjectStoragePath,
+        destination: ObjectStoragePath,
+        plan: PlanOptions,
+    ) -> JobWorkspace:
+        """The job's files, input and export (a subclass exports its own way: the table operator)."""
+        from airflow_provider_anthropix.io.job_files import JobWorkspace
+
+        return JobWorkspace(
+            root,
+            requests_path=requests_path,
+            destination=destination,
+            plan=plan,
+            export_options=self.export_options,
+            logger=self.log,
+            should_stop=lambda: self._kill_requested,
         )
 
     def _sweep_earlier_jobs(self) -> None:

@@ -224,6 +224,9 @@ class JobSettings:
     :param plan: the options that shape the shards (part of the fingerprint).
     :param fixed_identity: the job's identity was given (``job_key`` or ``work_prefix``): a changed
         input is refused instead of starting a new job in the same folder.
+    :param scan_succeeded: read every ended batch's results at the round's end, not only those with
+        errors or expiries: the storage's scan may find succeeded answers to send again (the table
+        job's ``retry_invalid_output``).
     """
 
     max_batches_in_flight: int = 10
@@ -236,6 +239,7 @@ class JobSettings:
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     plan: PlanOptions = field(default_factory=PlanOptions)
     fixed_identity: bool = False
+    scan_succeeded: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batches_in_flight < 1:
@@ -652,7 +656,7 @@ class JobRunner:
             shard_counts = shard.counts or {}
             errored = shard_counts.get("errored", 0)
             expired = shard_counts.get("expired", 0) if self.settings.retry_expired else 0
-            if not errored and not expired:
+            if not errored and not expired and not self.settings.scan_succeeded:
                 continue
             scan = self._scan(shard)
             resend |= scan.ids

@@ -1,0 +1,347 @@
+"""Result lines to answer rows: each answer parsed, checked against the schema, and laid out as typed columns.
+
+An answer that a schema was asked for and that does not hold to it is the outcome
+``invalid_output`` (a ``refusal``, a ``max_tokens`` cut, text that is not JSON, JSON that breaks
+the schema), with the reason in ``_error``. Without a schema the answer's text is one column.
+Columns are built a slice at a time into Arrow arrays, so a million answers stay compact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from airflow_provider_anthropix.api.lines import BlockSplitter
+from airflow_provider_anthropix.cost.pricing import PriceTable, price_for
+from airflow_provider_anthropix.table.schema import Checker, answer_fields, arrow_type, arrow_value, compile_checker
+
+if TYPE_CHECKING:
+    import pyarrow
+
+INVALID_OUTPUT = "invalid_output"
+#: The columns every output row has after the input's and the answer's, in this order.
+META_COLUMNS = (
+    "_custom_id",
+    "_result_type",
+    "_error",
+    "_stop_reason",
+    "_answer_text",
+    "_input_tokens",
+    "_output_tokens",
+    "_cost_usd",
+    "_batch_id",
+)
+#: The answer column without a schema.
+TEXT_COLUMN = "answer"
+_SLICE = 65_536
+#: Longest error text kept per row (the server's messages are not ours to store whole).
+_ERROR_CHARS = 500
+
+
+class _Block(msgspec.Struct, gc=False):
+    type: str = ""
+    text: str | None = None
+
+
+class _Usage(msgspec.Struct, gc=False):
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    cache_creation_input_tokens: int | None = 0
+    cache_read_input_tokens: int | None = 0
+
+
+class _Message(msgspec.Struct, gc=False):
+    model: str = ""
+    content: list[_Block] = []
+    stop_reason: str | None = None
+    usage: _Usage | None = None
+
+
+class _ErrorBody(msgspec.Struct, gc=False):
+    type: str = ""
+    message: str = ""
+
+
+class _ErrorEnvelope(msgspec.Struct, gc=False):
+    error: _ErrorBody | None = None
+
+
+class _Result(msgspec.Struct, gc=False):
+    type: str = ""
+    message: _Message | None = None
+    error: _ErrorEnvelope | None = None
+
+
+class _Line(msgspec.Struct, gc=False):
+    custom_id: str
+    result: _Result
+
+
+_LINE = msgspec.json.Decoder(_Line)
+_JSON = msgspec.json.Decoder()
+
+
+def parse_answer(checker: Checker, text: str, stop: str | None) -> tuple[Any, str | None]:
+    """An answer's JSON value, or why it does not hold to the schema (``checker``)."""
+    if stop == "refusal":
+        return None, f"refusal: {text[:200]}"
+    if stop == "max_tokens":
+        return None, "max_tokens: the answer was cut before its JSON ended"
+    try:
+        value = _JSON.decode(text)
+    except msgspec.DecodeError as exc:
+        return None, f"not JSON: {exc}"[:_ERROR_CHARS]
+    problem = checker(value, "$")
+    if problem is not None:
+        return None, f"schema: {problem}"[:_ERROR_CHARS]
+    return value, None
+
+
+def invalid_output_ids(chunks: Iterable[bytes], schema: Mapping[str, Any]) -> set[str]:
+    """The custom_ids of one batch's succeeded answers that do not hold to ``schema`` (for a retry round)."""
+    checker = compile_checker(schema)
+    found: set[str] = set()
+    splitter = BlockSplitter()
+
+    def block(piece: bytes | memoryview) -> None:
+        for line in _LINE.decode_lines(bytes(piece)):
+            message = line.result.message
+            if line.result.type != "succeeded" or message is None:
+                continue
+            text = "".join(b.text for b in message.content if b.type == "text" and b.text is not None)
+            if parse_answer(checker, text, message.stop_reason)[1] is not None:
+                found.add(line.custom_id)
+
+    for chunk in chunks:
+        for piece in splitter.feed(chunk):
+            block(piece)
+    tail = splitter.finish()
+    if tail.strip():
+        block(tail)
+    return found
+
+
+@dataclass(frozen=True)
+class AnswerLayout:
+    """The answer's columns: their names (with ``answer_prefix``), Arrow types, and the schema's checker."""
+
+    schema: Mapping[str, Any] | None
+    prefix: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        if self.schema is None:
+            return [self.prefix + TEXT_COLUMN]
+        return [self.prefix + name for name, _ in answer_fields(self.schema)]
+
+    def arrow_fields(self) -> list[pyarrow.Field]:
+        import pyarrow as pa
+
+        if self.schema is None:
+            return [pa.field(self.prefix + TEXT_COLUMN, pa.string())]
+        return [
+            pa.field(self.prefix + name, arrow_type(node, self.schema)) for name, node in answer_fields(self.schema)
+        ]
+
+
+def check_column_names(input_columns: Iterable[str], layout: AnswerLayout) -> None:
+    """Refuse an answer column or a ``_`` column that an input column already names (before anything is paid)."""
+    from airflow_provider_anthropix.table.source import TableError
+
+    taken = set(input_columns)
+    clash = sorted(taken & set(layout.names))
+    if clash:
+        raise TableError(
+            f"the answer's column(s) {clash} are input columns too; pass answer_prefix (e.g. 'answer_') "
+            "to name the answer's columns apart; nothing was sent"
+        )
+    reserved = sorted(taken & set(META_COLUMNS))
+    if reserved:
+        raise TableError(
+            f"input column(s) {reserved} clash with the output's own columns; rename them; nothing was sent"
+        )
+
+
+@dataclass
+class AnswerCounts:
+    """Outcomes, tokens and cost of the answers read."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_models: set[str] = field(default_factory=set)
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+
+class AnswerReader:
+    """Collects result lines (per batch, the retried ones left out) into one Arrow table of answers."""
+
+    def __init__(
+        self,
+        layout: AnswerLayout,
+        *,
+        price_table: PriceTable | None = None,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        from airflow_provider_anthropix.cost.pricing import DEFAULT_PRICE_TABLE
+
+        self.layout = layout
+        self.redact = redact
+        self.table = DEFAULT_PRICE_TABLE if price_table is None else price_table
+        self.checker = compile_checker(layout.schema) if layout.schema is not None else None
+        self.fields = answer_fields(layout.schema) if layout.schema is not None else []
+        self.totals = AnswerCounts()
+        self._prices: dict[str, tuple[float, float, float, float] | None] = {}
+        self._answers: list[list[Any]] = [[] for _ in layout.names]
+        self._meta: list[list[Any]] = [[] for _ in META_COLUMNS]
+        self._batches: list[pyarrow.RecordBatch] = []
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, chunks: Iterable[bytes], *, batch_id: str, drop: Iterable[str] = ()) -> None:
+        """Every line of one batch's results, except the custom_ids in ``drop`` (sent again later)."""
+        dropped = drop if isinstance(drop, (set, frozenset)) else set(drop)
+        splitter = BlockSplitter()
+        for chunk in chunks:
+            for block in splitter.feed(chunk):
+                self._block(block, batch_id, dropped)
+        tail = splitter.finish()
+        if tail.strip():
+            self._block(tail, batch_id, dropped)
+
+    def _block(self, block: bytes | memoryview, batch_id: str, drop: Any) -> None:
+        lines = _LINE.decode_lines(bytes(block))
+        for line in lines:
+            if drop and line.custom_id in drop:
+                continue
+            self._line(line, batch_id)
+            if len(self._meta[0]) >= _SLICE:
+                self._flush()
+
+    def _line(self, line: _Line, batch_id: str) -> None:
+        result = line.result
+        kind = result.type
+        message = result.message
+        text: str | None = None
+        stop: str | None = None
+        error: str | None = None
+        values: list[Any] | None = None
+        input_tokens = output_tokens = None
+        cost: float | None = None
+        if kind == "succeeded" and message is not None:
+            text = "".join(b.text for b in message.content if b.type == "text" and b.text is not None)
+            stop = message.stop_reason
+            if message.usage is not None:
+                input_tokens, output_tokens = message.usage.input_tokens or 0, message.usage.output_tokens or 0
+                cost = self._cost(message.model, message.usage)
+            values, error = self._parse(text, stop)
+            if error is not None:
+                kind = INVALID_OUTPUT
+        elif kind == "errored":
+            body = result.error.error if result.error is not None else None
+            error = self.redact(f"{body.type}: {body.message}"[:_ERROR_CHARS]) if body is not None else "errored"
+        self.totals.add(kind)
+        self.totals.input_tokens += input_tokens or 0
+        self.totals.output_tokens += output_tokens or 0
+        self.totals.cost_usd += cost or 0.0
+        for column, value in zip(self._answers, values or [None] * len(self._answers), strict=True):
+            column.append(value)
+        for column, value in zip(
+            self._meta,
+            (line.custom_id, kind, error, stop, text, input_tokens, output_tokens, cost, batch_id),
+            strict=True,
+        ):
+            column.append(value)
+
+    def _parse(self, text: str, stop: str | None) -> tuple[list[Any] | None, str | None]:
+        """The answer's column values, or why it is ``invalid_output``."""
+        if self.checker is None:
+            return [text], None
+        value, problem = parse_answer(self.checker, text, stop)
+        if problem is not None:
+            return None, self.redact(problem)
+        return [value.get(name) for name, _ in self.fields], None
+
+    def _cost(self, model: str, usage: _Usage) -> float | None:
+        prices = self._prices.get(model, ())
+        if prices == ():
+            row = price_for(model, self.table)
+            prices = (
+                None
+                if row is None
+                else tuple(row.get(k, 0.0) * 0.5 / 1e6 for k in ("input", "output", "cache_write", "cache_read"))  # type: ignore[assignment]
+            )
+            self._prices[model] = prices  # type: ignore[assignment]
+        if prices is None:
+            self.totals.unpriced_models.add(model[:128])
+            return None
+        p_in, p_out, p_write, p_read = prices  # type: ignore[misc]
+        return (
+            (usage.input_tokens or 0) * p_in
+            + (usage.output_tokens or 0) * p_out
+            + (usage.cache_creation_input_tokens or 0) * p_write
+            + (usage.cache_read_input_tokens or 0) * p_read
+        )
+
+    # -- columns -------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._meta[0]:
+            return
+        arrays = [_array(values, f.type) for values, f in zip(self._answers, self.layout.arrow_fields(), strict=True)]
+        meta_types = [
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.int64(),
+            pa.int64(),
+            pa.float64(),
+            pa.string(),
+        ]
+        arrays += [pa.array(values, type=t) for values, t in zip(self._meta, meta_types, strict=True)]
+        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema()))
+        self._answers = [[] for _ in self._answers]
+        self._meta = [[] for _ in self._meta]
+
+    def schema(self) -> pyarrow.Schema:
+        import pyarrow as pa
+
+        meta = [
+            pa.field("_custom_id", pa.string()),
+            pa.field("_result_type", pa.string()),
+            pa.field("_error", pa.string()),
+            pa.field("_stop_reason", pa.string()),
+            pa.field("_answer_text", pa.string()),
+            pa.field("_input_tokens", pa.int64()),
+            pa.field("_output_tokens", pa.int64()),
+            pa.field("_cost_usd", pa.float64()),
+            pa.field("_batch_id", pa.string()),
+        ]
+        return pa.schema(self.layout.arrow_fields() + meta)
+
+    def finish(self) -> pyarrow.Table:
+        """Every answer read, as one table (in the order read; the join puts it in row order)."""
+        import pyarrow as pa
+
+        self._flush()
+        return pa.Table.from_batches(self._batches, schema=self.schema())
+
+
+def _array(values: list[Any], kind: pyarrow.DataType) -> pyarrow.Array:
+    """An Arrow array of ``values``; values that do not fit the type as they are get shaped first."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return pa.array([arrow_value(v, kind) for v in values], type=kind)

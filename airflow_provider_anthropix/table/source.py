@@ -1,0 +1,139 @@
+"""Reading the input table a slice at a time: Parquet row groups, CSV blocks, JSONL lines.
+
+``table_path`` is a file, a folder (its ``.parquet``, ``.csv`` and ``.jsonl`` files, sorted by
+name; names starting with ``_`` or ``.`` skipped) or a glob. Every file of one input must have
+the same columns; the first file's schema is the table's. Nothing reads a file whole: a million
+rows of Parquet are read a row group at a time, CSV in blocks, JSONL in batches of lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_anthropix.api.errors import AnthropixError
+from airflow_provider_anthropix.io.shards import InputError, resolve_inputs
+
+if TYPE_CHECKING:
+    import pyarrow
+    from airflow.sdk import ObjectStoragePath
+
+TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+#: Rows per slice: big enough for vectorised work, small enough to keep memory flat.
+SLICE_ROWS = 65_536
+
+
+class TableError(AnthropixError, ValueError):
+    """The input table cannot be read (no file, an unknown format, columns that differ between files)."""
+
+
+def format_of(name: str) -> str | None:
+    for suffix, kind in TABLE_SUFFIXES.items():
+        if name.lower().endswith(suffix):
+            return kind
+    return None
+
+
+def table_files(path: ObjectStoragePath) -> list[ObjectStoragePath]:
+    """The files behind ``table_path``, in the order their rows are read."""
+    try:
+        if path.is_file():
+            if format_of(path.name) is None:
+                raise TableError(f"table_path {path}: not a .parquet, .csv or .jsonl file")
+            return [path]
+        if path.is_dir():
+            found = sorted(
+                (p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", ".")) and format_of(p.name)),
+                key=lambda p: p.name,
+            )
+            if not found:
+                raise TableError(f"table_path {path} is a folder without .parquet, .csv or .jsonl files")
+            return found
+    except OSError as exc:
+        raise TableError(f"table_path {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    try:
+        files = [f for f in resolve_inputs(path) if format_of(f.name)] if "*" in str(path) or "?" in str(path) else []
+    except InputError as exc:
+        raise TableError(str(exc).replace("requests_path", "table_path")) from None
+    if not files:
+        raise TableError(f"table_path {path} does not exist or matches no .parquet, .csv or .jsonl file")
+    return files
+
+
+def iter_slices(files: Sequence[ObjectStoragePath], rows: int = SLICE_ROWS) -> Iterator[pyarrow.RecordBatch]:
+    """Every row of the table in order, as record batches of at most ``rows`` rows, all with the first file's schema."""
+    schema: pyarrow.Schema | None = None
+    for file in files:
+        for batch in _file_slices(file, rows, schema):
+            if schema is None:
+                schema = batch.schema
+            elif batch.schema != schema:
+                batch = _conform(batch, schema, file)
+            yield batch
+
+
+def _conform(batch: pyarrow.RecordBatch, schema: pyarrow.Schema, file: ObjectStoragePath) -> pyarrow.RecordBatch:
+    import pyarrow as pa
+
+    if batch.schema.names != schema.names:
+        raise TableError(f"{file}: columns {batch.schema.names} differ from the first file's {schema.names}")
+    try:
+        return pa.RecordBatch.from_arrays(
+            [c.cast(f.type) for c, f in zip(batch.columns, schema, strict=True)], schema=schema
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TableError(f"{file}: its column types do not match the first file's ({exc})") from None
+
+
+def _file_slices(file: ObjectStoragePath, rows: int, schema: pyarrow.Schema | None) -> Iterator[pyarrow.RecordBatch]:
+    import pyarrow as pa
+
+    kind = format_of(file.name)
+    try:
+        with file.open("rb") as handle:
+            if kind == "parquet":
+                import pyarrow.parquet as pq
+
+                yield from pq.ParquetFile(handle).iter_batches(batch_size=rows)
+            elif kind == "csv":
+                import pyarrow.csv as pacsv
+
+                options = pacsv.ConvertOptions(column_types=schema) if schema is not None else None
+                reader = pacsv.open_csv(
+                    handle, read_options=pacsv.ReadOptions(block_size=16 << 20), convert_options=options
+                )
+                for batch in reader:
+                    yield from _cut(batch, rows)
+            else:
+                yield from _jsonl_slices(handle, file, rows, schema)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TableError(f"{file} cannot be read as {kind} ({type(exc).__name__}: {exc})") from None
+
+
+def _cut(batch: pyarrow.RecordBatch, rows: int) -> Iterator[pyarrow.RecordBatch]:
+    for start in range(0, batch.num_rows, rows):
+        yield batch.slice(start, rows)
+
+
+def _jsonl_slices(
+    handle: Any, file: ObjectStoragePath, rows: int, schema: pyarrow.Schema | None
+) -> Iterator[pyarrow.RecordBatch]:
+    import msgspec
+    import pyarrow as pa
+
+    decoder = msgspec.json.Decoder(dict[str, Any])
+    pending: list[dict[str, Any]] = []
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            pending.append(decoder.decode(line))
+        except msgspec.DecodeError as exc:
+            raise TableError(f"{file} line {number}: not a JSON object ({exc})") from None
+        if len(pending) == rows:
+            batch = pa.RecordBatch.from_pylist(pending, schema=schema)
+            schema = schema or batch.schema
+            yield batch
+            pending = []
+    if pending:
+        yield pa.RecordBatch.from_pylist(pending, schema=schema)

@@ -1,0 +1,145 @@
+"""The batch job's files with a table's export: the job engine as it is, the answers joined back into rows.
+
+:class:`TableWorkspace` is the job's :class:`~airflow_provider_anthropix.io.job_files.JobWorkspace`
+with two differences: at a round's end it also finds succeeded answers that break the schema
+(when ``retry_invalid_output``), and its export reads every batch's results (the same checked
+streams the merged export reads) into answer columns, joins them to the input rows and publishes
+a Parquet dataset instead of results lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_anthropix.io.job_files import JobWorkspace
+from airflow_provider_anthropix.table.answers import INVALID_OUTPUT, AnswerLayout, AnswerReader, invalid_output_ids
+from airflow_provider_anthropix.table.output import joined_slices, publish_table
+from airflow_provider_anthropix.table.source import TableError, iter_slices, table_files
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_anthropix.api.models import RequestCounts
+    from airflow_provider_anthropix.cost.pricing import PriceTable
+    from airflow_provider_anthropix.io.shards import RetryScan
+
+
+class TableWorkspace(JobWorkspace):
+    """A job's workspace whose export is a table (see the module docstring).
+
+    :param table_path: the input table (its files are read again, in order, for the join).
+    :param id_column: the rows' key column, or None for positions.
+    :param layout: the answer's columns.
+    :param retry_invalid_output: send answers that break the schema again in the job's retry rounds.
+    :param table_manifest: facts for the manifest (input, columns, schema...).
+    """
+
+    def __init__(
+        self,
+        root: ObjectStoragePath,
+        *,
+        table_path: ObjectStoragePath,
+        id_column: str | None,
+        layout: AnswerLayout,
+        retry_invalid_output: bool,
+        price_table: PriceTable | None,
+        redact: Callable[[str], str],
+        table_manifest: Mapping[str, Any],
+        **job_workspace: Any,
+    ) -> None:
+        super().__init__(root, **job_workspace)
+        self.table_path = table_path
+        self.id_column = id_column
+        self.layout = layout
+        self.retry_invalid_output = retry_invalid_output
+        self.price_table = price_table
+        self.redact = redact
+        self.table_manifest = dict(table_manifest)
+
+    def scan_for_retries(
+        self, batch_id: str, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
+    ) -> RetryScan:
+        scan = super().scan_for_retries(
+            batch_id, chunks, retry_error_types=retry_error_types, retry_expired=retry_expired
+        )
+        if self.retry_invalid_output and self.layout.schema is not None and scan.copy:
+            for custom_id in invalid_output_ids(self.iter_file(scan.copy), self.layout.schema):
+                scan.add(custom_id, "succeeded")  # a succeeded line, sent again like an errored one
+        return scan
+
+    def _check_input_unchanged(self, files: list[ObjectStoragePath]) -> None:
+        """The table read for the join must be the one the requests were rendered from (size and version)."""
+        from airflow_provider_anthropix.io.shards import fingerprint_inputs
+
+        rendered_from = self.table_manifest.get("input_fingerprint")
+        if rendered_from is not None and fingerprint_inputs(files) != rendered_from:
+            raise TableError(
+                f"table_path {self.table_path} changed since its rows were sent (other files, sizes or versions): "
+                "the answers cannot be joined to rows they were not asked for; nothing was published. "
+                "Restore the input, or clear the task to render and send the new rows."
+            )
+
+    def _export_once(
+        self,
+        streams: Iterable[tuple[Iterable[bytes], Collection[str]]],
+        sources: list[Any],
+        expected: RequestCounts,
+        manifest_extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        reader = AnswerReader(self.layout, price_table=self.price_table, redact=self.redact)
+        for source, (chunks, drop) in zip(sources, streams, strict=True):
+            reader.read(chunks, batch_id=source.batch_id, drop=drop)
+        answers = reader.finish()
+        if answers.num_rows != expected.total:
+            raise TableError(
+                f"the job's results hold {answers.num_rows:,} answers for {expected.total:,} requests; nothing was published"
+            )
+        totals = reader.totals
+        counts = {
+            kind: totals.counts.get(kind, 0) for kind in ("succeeded", INVALID_OUTPUT, "errored", "expired", "canceled")
+        }
+        files = table_files(self.table_path)
+        manifest = {
+            **self.table_manifest,
+            **manifest_extra,
+            "kind": "anthropix-table",
+            "counts": counts,
+            "tokens": {"input": totals.input_tokens, "output": totals.output_tokens},
+            "cost_usd": round(totals.cost_usd, 6),
+            "unpriced_models": sorted(totals.unpriced_models),
+        }
+        self._check_input_unchanged(files)
+        published = publish_table(
+            self.destination,
+            _exactly(joined_slices(iter_slices(files), answers, self.id_column), answers.num_rows),
+            manifest,
+            should_stop=self.should_stop,
+        )
+        self.log.info(
+            "Table of %s rows published at %s: %s",
+            f"{published['rows']:,}",
+            self.destination,
+            ", ".join(f"{k} {v:,}" for k, v in counts.items() if v),
+        )
+        return {
+            "destination": str(self.destination),
+            "manifest": published["manifest"],
+            "files": [f["name"] for f in published["files"]],
+            "rows": published["rows"],
+            "counts": counts,
+            "tokens": manifest["tokens"],
+            "cost_usd": manifest["cost_usd"],
+        }
+
+
+def _exactly(slices: Iterable[Any], rows: int) -> Iterable[Any]:
+    """Pass ``slices`` through; before the last is handed on (so before anything is published), check the row count."""
+    seen = 0
+    for batch in slices:
+        seen += batch.num_rows
+        if seen > rows:
+            raise TableError(f"the table has more rows than the job's {rows:,} answers; nothing was published")
+        yield batch
+    if seen != rows:
+        raise TableError(f"the table has {seen:,} rows but the job answered {rows:,}; nothing was published")
