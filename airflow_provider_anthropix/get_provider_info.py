@@ -84,6 +84,7 @@ def get_provider_info() -> dict[str, Any]:
                     f"{_PACKAGE}.operators.fetch",
                     f"{_PACKAGE}.operators.job",
                     f"{_PACKAGE}.operators.split",
+                    f"{_PACKAGE}.operators.table",
                 ],
             }
         ],

@@ -21,6 +21,7 @@ PUBLIC = [
     ("airflow_provider_anthropix.operators.cancel", "CancelBatchOperator"),
     ("airflow_provider_anthropix.operators.job", "BatchJobOperator"),
     ("airflow_provider_anthropix.operators.split", "SplitRequestsOperator"),
+    ("airflow_provider_anthropix.operators.table", "BatchTableOperator"),
 ]
 
 HEADER = """# Operators and sensor: every argument

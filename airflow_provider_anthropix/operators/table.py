@@ -10,6 +10,7 @@ dataset (see docs/table.md).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -162,7 +163,7 @@ class BatchTableOperator(BatchJobOperator):
         from airflow_provider_anthropix.operators.paths import storage_path
         from airflow_provider_anthropix.table.answers import AnswerLayout, check_column_names
         from airflow_provider_anthropix.table.render import RowRenderer, RowTemplates
-        from airflow_provider_anthropix.table.source import iter_slices, table_files
+        from airflow_provider_anthropix.table.source import TableError, iter_slices, table_files
 
         folder = self._point_job_at_rendered_rows()
         table_path = storage_path(self.table_path, self.table_path_conn_id, "table_path")
@@ -181,9 +182,13 @@ class BatchTableOperator(BatchJobOperator):
             files = table_files(table_path)
             fingerprint = fingerprint_inputs(files)
             renderer = RowRenderer(templates, id_column=self.id_column, output_config=None)
+            slices = iter_slices(files)
+            first = next(slices, None)
+            if first is None:
+                raise TableError(f"table_path {table_path} has no rows")
+            check_column_names(first.schema.names, layout)  # before any row is rendered
             with target.open("wb") as out:
-                summary = renderer.render(iter_slices(files), out)
-            check_column_names(summary.columns, layout)
+                summary = renderer.render(itertools.chain([first], slices), out)
         except AnthropixError as exc:
             target.unlink(missing_ok=True)
             raise AirflowFailException(f"{exc}") from None

@@ -1,0 +1,216 @@
+"""BatchTableOperator in real DAG runs (``dag.test()``, SQLite, the emulator): rows in, typed answer columns out.
+
+The emulator answers ``output_config.format`` requests with JSON valid against the schema, and its
+markers in a row's text make a refusal, a ``max_tokens`` cut, a schema violation, or a violation
+on the first attempt only (fixed by a retry round).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_anthropix.emulator import EmulatorHandle
+from tests.support.airflow import DAG_OPEN, load_dag_source, states
+
+HEADER = """
+import json
+from typing import Literal
+
+import pendulum
+from airflow.sdk import DAG, task
+from pydantic import BaseModel
+
+from airflow_provider_anthropix.operators.table import BatchTableOperator
+
+DEFAULTS = {"model": "claude-haiku-4-5", "max_tokens": 400}
+
+
+class Triage(BaseModel):
+    sentiment: Literal["positive", "neutral", "negative"]
+    score: int
+    topics: list[str]
+    summary: str
+
+
+@task
+def record(path, value):
+    with open(path, "w") as fh:
+        json.dump(value, fh)
+
+"""
+
+REFUSE, CUT, BREAK, BREAK_ONCE = (
+    "[[emulator:refusal]]",
+    "[[emulator:max-tokens]]",
+    "[[emulator:schema-invalid]]",
+    "[[emulator:schema-invalid-once]]",
+)
+
+
+def read_output(folder: Path) -> pa.Table:
+    return ds.dataset(folder, format="parquet").to_table()
+
+
+def run_table(dags: Path, dag_id: str, args: str, summary: Path | None = None) -> Any:
+    record = f"\n            record({str(summary)!r}, t.output)" if summary else ""
+    dag = load_dag_source(
+        dags,
+        dag_id,
+        HEADER,
+        f"""
+        {DAG_OPEN}
+            t = BatchTableOperator(task_id="t", default_params=DEFAULTS, max_requests_per_batch=10,
+                                   poll_interval=0.2, deferrable=True, max_errored_ratio=None, {args}){record}
+        """,
+    )
+    return dag.test()
+
+
+def test_rows_come_back_in_order_with_typed_answers_and_invalid_outputs_named(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    keys = ["plain", "with space", "ünïcødé", "x" * 90, "a/b?c", *[f"k{i}" for i in range(20)]]
+    texts = [f"review number {i}" for i in range(len(keys))]
+    texts[5] += f" {REFUSE}"
+    texts[6] += f" {CUT}"
+    texts[7] += f" {BREAK}"
+    texts[8] += f" {BREAK_ONCE}"
+    pq.write_table(pa.table({"ticket": keys, "text": texts, "stars": list(range(len(keys)))}), tmp_path / "in.parquet")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    before = emulator.stats()["batches_created"]
+    run = run_table(
+        airflow_dags,
+        "table_main",
+        f"table_path={str(tmp_path / 'in.parquet')!r}, destination={str(out)!r}, id_column='ticket', "
+        "prompt='Triage this review: {{ text }} ({{ stars }} stars)', system='You triage reviews for {{ row[\"ticket\"] }}.', "
+        "output_schema=Triage, retry_invalid_output=True, max_retry_rounds=1",
+        summary,
+    )
+    assert states(run) == {"t": "success", "record": "success"}
+    table = read_output(out)
+    assert table.column("ticket").to_pylist() == keys  # every row once, in input order, original keys
+    assert table.column("stars").to_pylist() == list(range(len(keys)))
+    assert table.schema.field("score").type == pa.int64()
+    assert table.schema.field("topics").type == pa.list_(pa.string())
+    assert table.schema.field("sentiment").type == pa.string()
+    rows = table.to_pylist()
+    kinds = {row["ticket"]: row["_result_type"] for row in rows}
+    assert kinds["k0"] == "succeeded"
+    assert [kinds[k] for k in keys[5:8]] == ["invalid_output"] * 3
+    assert rows[5]["_error"].startswith("refusal")
+    assert rows[6]["_error"].startswith("max_tokens")
+    assert rows[7]["_error"].startswith(("schema", "not JSON"))
+    assert rows[5]["sentiment"] is None and rows[5]["_answer_text"]
+    fixed = rows[8]  # invalid on its first attempt, sent again by the retry round
+    assert fixed["_result_type"] == "succeeded" and fixed["sentiment"] in ("positive", "neutral", "negative")
+    first_round = {row["_batch_id"] for row in rows[:5]}
+    assert fixed["_batch_id"] not in first_round
+    for row in rows:
+        if row["_result_type"] == "succeeded":
+            assert row["sentiment"] in ("positive", "neutral", "negative")
+            assert isinstance(row["score"], int) and isinstance(row["topics"], list) and isinstance(row["summary"], str)
+            assert row["_input_tokens"] > 0 and row["_cost_usd"] > 0
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["counts"] == {"succeeded": 22, "invalid_output": 3, "errored": 0, "expired": 0, "canceled": 0}
+    assert manifest["rows"] == len(keys) and manifest["kind"] == "anthropix-table"
+    xcom = json.loads(summary.read_text())
+    assert xcom["counts"]["invalid_output"] == 3 and xcom["rows"] == len(keys)
+    # 25 rows in batches of 10, then one retry batch for the four invalid answers.
+    assert emulator.stats()["batches_created"] - before == 4
+    assert not (out / "_anthropix_table" / "requests.jsonl").exists()  # the rendered rows do not outlive the job
+
+
+def test_integer_keys_from_csv_and_text_answers_without_a_schema(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in.csv").write_text("id,title\n" + "".join(f"{i * 1000},title {i}\n" for i in range(12)))
+    out = tmp_path / "out"
+    run = run_table(
+        airflow_dags,
+        "table_csv",
+        f"table_path={str(tmp_path / 'in.csv')!r}, destination={str(out)!r}, id_column='id', prompt='Say: {{{{ title }}}}'",
+    )
+    assert states(run) == {"t": "success"}
+    table = read_output(out)
+    assert table.column("id").to_pylist() == [i * 1000 for i in range(12)]
+    assert table.column("_custom_id").to_pylist()[0].startswith("k-")  # an integer is not a custom_id: derived
+    assert all(text.startswith("Emulated reply to: Say: title") for text in table.column("answer").to_pylist())
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "error"),
+    [
+        ("dup", "id_column='ticket', prompt='{{ text }}'", "same key as row"),
+        ("undefined", "id_column='ticket', prompt='{{ body }}'", "uses body"),
+        (
+            "clash",
+            "id_column='ticket', prompt='{{ text }}', output_schema={'type': 'object', 'properties': {'text': {'type': 'string'}}}",
+            "answer_prefix",
+        ),
+    ],
+)
+def test_bad_rows_and_templates_are_refused_before_any_batch(
+    airflow_dags: Path,
+    emulator: EmulatorHandle,
+    anthropix_conn_env: str,
+    tmp_path: Path,
+    case: str,
+    args: str,
+    error: str,
+    capsys: Any,
+) -> None:
+    pq.write_table(pa.table({"ticket": ["a", "b", "a"], "text": ["one", "two", "three"]}), tmp_path / "in.parquet")
+    before = emulator.stats()["batches_created"]
+    run = run_table(
+        airflow_dags,
+        f"table_bad_{case}",
+        f"table_path={str(tmp_path / 'in.parquet')!r}, destination={str(tmp_path / 'out')!r}, {args}",
+    )
+    assert states(run) == {"t": "failed"}
+    assert error in capsys.readouterr().out
+    assert emulator.stats()["batches_created"] == before
+    assert not (tmp_path / "out" / "_manifest.json").exists()
+
+
+def test_dry_run_budget_and_rerun_identity(
+    airflow_dags: Path,
+    emulator: EmulatorHandle,
+    anthropix_conn_env: str,
+    tmp_path: Path,
+    capsys: Any,
+) -> None:
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(15)]}), tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    common = f"table_path={str(tmp_path / 'in.parquet')!r}, destination={str(out)!r}, prompt='{{{{ text }}}}', output_schema=Triage"
+    before = emulator.stats()["batches_created"]
+    summary = tmp_path / "dry.json"
+    assert states(run_table(airflow_dags, "table_dry", f"{common}, dry_run=True", summary)) == {
+        "t": "success",
+        "record": "success",
+    }
+    assert json.loads(summary.read_text())["dry_run"] is True
+    assert emulator.stats()["batches_created"] == before
+    assert not (out / "_manifest.json").exists()
+    assert not list((out / "_anthropix_table").glob("*dry-run*"))
+
+    assert states(run_table(airflow_dags, "table_budget", f"{common}, max_cost_usd=0.000001")) == {"t": "failed"}
+    assert "max_cost_usd" in capsys.readouterr().out
+    assert emulator.stats()["batches_created"] == before
+
+    assert states(run_table(airflow_dags, "table_real", common)) == {"t": "success"}
+    first = emulator.stats()["batches_created"]
+    assert first - before == 2
+    parts = {p.name: p.read_bytes() for p in out.glob("part-*.parquet")}
+    assert read_output(out).column("text").to_pylist() == [f"row {i}" for i in range(15)]
+    # The same DAG run again (a re-run for the same date): the same job, no new batch, the same table.
+    assert states(run_table(airflow_dags, "table_real", common)) == {"t": "success"}
+    assert emulator.stats()["batches_created"] == first
+    assert read_output(out).column("_custom_id").to_pylist() == [f"row-{i}" for i in range(15)]
+    assert {p.name for p in out.glob("part-*.parquet")} == set(parts)
