@@ -214,3 +214,39 @@ def test_dry_run_budget_and_rerun_identity(
     assert emulator.stats()["batches_created"] == first
     assert read_output(out).column("_custom_id").to_pylist() == [f"row-{i}" for i in range(15)]
     assert {p.name for p in out.glob("part-*.parquet")} == set(parts)
+
+
+def test_the_example_review_triage_dag_runs_offline(
+    airflow_dags: Path,
+    emulator: EmulatorHandle,
+    anthropix_conn_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+    import shutil
+
+    repo = Path(__file__).resolve().parents[3]
+    output = tmp_path / "output"
+    monkeypatch.setenv("ANTHROPIX_TABLE_OUTPUT", output.as_uri())
+    monkeypatch.setenv("ANTHROPIX_TABLE_POLL_INTERVAL", "0.2")
+    monkeypatch.setenv("ANTHROPIX_TABLE_ROWS", "40")
+    target = airflow_dags / "example_table"
+    shutil.copytree(repo / "example_dags", target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = importlib.util.spec_from_file_location("example_review_triage", target / "review_triage.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = module.dag.test()
+    assert set(states(run).values()) == {"success"}, states(run)
+    (manifest,) = output.rglob("_manifest.json")
+    table = read_output(manifest.parent)
+    assert table.num_rows == 40
+    assert table.column("review_id").to_pylist() == [
+        f"R-{n:06d}/{p}"
+        for n, p in zip(range(40), ["kettle", "headphones", "desk lamp", "backpack", "coffee grinder"] * 8, strict=True)
+    ]
+    kinds = table.column("_result_type").to_pylist()
+    assert kinds[3] == "invalid_output" and kinds[7] == "succeeded"  # the refusal stays; the once-invalid is retried
+    assert kinds.count("succeeded") == 39
+    assert table.schema.field("score").type == pa.int64()
