@@ -67,7 +67,7 @@ _SHALLOW = 4
 #: Past this depth (or this many ``$ref`` hops) the generator gives up on a branch: null.
 _GIVE_UP = 32
 #: Steps one answer may take (values drawn, references followed); then the rest is null.
-_BUDGET = 100_000
+_BUDGET = 20_000
 #: Longest string or array a ``minLength``/``minItems`` may ask for: answers stay small.
 _MAX_LENGTH = 10_000
 #: Values of a wrong JSON type, for answers that must break a schema, with the type each one is.
@@ -384,7 +384,10 @@ class _Generator:
         return text[: max(low, high)] if high is not None else text
 
     def number(self, schema: dict[str, Any], *, integer: bool) -> int | float:
-        """A number within the schema's bounds (exclusive ones too); an integer's ``multipleOf`` kept."""
+        """A number within the schema's bounds (exclusive ones too); an integer's ``multipleOf`` kept.
+
+        One time in five an integer is one of the schema's bounds: the edges are where consumers' checks break.
+        """
         low, low_open, high, high_open = _bounds(schema)
         if integer:
             lo = None if low is None else math.floor(low) + 1 if low_open else math.ceil(low)
@@ -394,7 +397,10 @@ class _Generator:
             if isinstance(step, int) and not isinstance(step, bool) and step > 0:
                 first, last = -(-lo // step), hi // step
                 return self.rng.randint(first, last) * step if first <= last else lo
-            return self.rng.randint(lo, hi) if lo <= hi else lo
+            if lo >= hi:
+                return lo
+            edges = [edge for edge, given in ((lo, low), (hi, high)) if given is not None]
+            return self.rng.choice(edges) if edges and self.rng.random() < 0.2 else self.rng.randint(lo, hi)
         lo_f, hi_f = _span(low, high, 1000.0)
         if hi_f < lo_f:
             return lo_f
