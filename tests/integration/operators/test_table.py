@@ -102,7 +102,7 @@ def test_rows_come_back_in_order_with_typed_answers_and_invalid_outputs_named(
     assert table.schema.field("sentiment").type == pa.string()
     rows = table.to_pylist()
     kinds = {row["ticket"]: row["_result_type"] for row in rows}
-    assert kinds["k0"] == "succeeded"
+    assert kinds["k10"] == "succeeded"
     assert [kinds[k] for k in keys[5:8]] == ["invalid_output"] * 3
     assert rows[5]["_error"].startswith("refusal")
     assert rows[6]["_error"].startswith("max_tokens")
