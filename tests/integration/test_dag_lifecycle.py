@@ -19,8 +19,7 @@ import pytest
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
 from tests.support.airflow import DAG_OPEN, load_dag_source, states
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 try:
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401

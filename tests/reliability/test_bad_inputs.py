@@ -37,8 +37,9 @@ from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
 from airflow_provider_anthropix.triggers.batch import BatchEndedTrigger
 from tests.support.airflow import DictStateStore
+from tests.support.paths import DATA
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_inputs"
+CORPUS = DATA / "bad_inputs"
 REQUEST_FILES = CORPUS / "requests"
 EXPECT: dict[str, dict[str, Any]] = json.loads((REQUEST_FILES / "EXPECT.json").read_text())
 CASES: dict[str, dict[str, Any]] = {

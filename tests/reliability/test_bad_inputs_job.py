@@ -18,8 +18,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.operators.job import BatchJobOperator
 from airflow_provider_anthropix.operators.split import SplitRequestsOperator
+from tests.support.paths import DATA
 
-REQUEST_FILES = Path(__file__).resolve().parents[1] / "data" / "bad_inputs" / "requests"
+REQUEST_FILES = DATA / "bad_inputs" / "requests"
 EXPECT: dict[str, dict[str, Any]] = json.loads((REQUEST_FILES / "EXPECT.json").read_text())
 #: Where a job words a problem differently from a single create.
 JOB_WORDING = {"the batch has no requests": "the input has no requests"}

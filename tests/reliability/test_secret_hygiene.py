@@ -38,9 +38,9 @@ from airflow_provider_anthropix.operators.fetch import FetchBatchResultsOperator
 from airflow_provider_anthropix.sensors.batch import BatchEndedSensor
 from tests.support.airflow import migrated_airflow_home
 from tests.support.http import QuietHandler
+from tests.support.paths import REPO
 from tests.support.payloads import ended_batch_json as _ended_batch
 
-REPO = Path(__file__).resolve().parents[2]
 CANARY = f"sk-ant-hygiene-LEAKCANARY-{secrets.token_hex(12)}"
 TAIL = CANARY.rsplit("-", 1)[1]
 

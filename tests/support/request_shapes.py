@@ -27,7 +27,9 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "request_shapes"
+from tests.support import paths
+
+DATA = paths.DATA / "request_shapes"
 VALID_FILE = DATA / "valid.jsonl"
 INVALID_FILE = DATA / "invalid.jsonl"
 

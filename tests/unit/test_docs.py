@@ -7,12 +7,12 @@ import importlib.util
 import inspect
 import pkgutil
 import re
-from pathlib import Path
 
 import pytest
 from airflow.sdk import BaseOperator
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 DOCS = REPO / "docs"
 # The page's generator is the one list of public classes; loaded from its file, not put on sys.path.
 _spec = importlib.util.spec_from_file_location("anthropix_operator_table", REPO / "scripts" / "operator_table.py")

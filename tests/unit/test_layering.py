@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "airflow_provider_anthropix"
+from tests.support.paths import REPO
+
+PACKAGE = REPO / "airflow_provider_anthropix"
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from airflow_provider_anthropix.cli import main, reference
 from airflow_provider_anthropix.cli.render import progress_bar, table
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.smoke
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "operate.md"
+DOCS = REPO / "docs" / "operate.md"
 
 
 def test_docs_reference_matches_the_parser() -> None:

@@ -282,7 +282,7 @@ def emulator_model_names() -> set[str]:
 
 
 # -- the same controls on CreateBatchOperator ----------------------------------------------------------
-# (tests/integration/test_cost_emulator.py covers its budget below the worst case, its dry run's skip and
+# (tests/integration/operators/test_create_cost.py covers its budget below the worst case, its dry run's skip and
 # an unknown model; these add the estimate's XCom, the basis, the equal edge, a missing price and
 # check_models=False, in real DAG runs.)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
-from tests.integration.test_job_dag import load_dag, read_lines
+from tests.integration.operators.test_job import load_dag, read_lines
 from tests.support.airflow import DAG_OPEN, states, write_prompts
 
 IDS = [f"r-{i:02d}" for i in range(12)]

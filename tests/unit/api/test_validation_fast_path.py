@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_anthropix.api.validation import BatchChecker, _plainly_valid, validate_request
-from tests.unit.test_emulator_intake import CASES, VERSIONS, good
+from tests.support.paths import DATA
+from tests.unit.emulator.test_intake import CASES, VERSIONS, good
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_inputs" / "requests"
+CORPUS = DATA / "bad_inputs" / "requests"
 
 MORE_CASES: dict[str, Any] = {
     "custom-id-null": {"custom_id": None, "params": good()["params"]},

@@ -17,8 +17,9 @@ import pytest
 
 from airflow_provider_anthropix.api.validation import validate_batch
 from airflow_provider_anthropix.emulator.intake import fast_requests, params_of
+from tests.support.paths import DATA
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_inputs" / "requests"
+CORPUS = DATA / "bad_inputs" / "requests"
 VERSIONS = ("2026-10-21", "2023-06-01")
 
 
