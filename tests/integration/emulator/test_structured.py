@@ -26,7 +26,7 @@ from airflow_provider_anthropix.emulator import (
     EmulatorHandle,
 )
 from airflow_provider_anthropix.emulator.structured import REFUSAL_TEXT
-from tests.unit.test_emulator_structured import PERSON_SCHEMA, Person, schemas
+from tests.unit.emulator.test_structured import PERSON_SCHEMA, Person, schemas
 
 BATCHES = "/v1/messages/batches"
 _ids = itertools.count()
