@@ -181,7 +181,7 @@ class BatchTableOperator(BatchJobOperator):
         try:
             files = table_files(table_path)
             fingerprint = fingerprint_inputs(files)
-            renderer = RowRenderer(templates, id_column=self.id_column, output_config=None)
+            renderer = RowRenderer(templates, id_column=self.id_column)
             slices = iter_slices(files)
             first = next(slices, None)
             if first is None:

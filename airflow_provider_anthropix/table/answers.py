@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_anthropix.api.lines import BlockSplitter
-from airflow_provider_anthropix.cost.pricing import PriceTable, price_for
+from airflow_provider_anthropix.cost.pricing import ModelPrice, PriceTable, UnknownModelPrice, model_price
 from airflow_provider_anthropix.table.schema import Checker, answer_fields, arrow_type, arrow_value, compile_checker
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class AnswerReader:
         self.checker = compile_checker(layout.schema) if layout.schema is not None else None
         self.fields = answer_fields(layout.schema) if layout.schema is not None else []
         self.totals = AnswerCounts()
-        self._prices: dict[str, tuple[float, float, float, float] | None] = {}
+        self._prices: dict[str, ModelPrice | None] = {}
         self._answers: list[list[Any]] = [[] for _ in layout.names]
         self._meta: list[list[Any]] = [[] for _ in META_COLUMNS]
         self._batches: list[pyarrow.RecordBatch] = []
@@ -269,24 +269,21 @@ class AnswerReader:
         return [value.get(name) for name, _ in self.fields], None
 
     def _cost(self, model: str, usage: _Usage) -> float | None:
-        prices = self._prices.get(model, ())
-        if prices == ():
-            row = price_for(model, self.table)
-            prices = (
-                None
-                if row is None
-                else tuple(row.get(k, 0.0) * 0.5 / 1e6 for k in ("input", "output", "cache_write", "cache_read"))  # type: ignore[assignment]
-            )
-            self._prices[model] = prices  # type: ignore[assignment]
+        """What this answer cost at batch price (cache writes at the 5-minute price), or None for an unpriced model."""
+        if model not in self._prices:
+            try:
+                self._prices[model] = model_price(model, self.table)
+            except UnknownModelPrice:
+                self._prices[model] = None
+        prices = self._prices[model]
         if prices is None:
             self.totals.unpriced_models.add(model[:128])
             return None
-        p_in, p_out, p_write, p_read = prices  # type: ignore[misc]
         return (
-            (usage.input_tokens or 0) * p_in
-            + (usage.output_tokens or 0) * p_out
-            + (usage.cache_creation_input_tokens or 0) * p_write
-            + (usage.cache_read_input_tokens or 0) * p_read
+            (usage.input_tokens or 0) * prices.input
+            + (usage.output_tokens or 0) * prices.output
+            + (usage.cache_creation_input_tokens or 0) * prices.cache_write_5m
+            + (usage.cache_read_input_tokens or 0) * prices.cache_read
         )
 
     # -- columns -------------------------------------------------------------------------------
@@ -296,20 +293,10 @@ class AnswerReader:
 
         if not self._meta[0]:
             return
-        arrays = [_array(values, f.type) for values, f in zip(self._answers, self.layout.arrow_fields(), strict=True)]
-        meta_types = [
-            pa.string(),
-            pa.string(),
-            pa.string(),
-            pa.string(),
-            pa.string(),
-            pa.int64(),
-            pa.int64(),
-            pa.float64(),
-            pa.string(),
-        ]
-        arrays += [pa.array(values, type=t) for values, t in zip(self._meta, meta_types, strict=True)]
-        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema()))
+        schema = self.schema()
+        columns = self._answers + self._meta
+        arrays = [_array(values, f.type) for values, f in zip(columns, schema, strict=True)]
+        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
         self._answers = [[] for _ in self._answers]
         self._meta = [[] for _ in self._meta]
 

@@ -62,15 +62,12 @@ class RenderSummary:
 class RowRenderer:
     """Renders rows into ``{"custom_id", "params"}`` lines, checking templates and keys first."""
 
-    def __init__(
-        self, templates: RowTemplates, *, id_column: str | None, output_config: Mapping[str, Any] | None
-    ) -> None:
+    def __init__(self, templates: RowTemplates, *, id_column: str | None) -> None:
         from jinja2 import StrictUndefined
         from jinja2.sandbox import SandboxedEnvironment
 
         self.templates = templates
         self.id_column = id_column
-        self.output_config = dict(output_config) if output_config else None
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
         self._env = env
         self._prompt = self._compile("prompt", templates.prompt)
@@ -175,6 +172,4 @@ class RowRenderer:
             raise
         except Exception as exc:  # a template's or the user's callable's error, with the row it came from
             raise RenderError(f"{where}: {type(exc).__name__}: {exc}; nothing was sent") from None
-        if self.output_config is not None and "output_config" not in params:
-            params["output_config"] = self.output_config
         return params
