@@ -1,4 +1,4 @@
-"""The export pipeline on file://: byte-exact output, manifest, all-or-nothing publication."""
+"""The export on file://: byte-exact output, the manifest, routing by outcome, all-or-nothing publication of its own files only."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from airflow_provider_anthropix.io import (
     read_manifest,
 )
 from airflow_provider_anthropix.io.progress import Progress
-from tests.support.payloads import chunked, counts_of, mixed_results
+from tests.support.payloads import chunked, counts_of, mixed_results, result_line
 
 DATA = mixed_results(1_000, padding=100)
 COUNTS = RequestCounts(**counts_of(DATA))
@@ -303,3 +303,119 @@ def test_the_log_names_the_staging_folder_as_a_full_uri(tmp_path: Path, caplog: 
     assert f"(staging in file://{dest}/_tmp_" in caplog.text
     s3 = AtomicPublisher(ObjectStoragePath("s3://bucket/results/run"))
     assert s3.staging_uri == f"s3://bucket/results/run/_tmp_{s3.token}"
+
+
+# -- through its own interface: all or nothing, only its own files, routing, the manifest ----------------
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def with_neighbours(dest: Path) -> dict[str, bytes]:
+    """A destination holding an earlier export (gzip) and a user's own files beside it."""
+    export(dest, compression="gzip")
+    (dest / "notes.txt").write_text("mine")
+    (dest / "sub").mkdir()
+    (dest / "sub" / "results.jsonl").write_text("also mine")
+    return snapshot(dest)
+
+
+class FailingMove:
+    """A filesystem whose ``mv`` of the ``fail_at``-th published object raises (a store that goes away)."""
+
+    def __init__(self, fs: Any, fail_at: int) -> None:
+        self._fs = fs
+        self.fail_at = fail_at
+        self.moved: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fs, name)
+
+    def mv(self, source: str, target: str, **kwargs: Any) -> Any:
+        if len(self.moved) + 1 == self.fail_at:
+            raise OSError("the store went away mid-publish")
+        self.moved.append(target.rsplit("/", 1)[-1])
+        return self._fs.mv(source, target, **kwargs)
+
+
+def test_a_stream_that_breaks_changes_nothing_in_the_destination(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    before = with_neighbours(dest)
+    with pytest.raises(ConnectionResetError):
+        export_results(
+            failing_stream(DATA, 20),
+            ObjectStoragePath(f"file://{dest}"),
+            batch_id="b",
+            expected=COUNTS,
+            options=ExportOptions(split_by_result_type=True),
+        )
+    assert snapshot(dest) == before  # the earlier export and the neighbours, byte for byte; no staging left
+
+
+def test_a_publish_that_fails_midway_leaves_no_manifest_and_touches_only_its_own_names(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    before = with_neighbours(dest)
+    publisher = AtomicPublisher(ObjectStoragePath(f"file://{dest}"))
+    failing = publisher.fs = FailingMove(publisher.fs, fail_at=3)  # two of the four objects are in place
+    with pytest.raises(OSError, match="went away"):
+        export_results(
+            iter(chunked(DATA, 4096)),
+            ObjectStoragePath(f"file://{dest}"),
+            batch_id="b",
+            expected=COUNTS,
+            options=ExportOptions(split_by_result_type=True),
+            publisher=publisher,
+        )
+    after = snapshot(dest)
+    assert MANIFEST_NAME not in after  # nothing claims to be a complete export
+    assert not [name for name in after if name.startswith("_tmp_")]
+    changed = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
+    assert len(failing.moved) == 2 and changed == {MANIFEST_NAME, *failing.moved}
+    # The next export publishes the whole set and removes the earlier one's object, nothing else.
+    export(dest, split_by_result_type=True)
+    assert sorted(snapshot(dest)) == [
+        MANIFEST_NAME,
+        "canceled.jsonl",
+        "errored.jsonl",
+        "expired.jsonl",
+        "notes.txt",
+        "sub/results.jsonl",
+        "succeeded.jsonl",
+    ]
+
+
+def test_unknown_result_types_are_routed_to_their_own_object(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    data = mixed_results(30) + result_line("new-1", "refunded") + result_line("odd-1", "Not-A-Stem!")
+    result = export(dest, data=data, expected=None, split_by_result_type=True, on_mismatch="warn")
+    by_name = {entry["name"]: entry for entry in result.manifest["files"]}
+    assert set(by_name) == {
+        f"{kind}.jsonl" for kind in ("succeeded", "errored", "canceled", "expired", "refunded", "other")
+    }
+    assert (dest / "refunded.jsonl").read_bytes() == result_line("new-1", "refunded")
+    assert (dest / "other.jsonl").read_bytes() == result_line("odd-1", "Not-A-Stem!")
+    routed = b"".join((dest / name).read_bytes() for name in by_name)
+    assert sorted(routed.splitlines()) == sorted(data.splitlines())
+    assert all(entry["lines"] == len((dest / name).read_bytes().splitlines()) for name, entry in by_name.items())
+
+
+def test_the_manifest_carries_the_callers_entries_and_describes_every_object(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    extra = {"job": {"rounds": 2, "batches": 3}, "estimate": {"worst_case_cost_usd": 1.5}}
+    result = export_results(
+        iter(chunked(DATA, 4096)),
+        ObjectStoragePath(f"file://{dest}"),
+        batch_id="b",
+        expected=COUNTS,
+        options=ExportOptions(split_by_result_type=True, pipeline=False),
+        manifest_extra=extra,
+    )
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    assert manifest == result.manifest
+    assert manifest["job"] == extra["job"] and manifest["estimate"] == extra["estimate"]
+    for entry in manifest["files"]:
+        raw = (dest / entry["name"]).read_bytes()
+        assert (entry["size"], entry["sha256"]) == (len(raw), hashlib.sha256(raw).hexdigest())
+        assert entry["lines"] == manifest["counts"][entry["result_type"]]

@@ -1,21 +1,32 @@
-"""The job's retry scan (``io.shards.scan_for_retries``) over a results stream with every outcome kind.
+"""Shards of a job: the retry scan of a round's results, and the fingerprint of the input.
 
-A round end reads each batch's results to pick what the next round sends again: errored
-results of a retryable type, expired ones when ``retry_expired``; never canceled ones and
-never permanent errors (those are counted by type for the report). The stream arrives in
-chunks that end anywhere, mid-line and mid-character included: the answer must not depend
-on where.
+The retry scan (``scan_for_retries``): a round end reads each batch's results to pick what
+the next round sends again: errored results of a retryable type, expired ones when
+``retry_expired``; never canceled ones and never permanent errors (those are counted by type
+for the report). The stream arrives in chunks that end anywhere, mid-line and mid-character
+included: the answer must not depend on where.
+
+The fingerprint a job records is the same whether taken by a separate read or by the split's.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_anthropix.io.shards import RetryScan, scan_for_retries
+from airflow_provider_anthropix.io.shards import (
+    ReadFingerprint,
+    RetryScan,
+    fingerprint_inputs,
+    iter_input_requests,
+    scan_for_retries,
+)
 from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
 MODEL_ID = "claude-haiku-4-5-20251001"
@@ -152,3 +163,27 @@ def test_every_chunking_gives_the_same_scan() -> None:
     whole = scan(STREAM, None)
     for size in (1, 2, 3, 5, 7, 64, len(STREAM) - 1):
         assert scan(STREAM, size) == whole, f"chunks of {size} bytes"
+
+
+# -- the input's fingerprint ----------------------------------------------------------------------------
+
+
+def request_line(i: int) -> bytes:
+    params = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": f"q {i}"}]}
+    return json.dumps({"custom_id": f"r-{i}", "params": params}).encode() + b"\n"
+
+
+def test_the_split_read_gives_the_separate_read_fingerprint(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + request_line(0) + b"\n  \n" + request_line(1) + b"not json\n")
+    (tmp_path / "b.jsonl").write_bytes(request_line(2) + request_line(3).rstrip(b"\n"))  # no final newline
+    # Two gzip members and zero padding after them: bytes no line reader asks for.
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(request_line(4)) + gzip.compress(request_line(5)) + b"\0" * 9)
+    files = [ObjectStoragePath(f"file://{tmp_path / name}") for name in ("a.jsonl", "b.jsonl", "c.jsonl.gz")]
+
+    read = ReadFingerprint(files)
+    lines = [(Path(name).name, line) for name, line, _ in iter_input_requests(files, read)]
+
+    expected = [("a.jsonl", 1), ("a.jsonl", 4), ("a.jsonl", 5), ("b.jsonl", 1), ("b.jsonl", 2)]
+    assert lines == [*expected, ("c.jsonl.gz", 1), ("c.jsonl.gz", 2)]
+    assert read.prints() == fingerprint_inputs(files, content=True)
+    assert all(entry["content"].startswith("sha256:") for entry in read.prints())

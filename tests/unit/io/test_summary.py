@@ -1,4 +1,4 @@
-"""The line summariser, block splitting, routing by result type, completeness checks and pricing."""
+"""The line summariser over blocks of the stream: counts, tokens, duplicates, bad lines, and the completeness checks on it."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ import pytest
 
 from airflow_provider_anthropix.api.lines import BlockSplitter
 from airflow_provider_anthropix.api.models import RequestCounts
-from airflow_provider_anthropix.cost.pricing import (
-    DEFAULT_PRICE_TABLE,
-    TokenTotals,
-    price_for,
-    usage_cost,
-    validate_price_table,
-)
-from airflow_provider_anthropix.io.by_outcome import split_by_result_type
+from airflow_provider_anthropix.cost.pricing import TokenTotals
 from airflow_provider_anthropix.io.checks import ResultsMismatchError, completeness_problems, validate_on_mismatch
 from airflow_provider_anthropix.io.summary import ResultsFormatError, Summariser
 from tests.support.payloads import chunked, counts_of, mixed_results, result_line
@@ -74,20 +67,6 @@ def test_a_line_that_is_not_a_result_is_named_with_its_number() -> None:
         summarise(result_line("a") + b"not json\n", chunk=10_000)
 
 
-def test_split_by_result_type_keeps_every_line_byte_exact() -> None:
-    data = mixed_results(200)
-    summary = Summariser()
-    decoded = summary.feed_block(data)
-    groups = split_by_result_type(data, decoded)
-    assert {kind: count for kind, (_, count) in groups.items()} == counts_of(data)
-    rejoined = sorted(line for block, _ in groups.values() for line in block.splitlines())
-    assert rejoined == sorted(data.splitlines())
-    # A last line without its newline still ends with one in its group.
-    tail = result_line("t", "errored").rstrip(b"\n")
-    group = split_by_result_type(tail, Summariser().feed_block(tail))
-    assert group == {"errored": (tail + b"\n", 1)}
-
-
 def test_completeness_problems_name_what_differs() -> None:
     data = mixed_results(100)
     summary = summarise(data)
@@ -104,26 +83,6 @@ def test_completeness_problems_name_what_differs() -> None:
     assert validate_on_mismatch("warn") == "warn"
     with pytest.raises(ValueError, match="on_mismatch"):
         validate_on_mismatch("ignore")
-
-
-def test_cost_uses_the_longest_prefix_and_the_batch_discount() -> None:
-    assert price_for("claude-opus-4-5-20251101", DEFAULT_PRICE_TABLE) is DEFAULT_PRICE_TABLE["claude-opus-4-5"]
-    assert price_for("claude-opus-4-20250514", DEFAULT_PRICE_TABLE) is DEFAULT_PRICE_TABLE["claude-opus-4"]
-    tokens = {
-        "claude-sonnet-4-5-20250929": TokenTotals(
-            input=1_000_000, output=1_000_000, cache_creation_input=1_000_000, cache_read_input=1_000_000
-        ),
-        "mystery-model": TokenTotals(input=5),
-    }
-    estimate = usage_cost(tokens)
-    assert estimate.usd == pytest.approx((3.00 + 15.00 + 3.75 + 0.30) / 2)
-    assert estimate.unpriced_models == ["mystery-model"]
-    custom = validate_price_table({"mystery": {"input": 2, "output": 4}})
-    assert usage_cost(tokens, custom).usd == pytest.approx(5 * 2 / 1e6 / 2)
-    with pytest.raises(ValueError, match="unknown key"):
-        validate_price_table({"m": {"input": 1, "output": 1, "cachewrite": 1}})
-    with pytest.raises(ValueError, match="needs at least"):
-        validate_price_table({"m": {"input": 1}})
 
 
 def test_errored_results_are_counted_by_error_type() -> None:
