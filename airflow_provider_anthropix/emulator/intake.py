@@ -11,7 +11,7 @@ writes one: whenever the typed decode or any check fails, :func:`fast_requests` 
 ``None`` and the caller runs the generic path (dict decode + ``BatchChecker``) on the same
 bytes, which produces the 400. Valid bodies, the common case, never pay for that. The
 rule is one-sided on purpose: this path may send a valid body to the slow path (no harm),
-but must never accept what the validator refuses; tests/unit/test_emulator_intake.py
+but must never accept what the validator refuses; tests/unit/emulator/test_intake.py
 checks that parity on a corpus of bad requests.
 """
 

@@ -18,6 +18,7 @@ import pytest
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from tests.support.airflow import DAG_OPEN, load_dag_source, states
+from tests.support.paths import REPO
 
 HEADER = """
 import json
@@ -226,13 +227,12 @@ def test_the_example_review_triage_dag_runs_offline(
     import importlib.util
     import shutil
 
-    repo = Path(__file__).resolve().parents[3]
     output = tmp_path / "output"
     monkeypatch.setenv("ANTHROPIX_TABLE_OUTPUT", output.as_uri())
     monkeypatch.setenv("ANTHROPIX_TABLE_POLL_INTERVAL", "0.2")
     monkeypatch.setenv("ANTHROPIX_TABLE_ROWS", "40")
     target = airflow_dags / "example_table"
-    shutil.copytree(repo / "example_dags", target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "example_dags", target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     spec = importlib.util.spec_from_file_location("example_review_triage", target / "review_triage.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel
 
-from airflow_provider_anthropix.table.ids import custom_id_for
 from airflow_provider_anthropix.table.schema import (
     SchemaError,
     answer_fields,
@@ -85,12 +84,3 @@ def test_arrow_types_follow_the_schema() -> None:
 def test_a_schema_that_cannot_become_columns_is_refused(bad: Any) -> None:
     with pytest.raises(SchemaError):
         resolve_schema(bad)
-
-
-def test_keys_map_to_custom_ids_stably_and_apart() -> None:
-    assert custom_id_for("plain_id-1") == "plain_id-1"
-    derived = [custom_id_for(k) for k in ("with space", "x" * 65, 7, "7", 7.0, "ünï")]
-    assert all(d.startswith("k-") and len(d) == 42 for d in derived[:2])
-    assert custom_id_for("7") == "7"  # a valid string key is itself
-    assert len(set(derived)) == len(derived)  # 7 (int), "7" and 7.0 stay apart
-    assert custom_id_for("with space") == derived[0]  # stable
