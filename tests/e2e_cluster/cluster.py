@@ -310,6 +310,7 @@ class ClusterDeployment(Deployment):
             d.mkdir(parents=True, exist_ok=True)
         user = PG_USER if os.geteuid() == 0 else None
         if user:
+            os.chmod(self.run_dir, 0o755)  # the PostgreSQL user must reach its data dir below it
             entry = pwd.getpwnam(user)
             for d in (self.pg_dir, data, sockets):
                 os.chown(d, entry.pw_uid, entry.pw_gid)
