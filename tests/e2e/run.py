@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     dep: Deployment | None = None
     try:
-        with deployment(run_dir=args.run_dir.resolve(), api_key=api_key, dag_files=dags) as dep:
+        with deployment(Deployment, run_dir=args.run_dir.resolve(), api_key=api_key, dag_files=dags) as dep:
             ctx = Context(dep=dep, repo=REPO, api_key=api_key)
             for scenario in chosen:
                 say(f"=== scenario {scenario.name}: {scenario.doc}")

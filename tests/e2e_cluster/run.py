@@ -22,8 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster import ClusterDeployment, E2EFailure, cluster, say
+from cluster import ClusterDeployment, E2EFailure, say
 from cluster_scenarios import BUCKET, SCENARIOS, dag_files, s3_bytes, s3_keys
+from deployment import deployment
 from scenarios import Context
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     dep: ClusterDeployment | None = None
     run_dir = args.run_dir.resolve()
     try:
-        with cluster(run_dir=run_dir, api_key=api_key, dag_files=dag_files(REPO)) as dep:
+        with deployment(ClusterDeployment, run_dir=run_dir, api_key=api_key, dag_files=dag_files(REPO)) as dep:
             results.append({"name": "startup", "ok": True, "seconds": round(time.monotonic() - started, 1)})
             ctx = ClusterContext(dep=dep, repo=REPO, api_key=api_key)
             for scenario in chosen:
