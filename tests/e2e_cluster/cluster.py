@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg2
 import requests
@@ -47,6 +48,8 @@ WORKERS = ("worker-1", "worker-2")
 RUN_MARKER = "ANTHROPIX_CLUSTER_RUN"
 #: The emulator's batches take this long; scenarios end them when they choose by moving its clock.
 PROCESSING_SECONDS = 3600.0
+#: requests of the batch-job example here (the e2e run keeps its default, 2,500)
+JOB_REQUESTS = 1200
 
 
 def pg_bin_dir() -> Path:
@@ -246,9 +249,18 @@ class ClusterDeployment(Deployment):
                 "ANTHROPIX_E2E_OUT": self.s3_uri("e2e-out"),
                 "ANTHROPIX_NIGHTLY_OUTPUT": self.s3_uri("nightly-default"),
                 "ANTHROPIX_JOB_OUTPUT": self.s3_uri("large-job-default"),
-                "ANTHROPIX_JOB_REQUESTS": "1200",
+                "ANTHROPIX_JOB_REQUESTS": str(JOB_REQUESTS),
                 "ANTHROPIX_JOB_BATCH_SIZE": "400",
                 "ANTHROPIX_JOB_POLL_INTERVAL": "2",
+                # The e2e chaos DAG (tests/e2e/dags/anthropix_e2e_chaos.py) with many runs at once,
+                # the sensor's patience with the API raised, and the create checking that S3 takes its
+                # results. A broker outage while a task is being queued fails that try at once (the
+                # Celery executor retries a publish only on a timeout): the retry delay bridges it.
+                "ANTHROPIX_E2E_CHAOS_MAX_ACTIVE_RUNS": "16",
+                "ANTHROPIX_E2E_CHAOS_MAX_ACTIVE_TASKS": "64",
+                "ANTHROPIX_E2E_CHAOS_RETRY_DELAY": "10",
+                "ANTHROPIX_E2E_CHAOS_MAX_POLL_FAILURES": "30",
+                "ANTHROPIX_E2E_CHAOS_CHECK_DESTINATION": "1",
                 # ObjectStoragePath("s3://...") without a conn_id (the examples) uses boto's default
                 # chain: these variables, as an instance role would in production.
                 "AWS_ENDPOINT_URL_S3": self.s3_url,
@@ -412,6 +424,31 @@ class ClusterDeployment(Deployment):
         import boto3
 
         return boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-1", **_boto_keys())
+
+    def read_bytes(self, uri: str) -> bytes:
+        """An object the tasks wrote (every file of this run lives in the S3 server)."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or parts.netloc != BUCKET:
+            raise E2EFailure(f"expected an object in s3://{BUCKET}/, got {uri!r}")
+        client = self.s3()
+        try:
+            data: bytes = client.get_object(Bucket=BUCKET, Key=parts.path.lstrip("/"))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise E2EFailure(f"{uri} does not exist") from None
+        return data
+
+    def s3_keys(self, prefix: str = "") -> list[str]:
+        """Every key in the bucket under ``prefix``."""
+        client, keys, token = self.s3(), [], None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = client.list_objects_v2(**kwargs)
+            keys += [item["Key"] for item in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not token:
+                return keys
 
     # -- start ---------------------------------------------------------------------------------
     def prepare(self) -> None:
