@@ -15,8 +15,7 @@
 #   E2E_KEEP=1 scripts/e2e_cluster.sh        # keep the run directory (logs, database)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${E2E_PYTHON:-.venv/bin/python}"
-T0=$(date +%s)
+E2E_T0=$(date +%s) # the closing line counts the installs too
 
 apt_install() {
     if [ "$(id -u)" != 0 ]; then
@@ -42,36 +41,5 @@ if [ "$(id -u)" = 0 ] && ! id anthropix-pg >/dev/null 2>&1; then
     useradd --system --no-create-home --shell /usr/sbin/nologin anthropix-pg
 fi
 
-RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/anthropix-e2e-cluster.XXXXXX")"
-chmod 755 "$RUN_DIR" # the PostgreSQL user must reach its data dir below it
-
-cleanup() {
-    rc=$?
-    trap - EXIT INT TERM
-    if [ -s "$RUN_DIR/pids" ]; then
-        while read -r pid _name; do
-            kill -KILL -- "-$pid" 2>/dev/null || true
-        done <"$RUN_DIR/pids"
-    fi
-    if [ "${E2E_KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
-        echo "e2e-cluster: run directory kept for inspection: $RUN_DIR" >&2
-    else
-        rm -rf "$RUN_DIR"
-    fi
-    echo "e2e-cluster: finished in $(($(date +%s) - T0)) s (exit $rc)" >&2
-    exit "$rc"
-}
-trap cleanup EXIT
-
-# A hard ceiling (the harness's own waits are all bounded); signals go to the harness first.
-timeout --signal=TERM --kill-after=60 "${E2E_TIMEOUT:-1500}" "$PY" tests/e2e_cluster/run.py --run-dir "$RUN_DIR" "$@" &
-child=$!
-forward() {
-    trap - INT TERM
-    kill -TERM "$child" 2>/dev/null || true
-    wait "$child" 2>/dev/null || true
-    exit "$1"
-}
-trap 'forward 130' INT
-trap 'forward 143' TERM
-wait "$child"
+. scripts/e2e_lib.sh
+e2e_run e2e-cluster tests/e2e_cluster/run.py 1500 60 "$@"

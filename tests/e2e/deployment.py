@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import requests
 
@@ -63,6 +64,14 @@ def say(message: str) -> None:
 _T0 = time.monotonic()
 
 
+def local_path(uri: str) -> Path:
+    """A ``file://`` URI or a plain path as a local path."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file"):
+        return Path(unquote(parts.path if parts.scheme else uri))
+    raise E2EFailure(f"the e2e run writes to local files only; got {uri!r}")
+
+
 @dataclass
 class Service:
     """One child process, started in its own session, logging to ``log_path``."""
@@ -71,9 +80,12 @@ class Service:
     argv: list[str]
     log_path: Path
     env: Mapping[str, str]
+    cwd: Path | None = None
     popen: subprocess.Popen[bytes] | None = None
     expected_exit: bool = False
     generation: int = 0
+    #: how long :meth:`stop` waits for a clean exit before SIGKILL
+    stop_timeout: float = 15.0
 
     def start(self) -> None:
         self.generation += 1
@@ -90,9 +102,15 @@ class Service:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=dict(self.env),
+            cwd=str(self.cwd) if self.cwd else None,
             start_new_session=True,
+            **self.popen_kwargs(),
         )
         log.close()
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        """More arguments for ``subprocess.Popen`` (a subclass's user and group)."""
+        return {}
 
     @property
     def pid(self) -> int | None:
@@ -107,19 +125,24 @@ class Service:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, sig)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask for a clean stop (:meth:`request_stop`), then SIGKILL what is left after ``timeout``."""
         if self.popen is None:
             return
         self.expected_exit = True
         if self.popen.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout)
+            self.request_stop(self.stop_timeout if timeout is None else timeout)
         # Children (task processes, parsers, uvicorn workers) may outlive the leader.
         self.signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
+
+    def request_stop(self, timeout: float) -> None:
+        """SIGTERM the process group and wait up to ``timeout`` for the leader to exit."""
+        assert self.popen is not None
+        self.signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once, as an OOM killer or a lost VM would."""
@@ -141,12 +164,22 @@ class Service:
 class Deployment:
     """Emulator + proxy + Airflow services under ``run_dir``.
 
+    The steps of :meth:`start` and the pieces of the environment are methods, so that a larger
+    deployment (``tests/e2e_cluster/cluster.py``) adds its parts by overriding them.
+
     :param run_dir: an empty directory owned by this run.
     :param api_key: the fake API key the emulator accepts and the connection carries.
     :param dag_files: files copied into the DAGs folder.
     :param processing_seconds: how long each emulated batch takes to end.
     :param extra_env: more environment for every Airflow process.
     """
+
+    #: the Airflow processes, in start order (they are stopped in the reverse order)
+    airflow_services: ClassVar[tuple[str, ...]] = SERVICES
+    triggerers: ClassVar[tuple[str, ...]] = ("triggerer",)
+    #: what runs the Airflow processes
+    service_class: ClassVar[type[Service]] = Service
+    migrate_timeout: ClassVar[float] = 240
 
     run_dir: Path
     api_key: str
@@ -158,6 +191,13 @@ class Deployment:
     emulator_url: str = ""
     api_url: str = ""
     _token: str = ""
+    #: one api secret and JWT secret for every process (the api-server checks the others' tokens)
+    shared_secrets: dict[str, str] = field(
+        default_factory=lambda: {
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        }
+    )
 
     # -- layout ------------------------------------------------------------------------------
     @property
@@ -181,6 +221,10 @@ class Deployment:
         return self.run_dir / "pylib"
 
     @property
+    def task_logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
     def db_path(self) -> Path:
         return self.home / "airflow.db"
 
@@ -190,11 +234,21 @@ class Deployment:
         assert self.proxy is not None
         return self.proxy.url
 
+    def layout(self) -> list[Path]:
+        """The folders :meth:`prepare` creates."""
+        return [self.home, self.dags_dir, self.out_dir, self.logs_dir, self.pylib_dir]
+
+    def pylib_modules(self) -> dict[str, str]:
+        """Modules written to ``pylib_dir`` (on every Airflow process's ``PYTHONPATH``): file name -> source."""
+        return {
+            "anthropix_e2e_db.py": '"""SQLite connect arguments of the e2e deployment."""\n\nCONNECT_ARGS = {"timeout": 60}\n'
+        }
+
     def _write_pids(self) -> None:
         lines = [f"{s.pid} {s.name}" for s in self.services.values() if s.pid is not None and s.alive()]
         (self.run_dir / "pids").write_text("\n".join(lines) + ("\n" if lines else ""))
 
-    # -- start -------------------------------------------------------------------------------
+    # -- environment ---------------------------------------------------------------------------
     def airflow_env(self) -> dict[str, str]:
         """Environment of every Airflow process: hermetic, loopback only, fast intervals."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
@@ -218,8 +272,7 @@ class Deployment:
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": self.api_url.rsplit(":", 1)[1],
                 "AIRFLOW__API__BASE_URL": self.api_url,
-                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                **self.shared_secrets,
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
@@ -229,10 +282,7 @@ class Deployment:
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-                # SQLite's default busy timeout is 5 s; four services writing on a loaded 2-core box
-                # can hold the lock longer than that ("database is locked" -> HTTP 500).
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "anthropix_e2e_db.CONNECT_ARGS",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "anthropix_e2e_db.CONNECT_ARGS",
+                **self.database_env(),
                 "PYTHONPATH": os.pathsep.join(p for p in (str(self.pylib_dir), env.get("PYTHONPATH", "")) if p),
                 "AIRFLOW_CONN_ANTHROPIX_DEFAULT": json.dumps(
                     {
@@ -256,31 +306,87 @@ class Deployment:
         env.update(self.extra_env)
         return env
 
+    def database_env(self) -> dict[str, str]:
+        """The metadata database's settings (here: SQLite in ``AIRFLOW_HOME``, Airflow's default)."""
+        # SQLite's default busy timeout is 5 s; four services writing on a loaded 2-core box
+        # can hold the lock longer than that ("database is locked" -> HTTP 500).
+        return {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "anthropix_e2e_db.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "anthropix_e2e_db.CONNECT_ARGS",
+        }
+
+    def database_label(self) -> str:
+        return f"SQLite at {self.db_path}"
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment of the Airflow process ``name`` (and of ``airflow db migrate`` for the api-server)."""
+        return self.airflow_env()
+
+    def service_cwd(self, name: str) -> Path | None:
+        """The working directory of the Airflow process ``name`` (None: this process's)."""
+        return None
+
+    def airflow_argv(self, name: str) -> list[str]:
+        """The command line of the Airflow process ``name``."""
+        if name == "api-server":
+            port = self.api_url.rsplit(":", 1)[1]
+            return [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", port, "--workers", "1"]
+        if name == "dag-processor":
+            return [AIRFLOW, "dag-processor"]
+        if name == "scheduler":
+            return [AIRFLOW, "scheduler", "--skip-serve-logs"]
+        if name in self.triggerers:
+            return [AIRFLOW, "triggerer", "--skip-serve-logs"]
+        raise KeyError(f"no command line for {name!r}")
+
+    # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
-        for d in (self.home, self.dags_dir, self.out_dir, self.logs_dir, self.pylib_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        (self.pylib_dir / "anthropix_e2e_db.py").write_text(
-            '"""SQLite connect arguments of the e2e deployment."""\n\nCONNECT_ARGS = {"timeout": 60}\n'
-        )
-        for f in self.dag_files:
-            if f.is_dir():
-                shutil.copytree(f, self.dags_dir / f.name, dirs_exist_ok=True)
-            else:
-                shutil.copy2(f, self.dags_dir / f.name)
+        self.prepare()
+        self.start_backends()
         self._start_emulator()
         upstream = self.emulator_url.removeprefix("http://")
         host, port = upstream.rsplit(":", 1)
         self.proxy = Proxy(host, int(port)).start()
         say(f"emulator {self.emulator_url}, proxy {self.proxy.url}")
         self.api_url = f"http://127.0.0.1:{free_port()}"
-        env = self.airflow_env()
+        self.migrate()
+        for name in self.airflow_services:
+            service = self.service_class(
+                name,
+                self.airflow_argv(name),
+                self.logs_dir / f"{name}.log",
+                self.service_env(name),
+                cwd=self.service_cwd(name),
+            )
+            self.services[name] = service
+            service.start()
+        self._write_pids()
+        self.wait_healthy()
+
+    def prepare(self) -> None:
+        """The run directory: its folders, the helper modules and the DAG files."""
+        for d in self.layout():
+            d.mkdir(parents=True, exist_ok=True)
+        for module, source in self.pylib_modules().items():
+            (self.pylib_dir / module).write_text(source)
+        for f in self.dag_files:
+            if f.is_dir():
+                shutil.copytree(f, self.dags_dir / f.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(f, self.dags_dir / f.name)
+
+    def start_backends(self) -> None:
+        """Servers Airflow needs before ``airflow db migrate`` (none here: SQLite is a file)."""
+
+    def migrate(self) -> None:
         t = time.monotonic()
         migrate = subprocess.run(
             [AIRFLOW, "db", "migrate"],
-            env=env,
+            env=self.service_env("api-server"),
+            cwd=self.service_cwd("api-server"),
             stdout=(self.logs_dir / "db-migrate.log").open("wb"),
             stderr=subprocess.STDOUT,
-            timeout=240,
+            timeout=self.migrate_timeout,
             check=False,
         )
         if migrate.returncode != 0:
@@ -288,20 +394,7 @@ class Deployment:
                 f"airflow db migrate failed ({migrate.returncode}):\n"
                 + (self.logs_dir / "db-migrate.log").read_text(errors="replace")[-4000:]
             )
-        say(f"database migrated in {time.monotonic() - t:.1f}s (SQLite at {self.db_path})")
-        port = self.api_url.rsplit(":", 1)[1]
-        argv = {
-            "api-server": [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", port, "--workers", "1"],
-            "dag-processor": [AIRFLOW, "dag-processor"],
-            "scheduler": [AIRFLOW, "scheduler", "--skip-serve-logs"],
-            "triggerer": [AIRFLOW, "triggerer", "--skip-serve-logs"],
-        }
-        for name in SERVICES:
-            service = Service(name, argv[name], self.logs_dir / f"{name}.log", env)
-            self.services[name] = service
-            service.start()
-        self._write_pids()
-        self.wait_healthy()
+        say(f"database migrated in {time.monotonic() - t:.1f}s ({self.database_label()})")
 
     def _start_emulator(self) -> None:
         argv = [
@@ -338,12 +431,17 @@ class Deployment:
 
     # -- health and failure reporting ------------------------------------------------------
     def check_processes(self) -> None:
-        """Fail at once, with its log, if a service died without being asked to."""
-        for service in self.services.values():
+        """Call :meth:`on_unexpected_exit` for every service that died without being asked to."""
+        for service in list(self.services.values()):
             if service.popen is not None and not service.expected_exit and service.popen.poll() is not None:
-                raise E2EFailure(
-                    f"{service.name} exited unexpectedly with status {service.popen.returncode}:\n{service.tail(80)}"
-                )
+                self.on_unexpected_exit(service)
+
+    def on_unexpected_exit(self, service: Service) -> None:
+        """Fail at once, with the service's log."""
+        assert service.popen is not None
+        raise E2EFailure(
+            f"{service.name} exited unexpectedly with status {service.popen.returncode}:\n{service.tail(80)}"
+        )
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
         """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
@@ -384,22 +482,21 @@ class Deployment:
         parts = []
         for service in self.services.values():
             parts.append(f"----- {service.name} (pid {service.pid}, alive={service.alive()}) -----\n{service.tail(40)}")
-        task_logs = sorted((self.home / "logs").rglob("*.log")) if (self.home / "logs").exists() else []
+        # The latest task logs.
+        task_logs = sorted(self.task_logs_dir.rglob("*.log"), key=lambda p: p.stat().st_mtime)
         for path in task_logs[-8:]:
             text = path.read_text(errors="replace").splitlines()
-            parts.append(f"----- task log {path.relative_to(self.home)} -----\n" + "\n".join(text[-40:]))
+            parts.append(f"----- task log {path.relative_to(self.task_logs_dir)} -----\n" + "\n".join(text[-40:]))
         return "\n".join(parts)
 
     def triggerer_mentions(self, text: str) -> int:
-        """How many lines of the triggerer's logs (process log and trigger logs) mention ``text``."""
-        count = self.services["triggerer"].log_path.read_text(errors="replace").count(text)
+        """How many times the triggerers' logs (process logs and trigger logs) mention ``text``."""
+        count = sum(self.services[n].log_path.read_text(errors="replace").count(text) for n in self.triggerers)
         return count + self.triggerer_log_count(text)
 
     def triggerer_log_count(self, text: str) -> int:
         """Occurrences of ``text`` in the trigger logs written under the task log folder."""
-        return sum(
-            path.read_text(errors="replace").count(text) for path in (self.home / "logs").rglob("*.log.trigger.*")
-        )
+        return sum(path.read_text(errors="replace").count(text) for path in self.task_logs_dir.rglob("*.log.trigger.*"))
 
     def proxy_refuse(self) -> None:
         assert self.proxy is not None
@@ -424,7 +521,10 @@ class Deployment:
         say(f"started a new {name} (pid {service.pid})")
 
     def stop(self) -> None:
-        """Stop every service (reverse start order) and the proxy; safe to call twice."""
+        """Stop every service (reverse start order: Airflow, the emulator, the backends) and the proxy.
+
+        Safe to call twice.
+        """
         for name in reversed(list(self.services)):
             self.services[name].stop()
         self._write_pids()
@@ -535,6 +635,14 @@ class Deployment:
         response.raise_for_status()
         return response.text
 
+    # -- what the tasks wrote --------------------------------------------------------------------
+    def read_bytes(self, uri: str) -> bytes:
+        """A file the tasks wrote, by the URI or path they report (here: local files)."""
+        path = local_path(uri)
+        if not path.is_file():
+            raise E2EFailure(f"{uri} does not exist")
+        return path.read_bytes()
+
     # -- emulator admin ------------------------------------------------------------------------
     @property
     def emu_headers(self) -> dict[str, str]:
@@ -572,10 +680,13 @@ class Deployment:
         ).raise_for_status()
 
 
+D = TypeVar("D", bound=Deployment)
+
+
 @contextlib.contextmanager
-def deployment(**kwargs: Any) -> Iterator[Deployment]:
-    """Start a :class:`Deployment`, always stop it; SIGTERM/SIGINT become a clean stop too."""
-    dep = Deployment(**kwargs)
+def deployment(kind: type[D], **kwargs: Any) -> Iterator[D]:
+    """Start a ``kind`` of :class:`Deployment`, always stop it; SIGTERM/SIGHUP become a clean stop too."""
+    dep = kind(**kwargs)
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)

@@ -1,4 +1,8 @@
-"""The scenarios ``tests/e2e/run.py`` runs against the deployment, and the checks they share."""
+"""The scenarios ``tests/e2e/run.py`` runs against the deployment, and the checks they share.
+
+The checks read what the tasks wrote through :meth:`Deployment.read_bytes`, so the cluster run
+(``tests/e2e_cluster/cluster_scenarios.py``, results in S3) uses them as they are.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pendulum
 import requests
-from deployment import Deployment, E2EFailure, say
+from deployment import Deployment, E2EFailure, local_path, say
 
 PROBE_DAG = "anthropix_e2e_probe"
 
@@ -37,11 +40,16 @@ class Context:
     def batches_created(self) -> int:
         return int(self.dep.emu_stats()["batches_created"])
 
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """Wait for the DAG to be parsed (and unpause it), trigger a run, note it for the scans; its run id."""
+        self.dep.wait_dag(dag_id)
+        run_id = self.dep.trigger(dag_id, conf, **kwargs)
+        self.runs.append((dag_id, run_id))
+        return run_id
+
     def run_dag(self, dag_id: str, conf: dict[str, Any] | None = None, timeout: float = 240) -> tuple[str, str]:
         """Trigger, wait, and return ``(run_id, state)``."""
-        self.dep.wait_dag(dag_id)
-        run_id = self.dep.trigger(dag_id, conf)
-        self.runs.append((dag_id, run_id))
+        run_id = self.trigger(dag_id, conf)
         return run_id, self.dep.wait_run(dag_id, run_id, timeout)
 
     def expect_success(self, dag_id: str, run_id: str, state: str) -> None:
@@ -118,31 +126,25 @@ class Context:
         )
 
 
-def local_path(uri: str) -> Path:
-    """A ``file://`` URI or a plain path as a local path."""
-    parts = urlsplit(uri)
-    if parts.scheme in ("", "file"):
-        return Path(unquote(parts.path if parts.scheme else uri))
-    raise E2EFailure(f"the e2e run writes to local files only; got {uri!r}")
+def decompressed(name: str, data: bytes) -> bytes:
+    """``data`` as written, ungzipped when ``name`` ends in ``.gz``."""
+    return gzip.decompress(data) if name.endswith(".gz") else data
 
 
-def jsonl_lines(path: Path) -> int:
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        data = gzip.decompress(data)
-    return data.count(b"\n")
+def beside(manifest_uri: str, ref: str) -> str:
+    """A file a manifest lists: ``ref`` as it is, or, when relative, next to the manifest."""
+    if "://" in ref or ref.startswith("/"):
+        return ref
+    return f"{manifest_uri.rsplit('/', 1)[0]}/{ref}"
 
 
-def check_manifest(manifest_uri: str) -> dict[str, Any]:
+def check_manifest(dep: Deployment, manifest_uri: str) -> dict[str, Any]:
     """Check that the manifest describes files that exist, are complete and add up.
 
     Works with the probe DAG's manifest and the FetchBatchResultsOperator's: files are
     listed as strings or as objects with ``path``/``uri`` and optional ``bytes``/``sha256``/``lines``.
     """
-    path = local_path(manifest_uri)
-    if not path.is_file():
-        raise E2EFailure(f"manifest {manifest_uri} does not exist")
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(dep.read_bytes(manifest_uri))
     files = manifest.get("files") or []
     if not files:
         raise E2EFailure(f"manifest {manifest_uri} lists no files: {manifest}")
@@ -153,12 +155,7 @@ def check_manifest(manifest_uri: str) -> dict[str, Any]:
         ref = entry.get("path") or entry.get("uri") or entry.get("url")
         if not ref:
             raise E2EFailure(f"manifest entry without a path: {entry}")
-        file_path = local_path(str(ref))
-        if not file_path.is_absolute():
-            file_path = path.parent / file_path
-        if not file_path.is_file():
-            raise E2EFailure(f"manifest lists {ref} but it does not exist")
-        data = file_path.read_bytes()
+        data = dep.read_bytes(beside(manifest_uri, str(ref)))
         size = entry.get("bytes", entry.get("size"))
         if size is not None and int(size) != len(data):
             raise E2EFailure(f"{ref}: manifest says {size} bytes, file has {len(data)}")
@@ -167,8 +164,8 @@ def check_manifest(manifest_uri: str) -> dict[str, Any]:
             raise E2EFailure(f"{ref}: sha256 differs from the manifest")
         digests.append(digest)
         total_bytes += len(data)
-        if file_path.name.endswith((".jsonl", ".jsonl.gz")):
-            lines = jsonl_lines(file_path)
+        if str(ref).endswith((".jsonl", ".jsonl.gz")):
+            lines = decompressed(str(ref), data).count(b"\n")
             if entry.get("lines") is not None and int(entry["lines"]) != lines:
                 raise E2EFailure(f"{ref}: manifest says {entry['lines']} lines, file has {lines}")
             total_lines += lines
@@ -178,7 +175,13 @@ def check_manifest(manifest_uri: str) -> dict[str, Any]:
         expected = sum(int(v) for k, v in counts.items() if k in ("succeeded", "errored", "canceled", "expired"))
     if expected is not None and total_lines and int(expected) != total_lines:
         raise E2EFailure(f"manifest counts {counts} do not add up to the {total_lines} lines written")
-    return {"manifest": str(path), "files": len(files), "bytes": total_bytes, "lines": total_lines, "sha256": digests}
+    return {
+        "manifest": manifest_uri,
+        "files": len(files),
+        "bytes": total_bytes,
+        "lines": total_lines,
+        "sha256": digests,
+    }
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ def run_probe(ctx: Context) -> dict[str, Any]:
     run_id, state = ctx.run_dag(PROBE_DAG, {"requests": 20})
     ctx.expect_success(PROBE_DAG, run_id, state)
     value = ctx.dep.xcom(PROBE_DAG, run_id, "fetch")
-    checked = check_manifest(value["manifest"])
+    checked = check_manifest(ctx.dep, value["manifest"])
     created = ctx.batches_created() - before
     if created != 1:
         raise E2EFailure(f"expected exactly 1 batch, the emulator saw {created}")
@@ -231,39 +234,45 @@ def results_bytes(ctx: Context, batch_id: str) -> bytes:
     return response.content
 
 
-def written_bytes(manifest_uri: str) -> bytes:
+def written_bytes(dep: Deployment, manifest_uri: str) -> bytes:
     """The results the fetch wrote, decompressed, in file order."""
-    manifest = json.loads(local_path(manifest_uri).read_text())
+    manifest = json.loads(dep.read_bytes(manifest_uri))
     out = b""
     for entry in manifest["files"]:
-        data = local_path(str(entry.get("uri") or entry.get("path"))).read_bytes()
-        out += gzip.decompress(data) if str(entry.get("uri") or entry.get("path")).endswith(".gz") else data
+        ref = str(entry.get("uri") or entry.get("path"))
+        out += decompressed(ref, dep.read_bytes(ref))
     return out
 
 
-def check_nightly_run(ctx: Context, run_id: str, *, requests_expected: int = NIGHTLY_REQUESTS) -> dict[str, Any]:
-    """What a user checks after the example DAG ran: manifest, completeness, bytes, report."""
-    fetched = ctx.dep.xcom(NIGHTLY_DAG, run_id, "fetch_results")
-    checked = check_manifest(fetched["manifest"])
+def check_fetch(ctx: Context, fetched: dict[str, Any], requests_expected: int, what: str = "") -> dict[str, Any]:
+    """A fetch's results: complete, one line a request, byte-identical to the API's fault-free stream."""
+    prefix = f"{what}: " if what else ""
+    checked = check_manifest(ctx.dep, fetched["manifest"])
     if not fetched.get("complete"):
-        raise E2EFailure(f"the fetch says the results are incomplete: {fetched}")
+        raise E2EFailure(f"{prefix}the fetch says the results are incomplete: {fetched}")
     if checked["lines"] != requests_expected:
-        raise E2EFailure(f"expected {requests_expected} result lines, the files hold {checked['lines']}")
+        raise E2EFailure(f"{prefix}expected {requests_expected} result lines, the files hold {checked['lines']}")
     reference = results_bytes(ctx, fetched["batch_id"])
-    written = written_bytes(fetched["manifest"])
+    written = written_bytes(ctx.dep, fetched["manifest"])
     if written != reference:
         raise E2EFailure(
-            f"results written ({len(written)} bytes) differ from the API's stream ({len(reference)} bytes)"
+            f"{prefix}results written ({len(written)} bytes) differ from the API's stream ({len(reference)} bytes)"
         )
-    report = ctx.dep.xcom(NIGHTLY_DAG, run_id, "report")
-    if report.get("batch_id") != fetched["batch_id"]:
-        raise E2EFailure(f"report names batch {report.get('batch_id')}, fetch {fetched['batch_id']}")
     return {
         "batch_id": fetched["batch_id"],
         "lines": checked["lines"],
         "bytes_compared": len(reference),
         "files": checked["files"],
     }
+
+
+def check_nightly_run(ctx: Context, run_id: str, *, requests_expected: int = NIGHTLY_REQUESTS) -> dict[str, Any]:
+    """What a user checks after the example DAG ran: manifest, completeness, bytes, report."""
+    outcome = check_fetch(ctx, ctx.dep.xcom(NIGHTLY_DAG, run_id, "fetch_results"), requests_expected)
+    report = ctx.dep.xcom(NIGHTLY_DAG, run_id, "report")
+    if report.get("batch_id") != outcome["batch_id"]:
+        raise E2EFailure(f"report names batch {report.get('batch_id')}, fetch {outcome['batch_id']}")
+    return outcome
 
 
 def nightly_conf(ctx: Context, name: str) -> dict[str, Any]:
@@ -280,11 +289,9 @@ def run_nightly(ctx: Context) -> dict[str, Any]:
     about ``logical_date: null`` in docs/reliability.md.
     """
     before = ctx.batches_created()
-    ctx.dep.wait_dag(NIGHTLY_DAG)
-    rest_run = ctx.dep.trigger(
+    rest_run = ctx.trigger(
         NIGHTLY_DAG, nightly_conf(ctx, "nightly-rest"), logical_date=pendulum.now("UTC").to_iso8601_string()
     )
-    ctx.runs.append((NIGHTLY_DAG, rest_run))
     scheduled = ctx.dep.wait_for(
         "the scheduler's own nightly_batch run",
         lambda: [r["dag_run_id"] for r in ctx.dep.dag_runs(NIGHTLY_DAG) if r["run_type"] == "scheduled"],
@@ -319,9 +326,7 @@ def run_nightly_null_date(ctx: Context) -> dict[str, Any]:
     undefined for such runs (see docs/reliability.md, Findings).
     """
     before = ctx.batches_created()
-    ctx.dep.wait_dag(NIGHTLY_DAG)
-    run_id = ctx.dep.trigger(NIGHTLY_DAG, nightly_conf(ctx, "nightly-null-date"), logical_date=None)
-    ctx.runs.append((NIGHTLY_DAG, run_id))
+    run_id = ctx.trigger(NIGHTLY_DAG, nightly_conf(ctx, "nightly-null-date"), logical_date=None)
     # The scheduler's own run may go first (max_active_runs=1); wait for ours only.
     state = ctx.dep.wait_run(NIGHTLY_DAG, run_id, timeout=400)
     ctx.expect_success(NIGHTLY_DAG, run_id, state)
@@ -332,6 +337,8 @@ def run_nightly_null_date(ctx: Context) -> dict[str, Any]:
 # -- chaos ---------------------------------------------------------------------------------------
 CHAOS_DAG = "anthropix_e2e_chaos"
 CHAOS_MARKER = "E2E-CHAOS-SIGKILL"
+#: what the chaos DAG logs where ``crash=hold_after_record`` makes it wait to be killed from outside
+CHAOS_HOLD_MARKER = "E2E-CHAOS-HOLD"
 
 
 def chaos_dag(_repo: Path) -> list[Path]:
@@ -380,12 +387,7 @@ class ChaosRun:
         if created != 1:
             raise E2EFailure(f"{self.name}: expected exactly 1 batch, the emulator saw {created}")
         fetched = self.ctx.dep.xcom(CHAOS_DAG, self.run_id, "fetch_results")
-        checked = check_manifest(fetched["manifest"])
-        if checked["lines"] != self.requests or not fetched.get("complete"):
-            raise E2EFailure(f"{self.name}: expected {self.requests} complete results, got {fetched}")
-        reference = results_bytes(self.ctx, fetched["batch_id"])
-        if written_bytes(fetched["manifest"]) != reference:
-            raise E2EFailure(f"{self.name}: results written differ from the API's fault-free stream")
+        checked = check_fetch(self.ctx, fetched, self.requests, self.name)
         folder = local_path(fetched["manifest"]).parent
         leftovers = sorted(p.name for p in folder.iterdir() if p.name.startswith("_tmp_"))
         if leftovers:
@@ -395,7 +397,7 @@ class ChaosRun:
             "batch_id": fetched["batch_id"],
             "batches_created": created,
             "lines": checked["lines"],
-            "bytes_compared": len(reference),
+            "bytes_compared": checked["bytes_compared"],
             "tries": {t: int(self.ti(t)["try_number"]) for t in ("create_batch", "wait_for_batch", "fetch_results")},
         }
 
@@ -540,13 +542,12 @@ def job_chaos_dag(_repo: Path) -> list[Path]:
 
 def check_job_output(ctx: Context, summary: dict[str, Any], requests_expected: int) -> dict[str, Any]:
     """The merged result is exactly the last attempt of every request, byte for byte as the API served it."""
-    checked = check_manifest(summary["manifest"])
+    checked = check_manifest(ctx.dep, summary["manifest"])
     if checked["lines"] != requests_expected or not summary.get("complete"):
         raise E2EFailure(f"expected {requests_expected} complete merged results, got {summary}")
-    manifest = json.loads(local_path(summary["manifest"]).read_text())
+    manifest = json.loads(ctx.dep.read_bytes(summary["manifest"]))
     batches = manifest["job"]["batch_list"]
     last_round: dict[str, int] = {}
-    sent: dict[str, int] = {}
     streams: list[tuple[int, bytes]] = []
     for entry in batches:
         data = results_bytes(ctx, entry["batch_id"])
@@ -554,19 +555,23 @@ def check_job_output(ctx: Context, summary: dict[str, Any], requests_expected: i
         for line in data.splitlines():
             custom_id = json.loads(line)["custom_id"]
             last_round[custom_id] = max(last_round.get(custom_id, 0), int(entry["round"]))
-            sent[custom_id] = sent.get(custom_id, 0) + 1
     expected = b"".join(
         line + b"\n"
         for round_index, data in streams
         for line in data.splitlines()
         if last_round[json.loads(line)["custom_id"]] == round_index
     )
-    written = written_bytes(summary["manifest"])
+    written = written_bytes(ctx.dep, summary["manifest"])
     if written != expected:
         raise E2EFailure(
             f"merged results ({len(written)} bytes) differ from the batches' last attempts ({len(expected)})"
         )
-    return {"lines": checked["lines"], "bytes_compared": len(expected), "batches": len(batches)}
+    return {
+        "lines": checked["lines"],
+        "bytes_compared": len(expected),
+        "batches": len(batches),
+        "last_round": max((int(b["round"]) for b in batches), default=0),
+    }
 
 
 def run_large_job(ctx: Context) -> dict[str, Any]:

@@ -20,16 +20,16 @@ import contextlib
 import json
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg2
 import requests
@@ -37,7 +37,6 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from deployment import AIRFLOW, Deployment, E2EFailure, Service, free_port, say
-from proxy import Proxy
 
 PG_USER = "anthropix-pg"
 DB_NAME = "airflow"
@@ -49,6 +48,8 @@ WORKERS = ("worker-1", "worker-2")
 RUN_MARKER = "ANTHROPIX_CLUSTER_RUN"
 #: The emulator's batches take this long; scenarios end them when they choose by moving its clock.
 PROCESSING_SECONDS = 3600.0
+#: requests of the batch-job example here (the e2e run keeps its default, 2,500)
+JOB_REQUESTS = 1200
 
 
 def pg_bin_dir() -> Path:
@@ -61,35 +62,18 @@ def pg_bin_dir() -> Path:
 
 @dataclass
 class HostService(Service):
-    """A :class:`Service` with a working directory and, optionally, another Unix user."""
+    """A :class:`Service` that is a whole "host": its session; optionally run as another Unix user."""
 
-    cwd: Path | None = None
     user: str | None = None
     #: signal for a clean stop of the leader (PostgreSQL: SIGINT is its "fast" shutdown)
     stop_signal: int = signal.SIGTERM
-    restarts: list[str] = field(default_factory=list)
+    stop_timeout: float = 20.0
 
-    def start(self) -> None:
-        self.generation += 1
-        self.expected_exit = False
-        log = self.log_path.open("ab")
-        log.write(f"\n===== start #{self.generation}: {' '.join(self.argv)}\n".encode())
-        log.flush()
-        kwargs: dict[str, Any] = {}
-        if self.user:
-            entry = pwd.getpwnam(self.user)
-            kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=dict(self.env),
-            cwd=str(self.cwd) if self.cwd else None,
-            start_new_session=True,
-            **kwargs,
-        )
-        log.close()
+    def popen_kwargs(self) -> dict[str, Any]:
+        if not self.user:
+            return {}
+        entry = pwd.getpwnam(self.user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def signal_group(self, sig: int) -> None:
         """Signal the leader's process group and every other process of its session.
@@ -105,23 +89,17 @@ class HostService(Service):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """The service's own clean-stop signal to its leader, then SIGKILL what is left of the group."""
-        if self.popen is None:
-            return
-        self.expected_exit = True
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.popen.pid, self.stop_signal)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout)
-            if self.popen.poll() is None:
-                self.signal_group(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.popen.wait(5)
-        self.signal_group(signal.SIGKILL)
+    def request_stop(self, timeout: float) -> None:
+        """The service's own clean-stop signal to its leader; SIGTERM to the group if that is not enough."""
+        assert self.popen is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.popen.pid, self.stop_signal)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(5)
+            self.popen.wait(timeout)
+        if self.popen.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(5)
 
 
 def session_members(sid: int) -> list[int]:
@@ -186,6 +164,11 @@ class ClusterDeployment(Deployment):
     :param worker_concurrency: Celery pool size of each worker.
     """
 
+    airflow_services = AIRFLOW_SERVICES
+    triggerers = TRIGGERERS
+    service_class = HostService
+    migrate_timeout = 300
+
     processing_seconds: float = PROCESSING_SECONDS
     triggerer_capacity: int = 60
     worker_concurrency: int = 4
@@ -195,13 +178,6 @@ class ClusterDeployment(Deployment):
     #: restart Airflow services that exit on their own (a process supervisor), and say so
     supervise: bool = False
     supervised_restarts: list[str] = field(default_factory=list)
-    #: one api secret and JWT secret for the whole cluster (the api-server checks the workers' tokens)
-    shared_secrets: dict[str, str] = field(
-        default_factory=lambda: {
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        }
-    )
 
     # -- layout ------------------------------------------------------------------------------
     @property
@@ -226,14 +202,22 @@ class ClusterDeployment(Deployment):
     def s3_uri(self, *parts: str) -> str:
         return "s3://" + "/".join([BUCKET, *parts])
 
+    def layout(self) -> list[Path]:
+        hosts = [self.host_dir(name) / sub for name in AIRFLOW_SERVICES for sub in ("airflow-home", "tmp")]
+        return [self.dags_dir, self.logs_dir, self.pylib_dir, self.task_logs_dir, *hosts]
+
+    def pylib_modules(self) -> dict[str, str]:
+        return {
+            "anthropix_cluster_host.py": (
+                '"""Host name of this process in the cluster test (each process plays a separate host)."""\n\n'
+                "import os\n\n\ndef hostname() -> str:\n"
+                '    return os.environ.get("ANTHROPIX_CLUSTER_HOST") or os.uname().nodename\n'
+            )
+        }
+
     # -- environment ---------------------------------------------------------------------------
     def airflow_env(self) -> dict[str, str]:
         env = super().airflow_env()
-        for name in (
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC",
-        ):
-            env.pop(name, None)
         aws_conn = {
             "conn_type": "aws",
             "login": AWS_KEYS["AWS_ACCESS_KEY_ID"],
@@ -247,9 +231,6 @@ class ClusterDeployment(Deployment):
                 "AIRFLOW__CORE__PARALLELISM": "64",
                 "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "256",
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "anthropix_cluster_host.hostname",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.sql_alchemy_conn.replace("+psycopg2", "+asyncpg"),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "True",
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.sql_alchemy_conn}",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
@@ -268,20 +249,38 @@ class ClusterDeployment(Deployment):
                 "ANTHROPIX_E2E_OUT": self.s3_uri("e2e-out"),
                 "ANTHROPIX_NIGHTLY_OUTPUT": self.s3_uri("nightly-default"),
                 "ANTHROPIX_JOB_OUTPUT": self.s3_uri("large-job-default"),
-                "ANTHROPIX_JOB_REQUESTS": "1200",
+                "ANTHROPIX_JOB_REQUESTS": str(JOB_REQUESTS),
                 "ANTHROPIX_JOB_BATCH_SIZE": "400",
                 "ANTHROPIX_JOB_POLL_INTERVAL": "2",
+                # The e2e chaos DAG (tests/e2e/dags/anthropix_e2e_chaos.py) with many runs at once,
+                # the sensor's patience with the API raised, and the create checking that S3 takes its
+                # results. A broker outage while a task is being queued fails that try at once (the
+                # Celery executor retries a publish only on a timeout): the retry delay bridges it.
+                "ANTHROPIX_E2E_CHAOS_MAX_ACTIVE_RUNS": "16",
+                "ANTHROPIX_E2E_CHAOS_MAX_ACTIVE_TASKS": "64",
+                "ANTHROPIX_E2E_CHAOS_RETRY_DELAY": "10",
+                "ANTHROPIX_E2E_CHAOS_MAX_POLL_FAILURES": "30",
+                "ANTHROPIX_E2E_CHAOS_CHECK_DESTINATION": "1",
                 # ObjectStoragePath("s3://...") without a conn_id (the examples) uses boto's default
                 # chain: these variables, as an instance role would in production.
                 "AWS_ENDPOINT_URL_S3": self.s3_url,
                 **AWS_KEYS,
-                **self.shared_secrets,
             }
         )
         env.update(self.extra_env)
         return env
 
-    def host_env(self, name: str) -> dict[str, str]:
+    def database_env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.sql_alchemy_conn.replace("+psycopg2", "+asyncpg"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "True",
+        }
+
+    def database_label(self) -> str:
+        return "PostgreSQL"
+
+    def service_env(self, name: str) -> dict[str, str]:
         """One Airflow process's environment: its own home, temp dir and host name."""
         host = self.host_dir(name)
         env = self.airflow_env()
@@ -298,9 +297,14 @@ class ClusterDeployment(Deployment):
             env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
         return env
 
-    def _write_pids(self) -> None:
-        lines = [f"{s.pid} {s.name}" for s in self.services.values() if s.pid is not None and s.alive()]
-        (self.run_dir / "pids").write_text("\n".join(lines) + ("\n" if lines else ""))
+    def service_cwd(self, name: str) -> Path | None:
+        return self.host_dir(name)
+
+    def airflow_argv(self, name: str) -> list[str]:
+        if name in WORKERS:
+            host = f"w{WORKERS.index(name) + 1}@cluster"
+            return [AIRFLOW, "celery", "worker", "--celery-hostname", host, "--skip-serve-logs"]
+        return super().airflow_argv(name)
 
     # -- infrastructure ----------------------------------------------------------------------
     def _start_postgres(self) -> None:
@@ -310,6 +314,7 @@ class ClusterDeployment(Deployment):
             d.mkdir(parents=True, exist_ok=True)
         user = PG_USER if os.geteuid() == 0 else None
         if user:
+            os.chmod(self.run_dir, 0o755)  # the PostgreSQL user must reach its data dir below it
             entry = pwd.getpwnam(user)
             for d in (self.pg_dir, data, sockets):
                 os.chown(d, entry.pw_uid, entry.pw_gid)
@@ -420,67 +425,44 @@ class ClusterDeployment(Deployment):
 
         return boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-1", **_boto_keys())
 
+    def read_bytes(self, uri: str) -> bytes:
+        """An object the tasks wrote (every file of this run lives in the S3 server)."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or parts.netloc != BUCKET:
+            raise E2EFailure(f"expected an object in s3://{BUCKET}/, got {uri!r}")
+        client = self.s3()
+        try:
+            data: bytes = client.get_object(Bucket=BUCKET, Key=parts.path.lstrip("/"))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise E2EFailure(f"{uri} does not exist") from None
+        return data
+
+    def s3_keys(self, prefix: str = "") -> list[str]:
+        """Every key in the bucket under ``prefix``."""
+        client, keys, token = self.s3(), [], None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = client.list_objects_v2(**kwargs)
+            keys += [item["Key"] for item in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not token:
+                return keys
+
     # -- start ---------------------------------------------------------------------------------
-    def start(self) -> None:
+    def prepare(self) -> None:
         # Inherited by every process started from here on (see leaked()).
         os.environ[RUN_MARKER] = str(self.run_dir)
-        for d in (self.dags_dir, self.logs_dir, self.pylib_dir, self.task_logs_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        for name in AIRFLOW_SERVICES:
-            for sub in ("airflow-home", "tmp"):
-                (self.host_dir(name) / sub).mkdir(parents=True, exist_ok=True)
-        (self.pylib_dir / "anthropix_cluster_host.py").write_text(
-            '"""Host name of this process in the cluster test (each process plays a separate host)."""\n\n'
-            "import os\n\n\ndef hostname() -> str:\n"
-            '    return os.environ.get("ANTHROPIX_CLUSTER_HOST") or os.uname().nodename\n'
-        )
-        for f in self.dag_files:
-            if f.is_dir():
-                shutil.copytree(f, self.dags_dir / f.name, dirs_exist_ok=True)
-            else:
-                shutil.copy2(f, self.dags_dir / f.name)
+        super().prepare()
+
+    def start_backends(self) -> None:
         self._start_postgres()
         self._start_redis()
         self._start_s3()
-        self._start_emulator()
-        host, port = self.emulator_url.removeprefix("http://").rsplit(":", 1)
-        self.proxy = Proxy(host, int(port)).start()
-        say(f"emulator {self.emulator_url}, proxy {self.proxy.url}")
-        self.api_url = f"http://127.0.0.1:{free_port()}"
-        t = time.monotonic()
-        migrate = subprocess.run(
-            [AIRFLOW, "db", "migrate"],
-            env=self.host_env("api-server"),
-            cwd=self.host_dir("api-server"),
-            stdout=(self.logs_dir / "db-migrate.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            raise E2EFailure(
-                f"airflow db migrate failed ({migrate.returncode}):\n"
-                + (self.logs_dir / "db-migrate.log").read_text(errors="replace")[-4000:]
-            )
-        say(f"database migrated in {time.monotonic() - t:.1f}s (PostgreSQL)")
-        port = self.api_url.rsplit(":", 1)[1]
-        argv = {
-            "api-server": [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", port, "--workers", "1"],
-            "dag-processor": [AIRFLOW, "dag-processor"],
-            "scheduler": [AIRFLOW, "scheduler", "--skip-serve-logs"],
-            "triggerer-1": [AIRFLOW, "triggerer", "--skip-serve-logs"],
-            "triggerer-2": [AIRFLOW, "triggerer", "--skip-serve-logs"],
-            "worker-1": [AIRFLOW, "celery", "worker", "--celery-hostname", "w1@cluster", "--skip-serve-logs"],
-            "worker-2": [AIRFLOW, "celery", "worker", "--celery-hostname", "w2@cluster", "--skip-serve-logs"],
-        }
-        for name in AIRFLOW_SERVICES:
-            service = HostService(
-                name, argv[name], self.logs_dir / f"{name}.log", self.host_env(name), cwd=self.host_dir(name)
-            )
-            self.services[name] = service
-            service.start()
-        self._write_pids()
-        self.wait_healthy()
+
+    def start(self) -> None:
+        super().start()
         self.wait_workers()
 
     def wait_workers(self, *names: str, timeout: float = 120) -> None:
@@ -494,22 +476,18 @@ class ClusterDeployment(Deployment):
             )
 
     # -- processes -----------------------------------------------------------------------------
-    def check_processes(self) -> None:
-        """Fail on an unexpected exit, or, while supervising, restart the Airflow service and note it."""
-        for service in list(self.services.values()):
-            if service.popen is None or service.expected_exit or service.popen.poll() is None:
-                continue
-            if self.supervise and service.name in AIRFLOW_SERVICES:
-                note = f"{service.name} exited with status {service.popen.returncode}; supervisor restarted it"
-                say(f"supervisor: {note}")
-                self.supervised_restarts.append(note)
-                service.signal_group(signal.SIGKILL)
-                service.start()
-                self._write_pids()
-                continue
-            raise E2EFailure(
-                f"{service.name} exited unexpectedly with status {service.popen.returncode}:\n{service.tail(80)}"
-            )
+    def on_unexpected_exit(self, service: Service) -> None:
+        """Fail, or, while supervising, restart the Airflow service and note it."""
+        if not (self.supervise and service.name in AIRFLOW_SERVICES):
+            super().on_unexpected_exit(service)
+            return
+        assert service.popen is not None
+        note = f"{service.name} exited with status {service.popen.returncode}; supervisor restarted it"
+        say(f"supervisor: {note}")
+        self.supervised_restarts.append(note)
+        service.signal_group(signal.SIGKILL)
+        service.start()
+        self._write_pids()
 
     def restart_infra(self, name: str, down_seconds: float, while_down: Callable[[], None] | None = None) -> None:
         """Stop PostgreSQL or Redis cleanly, keep it down ``down_seconds``, start it on the same port."""
@@ -569,33 +547,6 @@ class ClusterDeployment(Deployment):
         service = self.services[name]
         return rss_bytes(process_tree(service.pid)) if service.alive() and service.pid else 0
 
-    def triggerer_mentions(self, text: str) -> int:
-        count = sum(self.services[n].log_path.read_text(errors="replace").count(text) for n in TRIGGERERS)
-        return count + self.triggerer_log_count(text)
-
-    def triggerer_log_count(self, text: str) -> int:
-        return sum(p.read_text(errors="replace").count(text) for p in self.task_logs_dir.rglob("*.log.trigger.*"))
-
-    def dump_failure(self, extra_tasks: list[tuple[str, str]] | None = None) -> str:
-        parts = []
-        for service in self.services.values():
-            parts.append(f"----- {service.name} (pid {service.pid}, alive={service.alive()}) -----\n{service.tail(40)}")
-        task_logs = sorted(self.task_logs_dir.rglob("*.log"), key=lambda p: p.stat().st_mtime)
-        for path in task_logs[-8:]:
-            text = path.read_text(errors="replace").splitlines()
-            parts.append(f"----- task log {path.relative_to(self.task_logs_dir)} -----\n" + "\n".join(text[-40:]))
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        """Airflow first (reverse order), then the emulator, the object store, Redis, PostgreSQL."""
-        order = [*reversed(AIRFLOW_SERVICES), "emulator", "s3", "redis", "postgres"]
-        for name in order + [n for n in self.services if n not in order]:
-            if name in self.services:
-                self.services[name].stop()
-        self._write_pids()
-        if self.proxy is not None:
-            self.proxy.stop()
-
     # -- emulator clock --------------------------------------------------------------------------
     def end_batches(self, quiet: bool = False) -> None:
         """Move the emulator's clock past the processing time: every batch created so far ends."""
@@ -615,21 +566,3 @@ def _boto_keys() -> dict[str, str]:
         "aws_access_key_id": AWS_KEYS["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": AWS_KEYS["AWS_SECRET_ACCESS_KEY"],
     }
-
-
-@contextlib.contextmanager
-def cluster(**kwargs: Any) -> Iterator[ClusterDeployment]:
-    """Start a :class:`ClusterDeployment`, always stop it; SIGTERM/SIGHUP become a clean stop too."""
-    dep = ClusterDeployment(**kwargs)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        dep.start()
-        yield dep
-    finally:
-        dep.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -1,8 +1,10 @@
-"""The scenarios ``tests/e2e_cluster/run.py`` runs against the cluster, and their S3-side checks.
+"""The scenarios ``tests/e2e_cluster/run.py`` runs against the cluster.
 
-Reuses ``tests/e2e/scenarios.py`` (the run bookkeeping, the secret scans, the emulator's
-fault-free reference stream); what differs is that every result lives in the S3 server,
-several runs are in flight at once, and the faults hit the cluster's own parts.
+Built on ``tests/e2e/scenarios.py``: its :class:`Scenario`, its :class:`Context` (the run
+bookkeeping, the secret scans) and its checks (manifests, results against the emulator's
+fault-free stream, the batch job's merged result), which read what the tasks wrote through
+the deployment, here from the S3 server. What is added: several runs in flight at once, and
+faults that hit the cluster's own parts.
 
 Batches take an hour in this emulator (``PROCESSING_SECONDS``); a scenario ends them when
 it is ready by moving the emulator's clock (:meth:`ClusterDeployment.end_batches`), so every
@@ -11,9 +13,6 @@ wait is exactly as long as the scenario needs, whatever the load of the machine.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import threading
 import time
 from collections import Counter
@@ -21,111 +20,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pendulum
 import requests
-from cluster import BUCKET, TRIGGERERS, WORKERS, ClusterDeployment, E2EFailure, say
-from scenarios import Context, results_bytes
+from cluster import JOB_REQUESTS, TRIGGERERS, WORKERS, ClusterDeployment
+from deployment import E2EFailure, say
+from scenarios import (
+    CHAOS_DAG,
+    CHAOS_HOLD_MARKER,
+    JOB_DAG,
+    NIGHTLY_DAG,
+    Context,
+    Scenario,
+    chaos_dag,
+    check_fetch,
+    check_job_output,
+    check_nightly_run,
+    example_dags,
+)
 
-CLUSTER_DAG = "anthropix_cluster"
 LOAD_DAG = "anthropix_cluster_load"
-NIGHTLY_DAG = "nightly_batch"
-JOB_DAG = "large_job"
-NIGHTLY_REQUESTS = 300
-JOB_REQUESTS = 1200
-HOLD_MARKER = "E2E-CLUSTER-HOLD"
 TERMINAL = ("success", "failed")
 TASKS = ("create_batch", "wait_for_batch", "fetch_results")
-
-
-# -- S3 side ---------------------------------------------------------------------------------
-def s3_key(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or parts.netloc != BUCKET:
-        raise E2EFailure(f"expected an object in s3://{BUCKET}/, got {uri!r}")
-    return parts.path.lstrip("/")
-
-
-def s3_bytes(dep: ClusterDeployment, uri: str) -> bytes:
-    data: bytes = dep.s3().get_object(Bucket=BUCKET, Key=s3_key(uri))["Body"].read()
-    return data
-
-
-def s3_keys(dep: ClusterDeployment, prefix: str) -> list[str]:
-    client, keys, token = dep.s3(), [], None
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page = client.list_objects_v2(**kwargs)
-        keys += [item["Key"] for item in page.get("Contents", [])]
-        token = page.get("NextContinuationToken")
-        if not token:
-            return keys
-
-
-def check_s3_manifest(dep: ClusterDeployment, manifest_uri: str) -> tuple[dict[str, Any], bytes]:
-    """Every file the manifest lists exists in S3 with its size and sha256; returns (manifest, bytes in order)."""
-    manifest = json.loads(s3_bytes(dep, manifest_uri))
-    out = b""
-    for entry in manifest.get("files") or []:
-        uri = str(entry.get("uri"))
-        data = s3_bytes(dep, uri)
-        size = entry.get("size", entry.get("bytes"))
-        if size is not None and int(size) != len(data):
-            raise E2EFailure(f"{uri}: manifest says {size} bytes, the object has {len(data)}")
-        if entry.get("sha256") and entry["sha256"] != hashlib.sha256(data).hexdigest():
-            raise E2EFailure(f"{uri}: sha256 differs from the manifest")
-        out += gzip.decompress(data) if uri.endswith(".gz") else data
-    if not manifest.get("files"):
-        raise E2EFailure(f"manifest {manifest_uri} lists no files")
-    return manifest, out
-
-
-def check_single_batch(ctx: Context, fetched: dict[str, Any], requests_expected: int) -> dict[str, Any]:
-    """A fetch's results in S3 are exactly the API's fault-free stream of its batch."""
-    dep = cluster_dep(ctx)
-    _manifest, written = check_s3_manifest(dep, fetched["manifest"])
-    if not fetched.get("complete"):
-        raise E2EFailure(f"the fetch says the results are incomplete: {fetched}")
-    lines = written.count(b"\n")
-    if lines != requests_expected:
-        raise E2EFailure(f"expected {requests_expected} result lines, S3 holds {lines}")
-    reference = results_bytes(ctx, fetched["batch_id"])
-    if written != reference:
-        raise E2EFailure(f"results in S3 ({len(written)} bytes) differ from the API's stream ({len(reference)})")
-    return {"batch_id": fetched["batch_id"], "lines": requests_expected, "bytes_compared": len(reference)}
-
-
-def check_job_output(ctx: Context, summary: dict[str, Any], requests_expected: int) -> dict[str, Any]:
-    """The job's merged result is the last attempt of every request, byte for byte as the API served it."""
-    dep = cluster_dep(ctx)
-    manifest, written = check_s3_manifest(dep, summary["manifest"])
-    batches = manifest["job"]["batch_list"]
-    last_round: dict[str, int] = {}
-    streams: list[tuple[int, bytes]] = []
-    for entry in batches:
-        data = results_bytes(ctx, entry["batch_id"])
-        streams.append((int(entry["round"]), data))
-        for line in data.splitlines():
-            custom_id = json.loads(line)["custom_id"]
-            last_round[custom_id] = max(last_round.get(custom_id, 0), int(entry["round"]))
-    expected = b"".join(
-        line + b"\n"
-        for round_index, data in streams
-        for line in data.splitlines()
-        if last_round[json.loads(line)["custom_id"]] == round_index
-    )
-    lines = written.count(b"\n")
-    if lines != requests_expected or not summary.get("complete", True):
-        raise E2EFailure(f"expected {requests_expected} merged results, got {lines}: {summary}")
-    if written != expected:
-        raise E2EFailure(
-            f"merged results ({len(written)} bytes) differ from the batches' last attempts ({len(expected)})"
-        )
-    rounds = max((int(b["round"]) for b in batches), default=0)
-    return {"lines": requests_expected, "bytes_compared": len(expected), "batches": len(batches), "rounds": rounds}
 
 
 def cluster_dep(ctx: Context) -> ClusterDeployment:
@@ -133,31 +49,49 @@ def cluster_dep(ctx: Context) -> ClusterDeployment:
     return ctx.dep
 
 
+class ClusterContext(Context):
+    """The e2e context; its secret scan also reads every object in the S3 server."""
+
+    def final_checks(self, results: list[dict[str, Any]]) -> None:
+        super().final_checks(results)
+        dep = cluster_dep(self)
+        keys = dep.s3_keys()
+        scanned, hits = 0, []
+        for key in keys:
+            data = dep.read_bytes(dep.s3_uri(key))
+            scanned += len(data)
+            if self.api_key.encode() in data or self.key_fragment.encode() in data:
+                hits.append(key)
+        if hits:
+            raise E2EFailure(f"the API key leaked into S3 objects: {hits}")
+        results[-1]["s3_objects_scanned"] = len(keys)
+        results[-1]["s3_bytes_scanned"] = scanned
+        expect_no_leak(self)
+
+
+#: checks a finished run (by its run id) and returns what it found
+Check = Callable[[Context, str], dict[str, Any]]
+
+
 # -- runs --------------------------------------------------------------------------------------
 @dataclass
 class Run:
     dag_id: str
     run_id: str
-    check: Callable[[Context, str], dict[str, Any]]
+    check: Check
     batches: Callable[[dict[str, Any]], int] = lambda _outcome: 1
     outcome: dict[str, Any] = field(default_factory=dict)
 
 
-def trigger(ctx: Context, dag_id: str, conf: dict[str, Any], **kwargs: Any) -> str:
-    ctx.dep.wait_dag(dag_id)
-    run_id = ctx.dep.trigger(dag_id, conf, **kwargs)
-    ctx.runs.append((dag_id, run_id))
-    return run_id
-
-
-def cluster_run(ctx: Context, name: str, requests_count: int, hold: str = "") -> Run:
-    conf = {"output": cluster_dep(ctx).s3_uri("cluster", name), "requests": requests_count, "hold": hold}
-    run_id = trigger(ctx, CLUSTER_DAG, conf)
+def cluster_run(ctx: Context, name: str, requests_count: int, crash: str = "") -> Run:
+    """A run of the chaos DAG (``crash``: see the DAG) with its files in S3."""
+    conf = {"output": cluster_dep(ctx).s3_uri("cluster", name), "requests": requests_count, "crash": crash}
+    run_id = ctx.trigger(CHAOS_DAG, conf)
 
     def check(c: Context, rid: str) -> dict[str, Any]:
-        return check_single_batch(c, c.dep.xcom(CLUSTER_DAG, rid, "fetch_results"), requests_count)
+        return check_fetch(c, c.dep.xcom(CHAOS_DAG, rid, "fetch_results"), requests_count)
 
-    return Run(CLUSTER_DAG, run_id, check)
+    return Run(CHAOS_DAG, run_id, check)
 
 
 def finish(ctx: Context, runs: list[Run], timeout: float = 420, tick: float = 6.0) -> list[dict[str, Any]]:
@@ -252,20 +186,13 @@ def run_concurrent(ctx: Context) -> dict[str, Any]:
     for dag_id in (NIGHTLY_DAG, JOB_DAG):
         ctx.dep.wait_dag(dag_id)
     now = pendulum.now("UTC").to_iso8601_string()
-    nightly = trigger(ctx, NIGHTLY_DAG, {"output": dep.s3_uri("nightly", "rest")}, logical_date=now)
-    job = trigger(ctx, JOB_DAG, {"output": dep.s3_uri("large-job", "rest")}, logical_date=now)
-
-    def check_nightly(c: Context, rid: str) -> dict[str, Any]:
-        outcome = check_single_batch(c, c.dep.xcom(NIGHTLY_DAG, rid, "fetch_results"), NIGHTLY_REQUESTS)
-        report = c.dep.xcom(NIGHTLY_DAG, rid, "report")
-        if report.get("batch_id") != outcome["batch_id"]:
-            raise E2EFailure(f"report names batch {report.get('batch_id')}, fetch {outcome['batch_id']}")
-        return outcome
+    nightly = ctx.trigger(NIGHTLY_DAG, {"output": dep.s3_uri("nightly", "rest")}, logical_date=now)
+    job = ctx.trigger(JOB_DAG, {"output": dep.s3_uri("large-job", "rest")}, logical_date=now)
 
     def check_job(c: Context, rid: str) -> dict[str, Any]:
         return check_job_output(c, c.dep.xcom(JOB_DAG, rid, "nightly_job"), JOB_REQUESTS)
 
-    runs.append(Run(NIGHTLY_DAG, nightly, check_nightly))
+    runs.append(Run(NIGHTLY_DAG, nightly, check_nightly_run))
     runs.append(Run(JOB_DAG, job, check_job, batches=lambda o: int(o["batches"])))
     # Unpausing a @daily example starts its latest interval's run too (catchup=False): those runs
     # are part of the load and of the batch count. The nightly one always exists; the job's only
@@ -275,7 +202,10 @@ def run_concurrent(ctx: Context) -> dict[str, Any]:
         lambda: any(r["run_type"] == "scheduled" for r in dep.dag_runs(NIGHTLY_DAG)),
         90,
     )
-    checks = {NIGHTLY_DAG: (check_nightly, lambda _o: 1), JOB_DAG: (check_job, lambda o: int(o["batches"]))}
+    checks: dict[str, tuple[Check, Callable[[dict[str, Any]], int]]] = {
+        NIGHTLY_DAG: (check_nightly_run, lambda _o: 1),
+        JOB_DAG: (check_job, lambda o: int(o["batches"])),
+    }
 
     def scheduled_runs() -> list[Run]:
         new = []
@@ -304,7 +234,7 @@ def run_concurrent(ctx: Context) -> dict[str, Any]:
         raise E2EFailure(f"all tasks ran on one worker: {hosts}")
     job_runs = [r.outcome for r in runs if r.dag_id == JOB_DAG]
     expect_no_leak(ctx)
-    return summary(runs, created, worker_task_counts=dict(hosts), job_rounds=[o["rounds"] for o in job_runs])
+    return summary(runs, created, worker_task_counts=dict(hosts), job_rounds=[o["last_round"] for o in job_runs])
 
 
 def workers_used(ctx: Context, runs: list[Run]) -> Counter[str]:
@@ -340,7 +270,7 @@ def run_triggerer_kill(ctx: Context) -> dict[str, Any]:
     say(f"{survivor} holds all {len(runs)} triggers {takeover}s after the kill")
     finish(ctx, runs)
     created = expect_batches(ctx, before, runs)
-    tries = [int(ctx.dep.task_state(CLUSTER_DAG, r.run_id, "wait_for_batch")["try_number"]) for r in runs]
+    tries = [int(ctx.dep.task_state(CHAOS_DAG, r.run_id, "wait_for_batch")["try_number"]) for r in runs]
     if tries != [1] * len(runs):
         raise E2EFailure(f"a wait needed a retry instead of a takeover: tries {tries}")
     expect_no_leak(ctx)
@@ -352,17 +282,17 @@ def run_worker_kill(ctx: Context) -> dict[str, Any]:
     """SIGKILL the Celery worker running create right after the batch id was recorded; the retry reuses it."""
     dep = cluster_dep(ctx)
     before = ctx.batches_created()
-    run = cluster_run(ctx, "worker-kill", 222, hold="after_record")
+    run = cluster_run(ctx, "worker-kill", 222, crash="hold_after_record")
     ctx.dep.wait_for(
         "the create to record its batch",
         lambda: (
             ctx.batches_created() > before
-            and HOLD_MARKER in ctx.dep.task_log(CLUSTER_DAG, run.run_id, "create_batch", 1)
+            and CHAOS_HOLD_MARKER in ctx.dep.task_log(CHAOS_DAG, run.run_id, "create_batch", 1)
         ),
         180,
         interval=0.5,
     )
-    host = str(ctx.dep.task_state(CLUSTER_DAG, run.run_id, "create_batch")["hostname"])
+    host = str(ctx.dep.task_state(CHAOS_DAG, run.run_id, "create_batch")["hostname"])
     if host not in WORKERS:
         raise E2EFailure(f"create ran on {host!r}, not a worker")
     other = next(n for n in WORKERS if n != host)
@@ -371,10 +301,10 @@ def run_worker_kill(ctx: Context) -> dict[str, Any]:
     finish(ctx, [run], timeout=300)
     recovery = round(time.monotonic() - t, 1)
     created = expect_batches(ctx, before, [run])
-    ti = ctx.dep.task_state(CLUSTER_DAG, run.run_id, "create_batch")
+    ti = ctx.dep.task_state(CHAOS_DAG, run.run_id, "create_batch")
     if int(ti["try_number"]) != 2 or ti["hostname"] != other:
         raise E2EFailure(f"expected try 2 of create on {other}: try {ti['try_number']} on {ti['hostname']}")
-    log = ctx.dep.task_log(CLUSTER_DAG, run.run_id, "create_batch", 2)
+    log = ctx.dep.task_log(CHAOS_DAG, run.run_id, "create_batch", 2)
     if "Reusing batch" not in log:
         raise E2EFailure(f"the retry does not say it reused the batch:\n{log[-2000:]}")
     expect_no_leak(ctx)
@@ -494,7 +424,7 @@ def run_load(ctx: Context) -> dict[str, Any]:
     stats0 = dep.emu_stats()
     armer = FaultArmer(dep.emulator_url, LOAD_FAULT_RATE, dep.emu_headers)
     armer.start_calls, armer.start_fired = int(stats0["calls"].get("retrieve", 0)), int(stats0["faults_fired"])
-    run_id = trigger(ctx, LOAD_DAG, {"batches": LOAD_WAITS})
+    run_id = ctx.trigger(LOAD_DAG, {"batches": LOAD_WAITS})
     ids: list[str] = ctx.dep.wait_for(
         "the load's batches to be created",
         lambda: (
@@ -581,29 +511,22 @@ def run_load(ctx: Context) -> dict[str, Any]:
 
 
 # -- the list --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClusterScenario:
-    name: str
-    doc: str
-    run: Callable[[Context], dict[str, Any]]
-    chaos: bool = False
-
-
 def dag_files(repo: Path) -> list[Path]:
+    """Every scenario runs with all the cluster's DAGs (the examples' own scheduled runs are part of the load)."""
     here = Path(__file__).resolve().parent / "dags"
-    return [repo / "example_dags", here / "anthropix_cluster.py", here / "anthropix_cluster_load.py"]
+    return [*example_dags(repo), *chaos_dag(repo), here / "anthropix_cluster_load.py"]
 
 
-SCENARIOS: list[ClusterScenario] = [
-    ClusterScenario("concurrent", "example DAGs + cluster runs at once, results in S3", run_concurrent),
-    ClusterScenario(
-        "triggerer-kill", "SIGKILL the triggerer holding the waits (HA takeover)", run_triggerer_kill, True
-    ),
-    ClusterScenario("worker-kill", "SIGKILL the Celery worker right after create recorded", run_worker_kill, True),
-    ClusterScenario("postgres-restart", "PostgreSQL down 10 s during the waits", run_postgres_restart, True),
-    ClusterScenario(
-        "redis-restart", "Redis down 15 s during the waits; batches end meanwhile", run_redis_restart, True
-    ),
-    ClusterScenario("scheduler-pause", "scheduler stopped for a minute mid-run", run_scheduler_pause, True),
-    ClusterScenario("load", "100 deferred waits over two triggerers, 5% API faults", run_load),
+def _scenario(name: str, doc: str, run: Callable[[Context], dict[str, Any]], chaos: bool = False) -> Scenario:
+    return Scenario(name, doc, run, dag_files, chaos=chaos)
+
+
+SCENARIOS: list[Scenario] = [
+    _scenario("concurrent", "example DAGs + cluster runs at once, results in S3", run_concurrent),
+    _scenario("triggerer-kill", "SIGKILL the triggerer holding the waits (HA takeover)", run_triggerer_kill, True),
+    _scenario("worker-kill", "SIGKILL the Celery worker right after create recorded", run_worker_kill, True),
+    _scenario("postgres-restart", "PostgreSQL down 10 s during the waits", run_postgres_restart, True),
+    _scenario("redis-restart", "Redis down 15 s during the waits; batches end meanwhile", run_redis_restart, True),
+    _scenario("scheduler-pause", "scheduler stopped for a minute mid-run", run_scheduler_pause, True),
+    _scenario("load", "100 deferred waits over two triggerers, 5% API faults", run_load),
 ]
