@@ -12,6 +12,7 @@ here, so there is one splitter.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 Piece = bytes | memoryview
@@ -77,3 +78,13 @@ class ResultLines:
     def finish(self) -> list[dict[str, Any]]:
         """The last result when the stream did not end with a newline."""
         return [parse_result_line(line) for line in lines_of(self._splitter.finish())]
+
+
+def line_blocks(chunks: Iterable[bytes]) -> Iterator[Piece]:
+    """Pieces of complete lines from a stream of chunks, the last line included even without its newline."""
+    splitter = BlockSplitter()
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    tail = splitter.finish()
+    if tail.strip():
+        yield tail

@@ -42,6 +42,8 @@ from urllib.parse import unquote
 
 import msgspec
 
+from airflow_provider_anthropix.api.json_types import json_type
+
 REFUSAL_MARKER = "[[emulator:refusal]]"
 MAX_TOKENS_MARKER = "[[emulator:max-tokens]]"
 SCHEMA_INVALID_MARKER = "[[emulator:schema-invalid]]"
@@ -250,9 +252,9 @@ class _Generator:
         if isinstance(kind, list) and kind and all(isinstance(k, str) for k in kind):
             return set(kind)
         if isinstance(schema.get("enum"), list) and schema["enum"]:
-            return {_json_type(v) for v in schema["enum"]}
+            return {json_type(v) for v in schema["enum"]}
         if "const" in schema:
-            return {_json_type(schema["const"])}
+            return {json_type(schema["const"])}
         branches = schema.get("anyOf", schema.get("oneOf"))
         if isinstance(branches, list) and branches:
             found: set[str] = set()
@@ -504,20 +506,6 @@ def _span(low: _N | None, high: _N | None, width: _N) -> tuple[_N, _N]:
     if low is None:
         return (width - width, width) if high is None else (high - width, high)
     return (low, low + width) if high is None else (low, high)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def _uuid(rng: random.Random) -> str:

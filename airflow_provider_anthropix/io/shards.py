@@ -29,7 +29,7 @@ from airflow_provider_anthropix.api import EncodedBody, ValidationProblem
 from airflow_provider_anthropix.api.digests import IdSetDigest, content_digest, new_content_hash
 from airflow_provider_anthropix.api.errors import AnthropixError
 from airflow_provider_anthropix.api.limits import MAX_BODY_BYTES, MAX_REQUESTS
-from airflow_provider_anthropix.api.lines import BlockSplitter, lines_of
+from airflow_provider_anthropix.api.lines import BlockSplitter, line_blocks, lines_of
 from airflow_provider_anthropix.api.validation import BatchChecker
 from airflow_provider_anthropix.io.requests_file import (
     BODY_HEAD,
@@ -457,7 +457,6 @@ def scan_for_retries(chunks: Iterable[bytes], *, retry_error_types: Collection[s
     never retried; errors of other types are counted by type for the job's report.
     """
     scan = RetryScan()
-    splitter = BlockSplitter()
     ids = IdSetDigest()
 
     by_model = scan.tokens_by_model
@@ -491,12 +490,8 @@ def scan_for_retries(chunks: Iterable[bytes], *, retry_error_types: Collection[s
                     error_type = error_type[:64]  # from the server: capped before it reaches a message
                     scan.permanent_errors[error_type] = scan.permanent_errors.get(error_type, 0) + 1
 
-    for chunk in chunks:
-        for piece in splitter.feed(chunk):
-            handle(piece)
-    tail = splitter.finish()
-    if tail.strip():
-        handle(tail)
+    for piece in line_blocks(chunks):
+        handle(piece)
     scan.ids_digest = ids.hexdigest()
     return scan
 

@@ -408,15 +408,20 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         """The job's files, input and export (a subclass exports its own way: the table operator)."""
         from airflow_provider_anthropix.io.job_files import JobWorkspace
 
-        return JobWorkspace(
-            root,
-            requests_path=requests_path,
-            destination=destination,
-            plan=plan,
-            export_options=self.export_options,
-            logger=self.log,
-            should_stop=lambda: self._kill_requested,
-        )
+        return JobWorkspace(root, **self._workspace_arguments(requests_path, destination, plan))
+
+    def _workspace_arguments(
+        self, requests_path: ObjectStoragePath, destination: ObjectStoragePath, plan: PlanOptions
+    ) -> dict[str, Any]:
+        """What every job workspace is given, whichever export it does."""
+        return {
+            "requests_path": requests_path,
+            "destination": destination,
+            "plan": plan,
+            "export_options": self.export_options,
+            "logger": self.log,
+            "should_stop": lambda: self._kill_requested,
+        }
 
     def _sweep_earlier_jobs(self) -> None:
         """After an export: remove the folders of this destination's earlier jobs that are over (docs/jobs.md)."""

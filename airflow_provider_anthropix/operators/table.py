@@ -257,12 +257,7 @@ class BatchTableOperator(BatchJobOperator):
                 "derived_ids": facts.get("derived_ids"),
                 "output_schema": self.output_schema,
             },
-            requests_path=requests_path,
-            destination=destination,
-            plan=plan,
-            export_options=self.export_options,
-            logger=self.log,
-            should_stop=lambda: self._kill_requested,
+            **self._workspace_arguments(requests_path, destination, plan),
         )
 
 

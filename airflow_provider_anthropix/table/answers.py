@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_anthropix.api.lines import BlockSplitter
+from airflow_provider_anthropix.api.lines import line_blocks
 from airflow_provider_anthropix.cost.pricing import ModelPrice, PriceTable, UnknownModelPrice, model_price
 from airflow_provider_anthropix.table.schema import Checker, answer_fields, arrow_type, arrow_value, compile_checker
 
@@ -104,9 +104,7 @@ def invalid_output_ids(chunks: Iterable[bytes], schema: Mapping[str, Any]) -> se
     """The custom_ids of one batch's succeeded answers that do not hold to ``schema`` (for a retry round)."""
     checker = compile_checker(schema)
     found: set[str] = set()
-    splitter = BlockSplitter()
-
-    def block(piece: bytes | memoryview) -> None:
+    for piece in line_blocks(chunks):
         for line in _LINE.decode_lines(bytes(piece)):
             message = line.result.message
             if line.result.type != "succeeded" or message is None:
@@ -114,13 +112,6 @@ def invalid_output_ids(chunks: Iterable[bytes], schema: Mapping[str, Any]) -> se
             text = "".join(b.text for b in message.content if b.type == "text" and b.text is not None)
             if parse_answer(checker, text, message.stop_reason)[1] is not None:
                 found.add(line.custom_id)
-
-    for chunk in chunks:
-        for piece in splitter.feed(chunk):
-            block(piece)
-    tail = splitter.finish()
-    if tail.strip():
-        block(tail)
     return found
 
 
@@ -207,13 +198,8 @@ class AnswerReader:
     def read(self, chunks: Iterable[bytes], *, batch_id: str, drop: Iterable[str] = ()) -> None:
         """Every line of one batch's results, except the custom_ids in ``drop`` (sent again later)."""
         dropped = drop if isinstance(drop, (set, frozenset)) else set(drop)
-        splitter = BlockSplitter()
-        for chunk in chunks:
-            for block in splitter.feed(chunk):
-                self._block(block, batch_id, dropped)
-        tail = splitter.finish()
-        if tail.strip():
-            self._block(tail, batch_id, dropped)
+        for block in line_blocks(chunks):
+            self._block(block, batch_id, dropped)
 
     def _block(self, block: bytes | memoryview, batch_id: str, drop: Any) -> None:
         lines = _LINE.decode_lines(bytes(block))

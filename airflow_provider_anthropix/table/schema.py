@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_anthropix.api.errors import AnthropixError
+from airflow_provider_anthropix.api.json_types import json_type
 
 if TYPE_CHECKING:
     import pyarrow
@@ -78,24 +79,8 @@ def _types(node: Mapping[str, Any]) -> list[str]:
         return [t for t in declared if isinstance(t, str)]
     if "enum" in node or "const" in node:
         values = node.get("enum", [node.get("const")])
-        return sorted({_json_type(v) for v in values})
+        return sorted({json_type(v) for v in values})
     return []
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def _alternatives(node: Mapping[str, Any]) -> list[Any] | None:
@@ -143,7 +128,7 @@ def _compile(node_in: Any, root: Mapping[str, Any]) -> Checker:
         def type_check(value: Any, path: str) -> str | None:
             if any(test(value) for test in tests):
                 return None
-            return f"{path} is {_json_type(value)}, expected {wanted}"
+            return f"{path} is {json_type(value)}, expected {wanted}"
 
         checks.append(type_check)
     if "enum" in node and isinstance(node["enum"], list):
