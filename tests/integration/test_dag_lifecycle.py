@@ -8,9 +8,7 @@ DAG in a bundle) and imported from there.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,7 @@ import pytest
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
 from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-from tests.support.airflow import DAG_OPEN, load_dag_source, states
-from tests.support.paths import REPO
+from tests.support.airflow import DAG_OPEN, load_dag_source, load_example_dag, states
 
 try:
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401
@@ -269,13 +266,7 @@ def test_nightly_example_dag_end_to_end(
     output = tmp_path / "nightly"
     monkeypatch.setenv("ANTHROPIX_NIGHTLY_OUTPUT", output.as_uri())
     monkeypatch.setenv("ANTHROPIX_NIGHTLY_POLL_INTERVAL", "0.2")
-    target = airflow_dags / "example_nightly"
-    shutil.copytree(REPO / "example_dags", target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    spec = importlib.util.spec_from_file_location("example_nightly_batch", target / "nightly_batch.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag_run = module.dag.test()
+    dag_run = load_example_dag(airflow_dags, "nightly_batch.py").test()
     assert set(states(dag_run).values()) == {"success"}, states(dag_run)
     manifests = list(output.rglob("_manifest.json"))
     assert len(manifests) == 1

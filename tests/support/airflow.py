@@ -107,3 +107,18 @@ def write_prompts(path: Path, ids: list[str], markers: dict[str, str] | None = N
             text = f"question {custom_id} {markers.get(custom_id, '')}".strip()
             fh.write(json.dumps({"custom_id": custom_id, "params": {"messages": [{"role": "user", "content": text}]}}))
             fh.write("\n")
+
+
+def load_example_dag(dags: Path, file_name: str) -> Any:
+    """Copy ``example_dags/`` into the DAGs folder (``dag.test()`` needs a bundle) and import ``file_name``'s ``dag``."""
+    import shutil
+
+    from tests.support.paths import REPO
+
+    target = dags / f"example_{Path(file_name).stem}"
+    shutil.copytree(REPO / "example_dags", target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = importlib.util.spec_from_file_location(f"example_{Path(file_name).stem}", target / file_name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag

@@ -17,8 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_anthropix.emulator import EmulatorHandle
-from tests.support.airflow import DAG_OPEN, load_dag_source, states
-from tests.support.paths import REPO
+from tests.support.airflow import DAG_OPEN, load_dag_source, load_example_dag, states
 
 HEADER = """
 import json
@@ -224,20 +223,11 @@ def test_the_example_review_triage_dag_runs_offline(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import importlib.util
-    import shutil
-
     output = tmp_path / "output"
     monkeypatch.setenv("ANTHROPIX_TABLE_OUTPUT", output.as_uri())
     monkeypatch.setenv("ANTHROPIX_TABLE_POLL_INTERVAL", "0.2")
     monkeypatch.setenv("ANTHROPIX_TABLE_ROWS", "40")
-    target = airflow_dags / "example_table"
-    shutil.copytree(REPO / "example_dags", target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    spec = importlib.util.spec_from_file_location("example_review_triage", target / "review_triage.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    run = module.dag.test()
+    run = load_example_dag(airflow_dags, "review_triage.py").test()
     assert set(states(run).values()) == {"success"}, states(run)
     (manifest,) = output.rglob("_manifest.json")
     table = read_output(manifest.parent)
