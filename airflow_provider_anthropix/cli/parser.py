@@ -37,9 +37,9 @@ _EPILOG = "exit status:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meani
 
 _CREDENTIALS = """\
 credentials (one of):
-  --conn-id ID     an Airflow connection of type anthropix, looked up the way a task outside
-                   the metadata database sees it: AIRFLOW_CONN_<ID> environment variables and
-                   the configured secrets backend (default: anthropix_default)
+  --conn-id ID     an Airflow connection of type anthropix (default: anthropix_default): the
+                   AIRFLOW_CONN_<ID> environment variable (JSON or URI, read without importing
+                   Airflow), else the configured secrets backend, through Airflow
   --base-url URL   the API's address; the key is read from the ANTHROPIC_API_KEY environment
                    variable (never pass a key as a flag: it would land in shell history)
 """
