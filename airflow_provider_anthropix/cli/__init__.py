@@ -27,10 +27,18 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
         PermissionDeniedError,
         ResultsHostError,
     )
-    from airflow_provider_anthropix.cli.commands import ExportFailed, NotEndedError, UsageError, WaitTimeout
+    from airflow_provider_anthropix.cli.commands import (
+        ArchiveIncomplete,
+        ExportFailed,
+        NotEndedError,
+        UsageError,
+        WaitTimeout,
+    )
     from airflow_provider_anthropix.cli.credentials import CredentialsError
     from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 
+    if isinstance(exc, ArchiveIncomplete):
+        return _status_of(exc.first)[0], f"archive incomplete: {exc}"
     if isinstance(exc, UsageError):
         return 2, str(exc)
     if isinstance(exc, NotFoundError):
@@ -97,6 +105,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             return commands.batches_cancel(client, args, out, err)
         if args.action == "delete":
             return commands.batches_delete(client, args, out)
+        if args.action == "archive":
+            return commands.batches_archive(client, args, out, err)
         return commands.batches_results(client, args, out, err)
     except KeyboardInterrupt:
         err.write("interrupted\n")

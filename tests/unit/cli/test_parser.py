@@ -36,7 +36,7 @@ def test_docs_exit_table_matches_the_codes() -> None:
 
 def test_reference_covers_every_action() -> None:
     rendered = reference.render()
-    for action in ("list", "show", "wait", "cancel", "delete", "results"):
+    for action in ("list", "show", "wait", "cancel", "delete", "results", "archive"):
         assert f"### `anthropix batches {action}`" in rendered
     assert "--conn-id ID" in rendered and "exit status:" in rendered
 
@@ -81,3 +81,30 @@ def test_progress_bar() -> None:
 def test_table_aligns_columns_and_numbers_right() -> None:
     text = table(["ID", "N"], [["a", "1"], ["longer", "1,000"]], right=frozenset({1}))
     assert text.splitlines() == ["ID          N", "a           1", "longer  1,000"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("20d", 20 * 86_400),
+        ("36h", 36 * 3600),
+        ("90m", 5400),
+        ("2w", 14 * 86_400),
+        ("1d12h", 129_600),
+        ("1.5D", 129_600),
+    ],
+)
+def test_archive_older_than_takes_an_age(text: str, seconds: int) -> None:
+    from airflow_provider_anthropix.cli.parser import build_parser
+
+    args = build_parser().parse_args(["batches", "archive", "--to", "/x", "--older-than", text])
+    assert args.older_than.total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["20", "d", "20 days", "3x", "1d-2h", ""])
+def test_archive_older_than_refuses_anything_else(text: str) -> None:
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stderr", err)
+        status = main(["batches", "archive", "--to", "/x", "--older-than", text], out=io.StringIO(), err=err)
+    assert status == 2 and "expected an age such as 20d" in err.getvalue()
