@@ -34,10 +34,14 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from airflow_provider_anthropix.api.retention import parse_age
+
 DEFAULT_DESTINATION = (Path(__file__).resolve().parents[1] / "out" / "archive").as_uri()
 DESTINATION = os.environ.get("ANTHROPIX_ARCHIVE_DESTINATION") or DEFAULT_DESTINATION
 DESTINATION_CONN_ID = os.environ.get("ANTHROPIX_ARCHIVE_DESTINATION_CONN_ID") or None
 OLDER_THAN = os.environ.get("ANTHROPIX_ARCHIVE_OLDER_THAN", "")
+if OLDER_THAN.strip():
+    parse_age(OLDER_THAN)  # a mistyped age fails when the DAG is parsed, not at midnight
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ with DAG(
         from airflow.sdk.exceptions import AirflowException
 
         from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
-        from airflow_provider_anthropix.io.archive import archive_batches, parse_age
+        from airflow_provider_anthropix.io.archive import archive_batches
         from airflow_provider_anthropix.io.publish import resolve_destination
 
         hook = AnthropixHook()

@@ -36,7 +36,7 @@ from pendulum import DateTime
 
 from airflow_provider_anthropix.api.errors import NotFoundError
 from airflow_provider_anthropix.api.models import MessageBatch
-from airflow_provider_anthropix.api.retention import RESULTS_KEPT, parse_age
+from airflow_provider_anthropix.api.retention import RESULTS_KEPT
 from airflow_provider_anthropix.io.export import ExportOptions, export_results
 from airflow_provider_anthropix.io.publish import (
     MANIFEST_NAME,
@@ -61,8 +61,6 @@ EXPIRED = "expired"
 FAILED = "failed"
 NOT_ENDED = "not_ended"
 STATUSES = (EXPORTED, ALREADY_ARCHIVED, EXPIRED, FAILED, NOT_ENDED)
-
-__all__ = ["RESULTS_KEPT", "ArchiveEntry", "ArchiveReport", "archive_batches", "archived_manifest", "parse_age"]
 
 log = logging.getLogger(__name__)
 
