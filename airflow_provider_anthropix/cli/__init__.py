@@ -1,8 +1,9 @@
 """``anthropix``: operate Message Batches from a terminal, on the same clients as the operators.
 
 Imports are deferred to the command that needs them: ``anthropix --help`` loads argparse
-only, ``--base-url`` commands never import Airflow, and ``--conn-id`` ones import it only to
-read the connection. Exit statuses are listed in :data:`parser.EXIT_CODES`.
+only; ``--base-url`` commands, and ``--conn-id`` ones whose ``AIRFLOW_CONN_<ID>`` is set, never
+import Airflow (other ``--conn-id`` ones import it only to read the connection; ``results -o``
+and ``archive`` for the object-storage path). Exit statuses are listed in :data:`parser.EXIT_CODES`.
 """
 
 from __future__ import annotations
