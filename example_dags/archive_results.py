@@ -13,6 +13,8 @@ Batches whose results expire within 3 days are logged as warnings; those already
 listed in the task's return value. A batch that cannot be exported does not stop the
 others; the task then fails naming it, and its retry exports only what is still missing.
 
+The DAG is paused when first deployed (``is_paused_upon_creation=True``): unpause it to start.
+
 Settings (environment, read when the DAG is parsed, or the DAG params per run):
 
 - ``ANTHROPIX_ARCHIVE_DESTINATION``: archive folder URI (``file:///...``, ``s3://bucket/prefix``);
@@ -51,6 +53,9 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # It reads every batch of the key and writes to the archive: switched on by a person (unpause
+    # it), not by a deployment that happens to load the example DAGs unpaused.
+    is_paused_upon_creation=True,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
         "destination": Param(DESTINATION, type="string", description="Archive folder URI"),
