@@ -1,8 +1,9 @@
 """``anthropix``: operate Message Batches from a terminal, on the same clients as the operators.
 
 Imports are deferred to the command that needs them: ``anthropix --help`` loads argparse
-only, ``--base-url`` commands never import Airflow, and ``--conn-id`` ones import it only to
-read the connection. Exit statuses are listed in :data:`parser.EXIT_CODES`.
+only; ``--base-url`` commands, and ``--conn-id`` ones whose ``AIRFLOW_CONN_<ID>`` is set, never
+import Airflow (other ``--conn-id`` ones import it only to read the connection; ``results -o``
+and ``archive`` for the object-storage path). Exit statuses are listed in :data:`parser.EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,18 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
         PermissionDeniedError,
         ResultsHostError,
     )
-    from airflow_provider_anthropix.cli.commands import ExportFailed, NotEndedError, UsageError, WaitTimeout
+    from airflow_provider_anthropix.cli.commands import (
+        ArchiveIncomplete,
+        ExportFailed,
+        NotEndedError,
+        UsageError,
+        WaitTimeout,
+    )
     from airflow_provider_anthropix.cli.credentials import CredentialsError
     from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 
+    if isinstance(exc, ArchiveIncomplete):
+        return _status_of(exc.first)[0], f"archive incomplete: {exc}"
     if isinstance(exc, UsageError):
         return 2, str(exc)
     if isinstance(exc, NotFoundError):
@@ -97,6 +106,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             return commands.batches_cancel(client, args, out, err)
         if args.action == "delete":
             return commands.batches_delete(client, args, out)
+        if args.action == "archive":
+            return commands.batches_archive(client, args, out, err)
         return commands.batches_results(client, args, out, err)
     except KeyboardInterrupt:
         err.write("interrupted\n")

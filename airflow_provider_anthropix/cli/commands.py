@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TextIO
 
 from airflow_provider_anthropix.api.errors import AnthropixError
@@ -54,6 +54,14 @@ class WaitTimeout(AnthropixError):
 
 class ExportFailed(AnthropixError):
     """The results export refused its destination or the stream (exit status 8)."""
+
+
+class ArchiveIncomplete(AnthropixError):
+    """``archive``: some batches could not be archived; the exit status is that of ``first``, the first failure."""
+
+    def __init__(self, message: str, first: BaseException) -> None:
+        super().__init__(message)
+        self.first = first
 
 
 def _emit_json(value: Any, out: TextIO) -> None:
@@ -203,7 +211,7 @@ def _local_path(output: str) -> str | None:
     return os.path.abspath(target)
 
 
-def _refuse_symlinked_output(output: str) -> None:
+def _refuse_symlinked_output(output: str, flag: str = "-o") -> None:
     """``-o`` may not be a symbolic link (exit status 2), checked before anything is downloaded.
 
     The export writes into its folder and removes there what it would itself write (stale
@@ -217,8 +225,8 @@ def _refuse_symlinked_output(output: str) -> None:
     bare = path.rstrip("/") or "/"
     if os.path.islink(bare):
         raise UsageError(
-            f"-o {output}: is a symbolic link (to {os.readlink(bare)}); the export writes and removes files in "
-            f"its folder, so it does not follow links: give the real folder, e.g. -o {os.path.realpath(bare)}"
+            f"{flag} {output}: is a symbolic link (to {os.readlink(bare)}); the export writes and removes files in "
+            f"its folder, so it does not follow links: give the real folder, e.g. {flag} {os.path.realpath(bare)}"
         )
 
 
@@ -277,4 +285,56 @@ def _results_export(
     out.write(f"manifest: {summary['manifest']}\n")
     if cost is not None:
         out.write(f"estimated cost: ${cost:,.4f}\n")
+    return 0
+
+
+def _stderr_logger(err: TextIO) -> logging.Logger:
+    """A logger of its own (no parent, no global state) whose warnings go to ``err`` as ``anthropix: warning: ...``."""
+    logger = logging.Logger("anthropix.archive", level=logging.WARNING)
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("anthropix: warning: %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def batches_archive(client: BatchClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Export every ended batch not archived yet to ``--to/<batch_id>/`` (:func:`io.archive.archive_batches`)."""
+    from airflow_provider_anthropix.io.archive import archive_batches
+    from airflow_provider_anthropix.io.export import ExportOptions
+    from airflow_provider_anthropix.io.publish import DestinationError, resolve_destination
+
+    _refuse_symlinked_output(args.to, flag="--to")
+    target = args.to.strip()
+    if "://" not in target:
+        target = os.path.abspath(target)  # a path is relative to where the person typed it
+
+    def with_bar(batch: MessageBatch, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        with Bar(batch.id, batch.request_counts.total, "results", stream=err, min_interval=2.0) as bar:
+            yield from counted(chunks, bar)
+
+    try:
+        destination = resolve_destination(target, args.destination_conn_id)
+        report = archive_batches(
+            client,
+            destination,
+            older_than=args.older_than,
+            options=ExportOptions(progress_interval=3600.0),  # the bar shows progress; no log lines on top
+            logger=_stderr_logger(err),
+            wrap_stream=with_bar,
+        )
+    except DestinationError as exc:
+        raise ExportFailed(str(exc)) from None
+    if args.json:
+        _emit_json(report.to_dict(), out)
+    else:
+        out.write(render.archive_report(report) + "\n")
+    if report.errors:
+        batch_id, first = report.errors[0]
+        if isinstance(first, ValueError | OSError | DestinationError):
+            first = ExportFailed(str(first))
+        raise ArchiveIncomplete(
+            f"{len(report.errors)} of {len(report.entries)} batches could not be archived; the first, {batch_id}: "
+            f"{first}",
+            first,
+        )
     return 0

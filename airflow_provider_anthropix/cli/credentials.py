@@ -1,10 +1,12 @@
 """Which key and address a command uses: an Airflow connection, or ``--base-url`` + ``ANTHROPIC_API_KEY``.
 
-With ``--conn-id`` the connection is read through the provider's hook, so the CLI sees what
-Airflow's SDK sees outside a task: ``AIRFLOW_CONN_<ID>`` environment variables, then the
-secrets backend of ``[secrets] backend``. The SDK does not open the metadata database there
-(only tasks, through the api-server, and server processes do), so a connection kept only in
-the database is not found; the error says how to export it (see docs/operate.md).
+With ``--conn-id`` the connection comes from ``AIRFLOW_CONN_<ID>`` when that variable is set,
+read without importing Airflow (:mod:`.env_connection`: a command then answers in well under
+a second instead of 5-6 s). Only when it is not set is Airflow imported, to ask the secrets
+backend of ``[secrets] backend`` through the provider's hook, as Airflow's SDK does outside a
+task. The SDK does not open the metadata database there (only tasks, through the api-server,
+and server processes do), so a connection kept only in the database is not found; the error
+says how to export it (see docs/operate.md).
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def not_in_db_hint(conn_id: str) -> str:
 def open_client(conn_id: str | None, base_url: str | None, api_version: str | None) -> BatchClient:
     """A ready client with ``get_batch``, ``list_batches``, ``cancel_batch``, ``delete_batch``, ``iter_result_bytes``.
 
-    ``--base-url`` builds a :class:`SyncClient` without importing Airflow; ``--conn-id``
-    (the default) goes through :class:`AnthropixHook`, as the operators do.
+    ``--base-url``, and ``--conn-id`` (the default) whose ``AIRFLOW_CONN_<ID>`` is set, build a
+    :class:`SyncClient` without importing Airflow, with the hook's own checks of the settings;
+    any other ``--conn-id`` goes through :class:`AnthropixHook` and Airflow's secrets backends.
     """
     from airflow_provider_anthropix.hooks.settings import config_from_connection
 
@@ -81,6 +84,20 @@ def open_client(conn_id: str | None, base_url: str | None, api_version: str | No
     if api_version is not None:
         raise CredentialsError("--api-version applies to --base-url; a connection sets extra.anthropic_version")
     conn_id = conn_id or DEFAULT_CONN_ID
+    from airflow_provider_anthropix.cli.env_connection import read_env_connection
+
+    found = read_env_connection(conn_id)
+    if found is not None:
+        from airflow_provider_anthropix.api.redact import Redactor
+        from airflow_provider_anthropix.api.sync_client import SyncClient
+        from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
+
+        try:
+            config = config_from_connection(conn_id, found)
+        except ConnectionSettingsError as exc:
+            # The checks never quote the key; a key typed into another field would still be one.
+            raise ConnectionSettingsError(Redactor(found.secrets())(str(exc))) from None
+        return SyncClient(config)
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook

@@ -1,6 +1,7 @@
 """The ``anthropix`` command line's flags, in plain :mod:`argparse`.
 
-Kept apart from the commands and free of imports beyond the standard library: ``anthropix
+Kept apart from the commands and free of imports beyond the standard library (and
+:mod:`~airflow_provider_anthropix.api.retention`, which is standard library only): ``anthropix
 --help`` and a mistyped flag answer at once, and ``docs/operate.md``'s reference is rendered
 from this parser (:mod:`airflow_provider_anthropix.cli.reference`), so the two cannot drift.
 """
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+from datetime import timedelta
+
+from airflow_provider_anthropix.api.retention import parse_age
 
 PROG = "anthropix"
 #: Help is wrapped at a fixed width, so the generated reference is the same on every terminal.
@@ -37,9 +41,9 @@ _EPILOG = "exit status:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meani
 
 _CREDENTIALS = """\
 credentials (one of):
-  --conn-id ID     an Airflow connection of type anthropix, looked up the way a task outside
-                   the metadata database sees it: AIRFLOW_CONN_<ID> environment variables and
-                   the configured secrets backend (default: anthropix_default)
+  --conn-id ID     an Airflow connection of type anthropix (default: anthropix_default): the
+                   AIRFLOW_CONN_<ID> environment variable (JSON or URI, read without importing
+                   Airflow), else the configured secrets backend, through Airflow
   --base-url URL   the API's address; the key is read from the ANTHROPIC_API_KEY environment
                    variable (never pass a key as a flag: it would land in shell history)
 """
@@ -67,6 +71,13 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _credential_flags(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     make = functools.partial(argparse.ArgumentParser, formatter_class=_formatter)
     parser = make(
         prog=PROG,
-        description="Operate Anthropic Message Batches from a terminal: list, watch, cancel, delete, download.",
+        description=(
+            "Operate Anthropic Message Batches from a terminal: list, watch, cancel, delete, download, archive."
+        ),
         epilog=_CREDENTIALS + "\n" + _EPILOG,
     )
     parser.add_argument("--version", action="store_true", help="print the provider's version and exit")
@@ -110,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     batches = commands.add_parser(
         "batches",
-        help="list, show, wait for, cancel, delete and download batches",
+        help="list, show, wait for, cancel, delete, download and archive batches",
         description="Message batches of one API key (one Airflow connection).",
         formatter_class=_formatter,
         epilog=_CREDENTIALS + "\n" + _EPILOG,
@@ -207,6 +220,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_flag(results, "the export summary (with -o)")
     _credential_flags(results)
+
+    archive = sub(
+        "archive",
+        help="keep the results of every ended batch before they expire",
+        description=(
+            "Export the results of every ended batch of the key that are not archived yet, each to\n"
+            "<DEST>/<batch_id>/ (results.jsonl and _manifest.json, the export of `results -o`), before the\n"
+            "API drops them 29 days after the batch was created. A batch counts as archived when\n"
+            "<DEST>/<batch_id>/_manifest.json is a complete export of that batch whose files are there;\n"
+            "anything else is exported again. Run it again and it exports nothing new. Batches whose\n"
+            "results expire within 3 days get a warning on standard error; those already gone are listed.\n"
+            "A batch that fails does not stop the others; the exit status is then the first failure's."
+        ),
+    )
+    archive.add_argument(
+        "--to",
+        dest="to",
+        metavar="DEST",
+        required=True,
+        help=(
+            "archive folder: a path, file:///..., s3://bucket/prefix, ...; a symbolic link is refused: "
+            "give the real folder"
+        ),
+    )
+    archive.add_argument(
+        "--older-than",
+        type=_age,
+        default=None,
+        metavar="AGE",
+        help="only batches created at least this long ago: 20d, 36h, 90m, 1d12h (default: every ended batch)",
+    )
+    archive.add_argument(
+        "--destination-conn-id",
+        metavar="ID",
+        default=None,
+        help="Airflow connection of the store (e.g. an aws one for s3://)",
+    )
+    _json_flag(archive, "the report (every batch looked at, and the counts)")
+    _credential_flags(archive)
 
     commands.add_parser(
         "emulator",

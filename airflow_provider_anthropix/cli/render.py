@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_provider_anthropix.api.models import MessageBatch
+
+if TYPE_CHECKING:
+    from airflow_provider_anthropix.io.archive import ArchiveReport
 
 BAR_WIDTH = 16
 
@@ -88,3 +91,46 @@ def batch_details(batch: MessageBatch, stream: TextIO | None = None) -> str:
     kinds = counts.to_dict()
     counts_table = table(list(kinds), [[f"{n:,}" for n in kinds.values()]], right=frozenset(range(len(kinds))))
     return f"{head}\n\n{counts_table}"
+
+
+ARCHIVE_HEADERS = ("BATCH", "CREATED", "RESULTS UNTIL", "LINES", "ARCHIVE")
+_ARCHIVE_LABELS = {
+    "exported": "exported",
+    "already_archived": "already archived",
+    "expired": "EXPIRED: results gone",
+    "failed": "FAILED",
+    "not_ended": "not ended yet",
+}
+
+
+def _iso_minute(value: str | None) -> str:
+    """``2026-12-01T22:44:05.123456Z`` as ``2026-12-01 22:44Z`` (the report keeps ISO strings)."""
+    return f"{value[:16].replace('T', ' ')}Z" if value else "-"
+
+
+def archive_report(report: ArchiveReport) -> str:
+    """``archive``: a row per batch looked at, the notes of those that need a look, and the counts."""
+    rows = []
+    notes = []
+    for entry in report.entries:
+        label = _ARCHIVE_LABELS.get(entry.status, entry.status)
+        if entry.expiring_soon:
+            label += " (expiring soon)"
+        lines = f"{entry.lines:,}" if isinstance(entry.lines, int) else "-"
+        rows.append([entry.batch_id, _iso_minute(entry.created_at), _iso_minute(entry.results_expire_at), lines, label])
+        if entry.note and entry.status in ("failed", "expired"):
+            notes.append(f"{entry.batch_id}: {entry.note}")
+    counts = report.counts()
+    parts = [
+        f"{counts['exported']:,} exported",
+        f"{counts['already_archived']:,} already archived",
+        f"{counts['expiring_soon']:,} expiring soon",
+        f"{counts['expired']:,} expired",
+    ]
+    parts += [f"{counts[k]:,} {k.replace('_', ' ')}" for k in ("failed", "not_ended") if counts[k]]
+    scope = f"{report.listed:,} batches listed"
+    if report.too_recent:
+        scope += f", {report.too_recent:,} created more recently than --older-than"
+    head = table(ARCHIVE_HEADERS, rows, right=frozenset({3})) if rows else "no batches to archive"
+    tail = "\n".join(notes)
+    return "\n".join(part for part in (head, tail, f"\n{', '.join(parts)} ({scope}) in {report.destination}") if part)

@@ -30,3 +30,30 @@ def test_help_and_usage_errors_import_nothing_heavy(argv: list[str]) -> None:
 def test_usage_error_names_the_flag() -> None:
     err = io.StringIO()
     assert main(["batches", "list", "--limit", "0"], out=io.StringIO(), err=err) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("20d", 20 * 86_400),
+        ("36h", 36 * 3600),
+        ("90m", 5400),
+        ("2w", 14 * 86_400),
+        ("1d12h", 129_600),
+        ("1.5D", 129_600),
+    ],
+)
+def test_archive_older_than_takes_an_age(text: str, seconds: int) -> None:
+    from airflow_provider_anthropix.cli.parser import build_parser
+
+    args = build_parser().parse_args(["batches", "archive", "--to", "/x", "--older-than", text])
+    assert args.older_than.total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["20", "d", "20 days", "3x", "1d-2h", ""])
+def test_archive_older_than_refuses_anything_else(text: str) -> None:
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stderr", err)
+        status = main(["batches", "archive", "--to", "/x", "--older-than", text], out=io.StringIO(), err=err)
+    assert status == 2 and "expected an age such as 20d" in err.getvalue()

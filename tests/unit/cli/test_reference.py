@@ -31,7 +31,7 @@ def test_docs_exit_table_matches_the_codes() -> None:
 
 def test_reference_covers_every_action() -> None:
     rendered = reference.render()
-    for action in ("list", "show", "wait", "cancel", "delete", "results"):
+    for action in ("list", "show", "wait", "cancel", "delete", "results", "archive"):
         assert f"### `anthropix batches {action}`" in rendered
     assert "--conn-id ID" in rendered and "exit status:" in rendered
 
