@@ -100,11 +100,18 @@ def open_client(conn_id: str | None, base_url: str | None, api_version: str | No
         return SyncClient(config)
     from airflow.sdk.exceptions import AirflowNotFoundException
 
+    from airflow_provider_anthropix.api.redact import Redactor
     from airflow_provider_anthropix.hooks.anthropix import AnthropixHook
+    from airflow_provider_anthropix.hooks.settings import ConnectionSettingsError
 
     hook = AnthropixHook(anthropix_conn_id=conn_id)
     try:
         hook.config  # noqa: B018  (reads and checks the connection now, before any call)
     except AirflowNotFoundException:
         raise CredentialsError(not_in_db_hint(conn_id)) from None
+    except ConnectionSettingsError as exc:
+        # No secrets masker outside a task: a key typed into the host field must not be printed either.
+        connection = hook.get_connection(conn_id)
+        secrets = [value for value in (connection.password, connection.login) if value]
+        raise ConnectionSettingsError(Redactor(secrets)(str(exc))) from None
     return hook

@@ -130,3 +130,21 @@ def test_without_the_variable_the_secrets_backend_is_asked(
     assert status == 0, err
     assert [b["id"] for b in json.loads(out)] == [batch_id]
     assert "airflow.sdk" in airflow  # this path is Airflow's own
+
+
+def test_a_key_typed_into_the_host_of_a_backend_connection_is_not_printed(tmp_path: Path) -> None:
+    """No secrets masker outside a task: the CLI redacts the connection's password from a settings error itself."""
+    key = "sk-ant-typed-into-host-0123456789"
+    connections = tmp_path / "connections.json"
+    connections.write_text(json.dumps({"cli_key_in_host": {"conn_type": "anthropix", "password": key, "host": key}}))
+    from cryptography.fernet import Fernet
+
+    env = _env(
+        AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
+        AIRFLOW__SECRETS__BACKEND="airflow.secrets.local_filesystem.LocalFilesystemBackend",
+        AIRFLOW__SECRETS__BACKEND_KWARGS=json.dumps({"connections_file_path": str(connections)}),
+    )
+    status, _, out, err = probe("batches", "list", "--conn-id", "cli_key_in_host", env=env)
+    assert status == 6, err
+    assert "cli_key_in_host" in err
+    assert key not in out + err
