@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,27 @@ def test_a_dag_file_imports_no_lineage_or_metrics_module() -> None:
     unwanted = ("openlineage", "airflow.providers.openlineage", "statsd", "airflow_provider_anthropix.lineage")
     assert [m for m in loaded if m.startswith(unwanted) or m == "airflow_provider_anthropix.metrics"] == []
     assert "airflow_provider_anthropix.operators.observe" in loaded
+
+
+def test_a_table_names_the_columns_it_published(tmp_path: Path) -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_provider_anthropix.operators.table import BatchTableOperator
+
+    table = BatchTableOperator(
+        task_id="t", table_path=str(tmp_path / "in.parquet"), destination=str(tmp_path / "out"), prompt="{{ title }}"
+    )
+    assert table.get_openlineage_facets_on_start().outputs[0].facets == {}  # nothing published yet
+    (tmp_path / "out").mkdir()
+    published = pa.table({"title": ["a"], "sentiment": ["good"], "_input_tokens": pa.array([3], pa.int64())})
+    pq.write_table(published, tmp_path / "out" / "part-00000.parquet")
+    complete = table.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in complete.inputs] == [("file", str(tmp_path / "in.parquet"))]
+    [output] = complete.outputs
+    assert [(f.name, f.type) for f in output.facets["schema"].fields] == [
+        ("title", "string"),
+        ("sentiment", "string"),
+        ("_input_tokens", "int64"),
+    ]
