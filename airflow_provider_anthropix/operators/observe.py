@@ -105,15 +105,14 @@ class ObservedOperator:
         return None
 
     def _datasets(self, paths: list[tuple[Any, str | None]]) -> list[LineageDataset]:
+        from airflow_provider_anthropix.io.publish import resolve_destination
         from airflow_provider_anthropix.lineage import LineageDataset, dataset_name, storage_dataset
 
         found = []
         for value, conn_id in paths:
             if value is None or not str(value).strip() or "{{" in str(value):
-                continue
+                continue  # no path, or one not rendered yet
             try:
-                from airflow_provider_anthropix.io.publish import resolve_destination
-
                 namespace, name = storage_dataset(resolve_destination(value, conn_id))
             except Exception:  # a path the task would refuse: name it from its text alone
                 namespace, name = dataset_name(str(value))
