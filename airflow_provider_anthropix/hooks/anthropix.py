@@ -110,7 +110,13 @@ class AnthropixHook(BaseHook):
     # -- the API, through the sync client ----------------------------------------------------
 
     def create_batch(self, requests: Sequence[Mapping[str, Any]] | EncodedBody) -> MessageBatch:
-        return self.client.create_batch(requests)
+        from airflow_provider_anthropix import metrics
+
+        batch = self.client.create_batch(requests)
+        tags = {"conn_id": self.anthropix_conn_id}
+        metrics.incr("anthropix.batches.created", tags=tags)
+        metrics.incr("anthropix.requests.submitted", batch.request_counts.total, tags=tags)
+        return batch
 
     def get_batch(self, batch_id: str) -> MessageBatch:
         return self.client.get_batch(batch_id)
@@ -122,7 +128,11 @@ class AnthropixHook(BaseHook):
         return self.client.iter_batches(page_size=page_size)
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:
-        return self.client.cancel_batch(batch_id)
+        from airflow_provider_anthropix import metrics
+
+        batch = self.client.cancel_batch(batch_id)
+        metrics.incr("anthropix.batches.canceled", tags={"conn_id": self.anthropix_conn_id})
+        return batch
 
     def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
         return self.client.delete_batch(batch_id)

@@ -28,6 +28,7 @@ from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
 from airflow_provider_anthropix.operators.estimate import XCOM_KEY, CostOptions
+from airflow_provider_anthropix.operators.observe import ObservedOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -56,7 +57,7 @@ def _human_bytes(size: int) -> str:
 # -- the operator -------------------------------------------------------------------------------
 
 
-class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
+class CreateBatchOperator(AnthropixHookMixin, ObservedOperator, BaseOperator):
     """Submit one Message Batch from a list of requests or a JSONL file; returns the batch id.
 
     Everything the API would reject is caught before anything is sent: the task then fails
@@ -97,6 +98,10 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
     :param check_models: check the model names against the API's model list (``GET /v1/models``, cached
         per connection and day) before sending; False for a model the list does not show.
     :param price_table: per-model prices for the estimate (see :mod:`airflow_provider_anthropix.cost.pricing`).
+
+    OpenLineage (with ``apache-airflow-providers-openlineage``): ``requests_path`` is the input and
+    ``results_destination`` the output; the ``anthropix_batch`` run facet holds the batch id, the request
+    count and the estimate (docs/lineage.md).
     """
 
     template_fields: Sequence[str] = (
@@ -180,6 +185,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
             raise self._airflow_failure(exc) from None
         if found is not None:
             self.batch_id = found.batch_id
+            self._observe_batch(found.batch_id, found.how)
             return found.batch_id
 
         self._check_results_destination()
@@ -202,6 +208,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         estimate = run_estimate(self, tally, learn_from=destination)
         if estimate is not None:
             push_estimate(context, estimate.to_dict())
+            self._observe_estimate(estimate.to_dict(), sent=not self.cost_options.dry_run)
         if self.cost_options.dry_run:
             raise AirflowSkipException(
                 f"dry_run: {tally.requests:,} requests validated and estimated; nothing was sent "
@@ -235,6 +242,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
             f"{batch.request_counts.total:,}",
         )
         self.batch_id = batch.id
+        self._observe_batch(batch.id, "reused")
         return batch.id
 
     def _check_results_destination(self) -> None:
@@ -319,6 +327,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
             _human_bytes(spooled.size),
             time.monotonic() - started,
         )
+        self.observed.requests = spooled.request_count
         return spooled
 
     def _requests_path(self) -> ObjectStoragePath:
@@ -373,6 +382,7 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         except CreateFailed as exc:
             raise self._airflow_failure(exc) from None
         self.batch_id = created.batch_id
+        self._observe_batch(created.batch_id, created.how)
         batch = created.batch
         self.log.info(
             "%s batch %s with %s requests (%s body) in %.1f s; status %s, expires at %s",
@@ -393,6 +403,11 @@ class CreateBatchOperator(AnthropixHookMixin, BaseOperator):
         if exc.cause is not None and not exc.retryable:
             return self.api_failure(exc.cause, "creating the batch")
         return task_failure(str(exc), retryable=exc.retryable)
+
+    def _lineage_paths(self) -> tuple[list[tuple[Any, str | None]], list[tuple[Any, str | None]]]:
+        inputs = [(self.requests_path, self.requests_path_conn_id)] if self.requests_path is not None else []
+        outputs = [(self.results_destination, self.results_destination_conn_id)] if self.results_destination else []
+        return inputs, outputs
 
     def on_kill(self) -> None:
         from airflow_provider_anthropix.api.errors import AnthropixError

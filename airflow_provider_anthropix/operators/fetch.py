@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleLink, BatchResultsLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
+from airflow_provider_anthropix.operators.observe import ObservedOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -52,7 +53,7 @@ def static_asset_uri(destination: str | ObjectStoragePath) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
+class FetchBatchResultsOperator(AnthropixHookMixin, ObservedOperator, BaseOperator):
     """Download the results of an ended batch into a folder of object storage.
 
     The folder gets ``results.jsonl`` (or ``results.jsonl.gz`` / ``results.parquet``, or one
@@ -94,6 +95,10 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
 
     Returns (XCom): ``{"batch_id", "destination", "manifest", "files", "lines", "counts",
     "complete", "tokens", "estimated_cost_usd"}``.
+
+    OpenLineage (with ``apache-airflow-providers-openlineage``): ``destination`` is the output (with a
+    ``schema`` facet for Parquet); the ``anthropix_batch`` run facet holds the batch ids, the counts by
+    outcome, the tokens and the cost, estimated and actual (docs/lineage.md).
     """
 
     template_fields: Sequence[str] = ("batch_id", "destination", "destination_conn_id", "anthropix_conn_id", "estimate")
@@ -224,6 +229,8 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
         destination = self._destination_path()
         publisher = AtomicPublisher(destination)
         batch = batches[0] if len(batches) == 1 else _merged_view(batches)
+        for ended in batches:
+            self.observed.add_batch(ended.id)
         counts = batch.request_counts
         self.log.info(
             "%s ended: %s; results go to %s",
@@ -261,6 +268,7 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
         except AnthropixError as exc:  # the API's and the files': one mapping (failures.py)
             raise self.api_failure(exc, f"downloading the results of batch {batch.id}") from None
         summary = result.xcom()
+        self._observe_export(result.manifest, summary["manifest"])
         if extra is not None and "batch_ids" in extra:
             summary["batch_ids"] = extra["batch_ids"]
         self._gate(batch, result.manifest, summary["manifest"])
@@ -300,9 +308,28 @@ class FetchBatchResultsOperator(AnthropixHookMixin, BaseOperator):
             elif isinstance(outlet, Asset) and outlet.uri.rstrip("/") == uri:
                 events[outlet].extra.update(extra)
 
+    def _lineage_paths(self) -> tuple[list[tuple[Any, str | None]], list[tuple[Any, str | None]]]:
+        return [], [(self.destination, self.destination_conn_id)]
+
+    def _output_fields(self, complete: bool) -> list[tuple[str, str]] | None:
+        return results_parquet_fields(self.export_options.output_format)
+
     def on_kill(self) -> None:
         """Stop at the next chunk; the export then removes what it staged and publishes nothing."""
         self._kill_requested = True
+
+
+def results_parquet_fields(output_format: str) -> list[tuple[str, str]] | None:
+    """The columns of the Parquet results (``format="parquet"``), for the lineage ``schema`` facet; None for JSONL."""
+    if output_format != "parquet":
+        return None
+    from airflow_provider_anthropix.io.parquet import parquet_schema
+    from airflow_provider_anthropix.lineage import parquet_fields
+
+    try:
+        return parquet_fields(parquet_schema())
+    except ImportError:  # no pyarrow: the export itself would have failed
+        return None
 
 
 def _rendered_value(text: str) -> Any:

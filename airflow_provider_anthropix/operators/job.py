@@ -26,6 +26,7 @@ from airflow_provider_anthropix.hooks import DEFAULT_CONN_ID
 from airflow_provider_anthropix.links import AnthropicConsoleBatchesLink, BatchResultsLink
 from airflow_provider_anthropix.mixins import AnthropixHookMixin
 from airflow_provider_anthropix.operators.estimate import CostOptions
+from airflow_provider_anthropix.operators.observe import ObservedOperator
 from airflow_provider_anthropix.workflow.outcome import RETRYABLE_ERROR_TYPES
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class _DryRunDone(Exception):
 WORK_FOLDER = "_anthropix_job"
 
 
-class BatchJobOperator(AnthropixHookMixin, BaseOperator):
+class BatchJobOperator(AnthropixHookMixin, ObservedOperator, BaseOperator):
     """Run a job larger than one batch: split, create, wait, retry what failed, export one merged result.
 
     - **Split**: the input (a JSONL(.gz) file, a folder of them, or a glob) is validated as a
@@ -127,6 +128,10 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
     :param dry_run: split, validate, check models and estimate; send nothing; return the estimate.
     :param estimate_sample_size: requests per model whose tokens are counted exactly.
     :param check_models: check model names against the API's model list first.
+
+    OpenLineage (with ``apache-airflow-providers-openlineage``): ``requests_path`` is the input and
+    ``destination`` the output (with a ``schema`` facet for Parquet); the ``anthropix_batch`` run facet
+    holds the job's batch ids, rounds, counts by outcome, tokens and cost (docs/lineage.md).
     """
 
     template_fields: Sequence[str] = (
@@ -251,7 +256,11 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             try:
                 step = self._step(runner)
             except _DryRunDone as done:
+                self.observed.add_job_summary(done.summary)
                 return done.summary
+            finally:
+                for batch_id in sorted(runner.state.known_batch_ids() if runner.state is not None else ()):
+                    self.observed.add_batch(batch_id)
             if runner.state is not None:  # for the Batches page: which batches this task made
                 push_job_batches(context, runner.state.known_batch_ids(), runner.state.estimate)
             if isinstance(step, Done) and runner.state is not None and runner.state.estimate:
@@ -381,6 +390,19 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
         def before_first_create(state: JobState) -> dict[str, Any] | None:
             return self._estimate(context, workspace, state, destination)
 
+        def observe(event: str) -> None:
+            if event == "exported":  # published: the manifest has the counts, tokens, cost and bytes
+                from airflow_provider_anthropix.io.publish import read_manifest
+
+                try:
+                    manifest = read_manifest(destination)
+                except (OSError, ValueError) as exc:
+                    self.log.warning("Could not read back the manifest for metrics and lineage: %s", exc)
+                    return
+                self._observe_export(manifest, f"{destination_uri(destination).rstrip('/')}/_manifest.json")
+            else:
+                self._observe_job_event(event)
+
         def before_retry_round(state: JobState, following: RoundState) -> RoundBudget | None:
             return self._retry_round_budget(workspace, state, following)
 
@@ -396,6 +418,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
             log=self.log,
             before_first_create=before_first_create,
             before_retry_round=gate,
+            observe=observe,
         )
 
     def _workspace(
@@ -499,6 +522,7 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
 
         estimate = run_estimate(self, self._tally(workspace, state.rounds[0].shards), learn_from=destination)
         figures = estimate.to_dict() if estimate is not None else None
+        self._observe_estimate(figures, sent=not self.cost_options.dry_run)
         if self.cost_options.dry_run:
             if figures is not None:
                 push_estimate(context, figures)
@@ -518,6 +542,14 @@ class BatchJobOperator(AnthropixHookMixin, BaseOperator):
                 }
             )
         return figures
+
+    def _lineage_paths(self) -> tuple[list[tuple[Any, str | None]], list[tuple[Any, str | None]]]:
+        return [(self.requests_path, self.requests_path_conn_id)], [(self.destination, self.destination_conn_id)]
+
+    def _output_fields(self, complete: bool) -> list[tuple[str, str]] | None:
+        from airflow_provider_anthropix.operators.fetch import results_parquet_fields
+
+        return results_parquet_fields(self.export_options.output_format)
 
     def on_kill(self) -> None:
         """Stop an export at its next chunk (nothing is published); batches in flight are left running."""

@@ -66,6 +66,10 @@ class BatchTableOperator(BatchJobOperator):
     :param answer_prefix: put before every answer column's name (to keep them apart from input columns).
     :param retry_invalid_output: send answers that break the schema again in the retry rounds.
     :param table_path_conn_id: connection of the input table's object store.
+
+    OpenLineage (with ``apache-airflow-providers-openlineage``): ``table_path`` is the input and
+    ``destination`` the output, with a ``schema`` facet of the published columns; the ``anthropix_batch``
+    run facet is the job's (docs/lineage.md).
     """
 
     template_fields: Sequence[str] = (
@@ -226,6 +230,29 @@ class BatchTableOperator(BatchJobOperator):
         ):
             raise AirflowFailException(f"{path} is not what this task wrote; clear the task to render again")
         return facts
+
+    # -- lineage -------------------------------------------------------------------------------
+
+    def _lineage_paths(self) -> tuple[list[tuple[Any, str | None]], list[tuple[Any, str | None]]]:
+        return [(self.table_path, self.table_path_conn_id)], [(self.destination, self.destination_conn_id)]
+
+    def _output_fields(self, complete: bool) -> list[tuple[str, str]] | None:
+        """The published dataset's columns, read from its first file's footer (only once it is published)."""
+        from airflow_provider_anthropix.lineage import parquet_fields
+
+        if not complete or self.observed.dry_run:
+            return None
+        try:
+            import pyarrow.parquet as pq
+
+            from airflow_provider_anthropix.operators.paths import storage_path
+
+            first = storage_path(self.destination, self.destination_conn_id, "destination") / "part-00000.parquet"
+            with first.open("rb") as handle:
+                return parquet_fields(pq.read_schema(handle))
+        except Exception as exc:  # lineage never fails the task; the event goes out without columns
+            self.log.warning("No schema facet for the table's lineage: %s", exc)
+            return None
 
     # -- the job's files, with the table's export ----------------------------------------------
 

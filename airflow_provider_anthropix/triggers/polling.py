@@ -208,6 +208,14 @@ class PollingTrigger(BaseTrigger):
         """A progress line is also logged whenever this changes (e.g. the batch's processing_status)."""
         return ""
 
+    def _count_poll_failure(self) -> None:
+        """``anthropix.poll.failures``: a UDP datagram at most, nothing that blocks the loop."""
+        from airflow_provider_anthropix import metrics
+
+        metrics.incr(
+            "anthropix.poll.failures", tags={"conn_id": self.anthropix_conn_id, "trigger": type(self).__name__}
+        )
+
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -233,6 +241,7 @@ class PollingTrigger(BaseTrigger):
                 return
             if found.failure is not None:
                 failures += 1
+                self._count_poll_failure()
                 if failures > self.max_poll_failures:
                     yield self._event(
                         "error",

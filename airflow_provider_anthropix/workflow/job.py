@@ -339,6 +339,9 @@ class JobRunner:
     :param before_retry_round: called with the state and a planned retry round before it is sent;
         returns the budget gate's answer (None: no budget). A round that is not allowed is not
         sent: the job lands what it has, then fails saying which requests were not sent again.
+    :param observe: told what happened, for the caller's metrics: ``"batch_adopted"`` (a create whose
+        answer was lost found its batch), ``"retry_round"`` (a retry round was planned and is sent) and
+        ``"exported"`` (the merged results and their manifest are published; the outcome is judged after).
     """
 
     def __init__(
@@ -354,8 +357,10 @@ class JobRunner:
         sleep: Callable[[float], None] = time.sleep,
         before_first_create: Callable[[JobState], dict[str, Any] | None] | None = None,
         before_retry_round: Callable[[JobState, RoundState], RoundBudget | None] | None = None,
+        observe: Callable[[str], None] | None = None,
     ) -> None:
         self.before_first_create = before_first_create
+        self.observe = observe or (lambda event: None)
         self.before_retry_round = before_retry_round
         self.calls = calls
         self.storage = storage
@@ -547,6 +552,8 @@ class JobRunner:
                 current.index,
                 created.how,
             )
+            if created.how == "adopted":
+                self.observe("batch_adopted")
             in_flight.append(shard)
         if not in_flight:
             return None
@@ -713,6 +720,7 @@ class JobRunner:
         state.budget_stop = None
         state.rounds.append(following)
         self._save()
+        self.observe("retry_round")
         self.log.info(
             "Round %d ended: sending %s request(s) again in round %d (%s)%s",
             current.index,
@@ -807,6 +815,7 @@ class JobRunner:
         )
         state.exports += 1
         self._save()
+        self.observe("exported")
         if not self.settings.keep_work_files and state.budget_stop is None:
             shards = [shard for _, shard in state.all_shards()]
             self.storage.remove([s.name for s in shards] + [s.results_copy for s in shards if s.results_copy])
