@@ -11,9 +11,21 @@ from airflow_provider_anthropix.emulator.config import EmulatorConfig
 from airflow_provider_anthropix.emulator.faults import Fault, parse_fault_spec
 from airflow_provider_anthropix.emulator.outcomes import MARKER_RE
 from airflow_provider_anthropix.emulator.server import EmulatorHandle, run_emulator
+from airflow_provider_anthropix.emulator.structured import (
+    MAX_TOKENS_MARKER,
+    REFUSAL_MARKER,
+    SCHEMA_INVALID_MARKER,
+    SCHEMA_INVALID_ONCE_MARKER,
+    STRUCTURED_MARKER_RE,
+)
 
 __all__ = [
     "MARKER_RE",
+    "MAX_TOKENS_MARKER",
+    "REFUSAL_MARKER",
+    "SCHEMA_INVALID_MARKER",
+    "SCHEMA_INVALID_ONCE_MARKER",
+    "STRUCTURED_MARKER_RE",
     "EmulatorApp",
     "EmulatorConfig",
     "EmulatorHandle",

@@ -46,6 +46,7 @@ from airflow_provider_anthropix.emulator.responses import (
     json_response,
 )
 from airflow_provider_anthropix.emulator.state import BatchStore, EmulatorError
+from airflow_provider_anthropix.emulator.structured import plan_answer
 from airflow_provider_anthropix.emulator.transport import Registry
 
 Handler = Callable[[Request, str, Fault | None], Awaitable[Response]]
@@ -377,6 +378,9 @@ class EmulatorApp:
                 input_tokens=usage.total - write - read,
                 cache_creation_input_tokens=write,
                 cache_read_input_tokens=read,
+                structured=plan_answer(
+                    params.output_config, params.thinking, joined, seed=dice.seed, custom_id=custom_id, attempt=attempt
+                ),
             )
             if strict_models and resolve_model(params.model) is None:
                 entry.outcome, entry.error_type = ERRORED, "invalid_request_error"

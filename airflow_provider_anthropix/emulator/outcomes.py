@@ -17,6 +17,9 @@ message text forces an outcome regardless of the dice:
     [[emulator:expired-once]]           expired on attempt 1, then succeeds
     [[emulator:expired-times:N]]        expired on attempts 1..N, then succeeds
 
+Requests with a JSON schema output format get JSON answers (:mod:`.structured`, which
+also has the markers that force a refusal, a cut or a schema violation).
+
 Only what rendering needs is kept per request (custom_id, model, a prompt snippet,
 token estimates), never the whole params: a 100,000-request batch stays small.
 """
@@ -31,6 +34,7 @@ from typing import Any
 import msgspec
 
 from airflow_provider_anthropix.emulator.ids import message_id
+from airflow_provider_anthropix.emulator.structured import StructuredPlan, answer
 
 SUCCEEDED = "succeeded"
 ERRORED = "errored"
@@ -86,6 +90,8 @@ class Entry(msgspec.Struct, gc=False):
     cache_read_input_tokens: int = 0
     #: the errored result's message, when not the default one of its type
     error_message: str | None = None
+    #: how to answer a request with a JSON schema output format (None: a plain text reply)
+    structured: StructuredPlan | None = None
 
 
 def _dice(seed: int, custom_id: str, attempt: int, salt: str = "") -> float:
@@ -137,6 +143,7 @@ def make_entry(
     input_tokens: int,
     cache_creation_input_tokens: int = 0,
     cache_read_input_tokens: int = 0,
+    structured: StructuredPlan | None = None,
 ) -> Entry:
     """The :class:`Entry` of one request from its parts (outcome fixed now, rendered at the end)."""
     if _MARKER_HINT in joined or dice.error_rate or dice.expire_rate:
@@ -153,6 +160,7 @@ def make_entry(
         max_tokens,
         cache_creation_input_tokens,
         cache_read_input_tokens,
+        structured=structured,
     )
 
 
@@ -180,7 +188,7 @@ class LineRenderer:
     def line(self, entry: Entry, outcome: str) -> bytes:
         """The JSONL line (with ``\\n``) of ``entry`` ending as ``outcome``."""
         if outcome == SUCCEEDED:
-            return self._succeeded(entry)
+            return self._succeeded(entry) if entry.structured is None else self._structured(entry, entry.structured)
         result: dict[str, Any] = {"type": outcome}
         if outcome == ERRORED:
             kind = entry.error_type or "api_error"
@@ -188,24 +196,36 @@ class LineRenderer:
             result["error"] = {"type": "error", "error": {"type": kind, "message": message}}
         return self._encode({"custom_id": entry.custom_id, "result": result}) + b"\n"
 
-    def _succeeded(self, entry: Entry) -> bytes:
-        text = f"Emulated reply to: {entry.snippet}"
-        message: dict[str, Any] = {
+    def _message(
+        self, entry: Entry, content: list[dict[str, Any]], stop_reason: str, output_tokens: int
+    ) -> dict[str, Any]:
+        """The succeeded result's Message."""
+        return {
             "id": message_id(self.seed, self.batch_id, entry.custom_id),
             "type": "message",
             "role": "assistant",
             "model": entry.model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "content": content,
+            "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": {
                 "input_tokens": entry.input_tokens,
-                "output_tokens": 0,
+                "output_tokens": output_tokens,
                 "cache_creation_input_tokens": entry.cache_creation_input_tokens,
                 "cache_read_input_tokens": entry.cache_read_input_tokens,
                 "service_tier": "batch",
             },
         }
+
+    def _structured(self, entry: Entry, plan: StructuredPlan) -> bytes:
+        """A JSON answer (or its refusal or cut), not padded: its size is the JSON's."""
+        content, stop_reason, output_tokens = answer(plan, entry.snippet, entry.max_tokens)
+        message = self._message(entry, content, stop_reason, output_tokens)
+        return self._encode({"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}) + b"\n"
+
+    def _succeeded(self, entry: Entry) -> bytes:
+        text = f"Emulated reply to: {entry.snippet}"
+        message = self._message(entry, [{"type": "text", "text": text}], "end_turn", 0)
         body = {"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}
         # Pad the reply so the line reaches about result_bytes (one encode to measure, one to emit).
         missing = self.result_bytes - len(self._encode(body)) - 4
