@@ -34,7 +34,7 @@ and the time the side waited on it (in create calls; until each results download
 byte, as the emulator makes a batch's whole results before sending any), the part of the
 wall time that is the emulator's rather than the side's.
 
-    .venv/bin/python benchmarks/bench_table.py [--rows 1000000] [--batch-rows 100000] [--sides ours,peer]
+    .venv/bin/python benchmarks/bench_table.py [--rows 1000000] [--batch-rows 100000] [--sides ours,peer] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ SCHEMA = {schema!r}
 DEFAULTS = {{"model": {model!r}, "max_tokens": {max_tokens!r}}}
 BATCH_ROWS = {batch_rows!r}
 EMULATOR_PID = {emulator_pid!r}
+PROFILE = {profile!r}
 #: Seconds the phase spent waiting on the emulator: in create calls, and until each results download's first byte.
 WAITS = {{"create": 0.0, "results": 0.0}}
 
@@ -202,6 +203,12 @@ def timed(name, function, deferral_ok=False):
     before = rss_mb("VmRSS")
     WAITS.update(create=0.0, results=0.0)
     cpu = emulator_cpu()
+    profile = None
+    if PROFILE:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     started = time.perf_counter()
     deferred = None
     try:
@@ -211,6 +218,9 @@ def timed(name, function, deferral_ok=False):
             raise
         deferred, value = exc, None
     seconds = time.perf_counter() - started
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(f"{{PROFILE}}/{{name.replace(':', '').replace(' ', '-')}}.prof")
     figures = {{
         "phase": name,
         "seconds": seconds,
@@ -372,7 +382,7 @@ def write_table(path: str, rows: int) -> int:
     return os.path.getsize(path)
 
 
-def run_side(side: str, work: Path, table: str, batch_rows: int) -> dict[str, Any]:
+def run_side(side: str, work: Path, table: str, batch_rows: int, profile: str | None) -> dict[str, Any]:
     """One ``airflow dags test`` of the side's DAG, with a fresh emulator; the phases it recorded."""
     emulator, url = start_emulator(KEY, "--processing-seconds", "600", "--admin")
     try:
@@ -393,6 +403,7 @@ def run_side(side: str, work: Path, table: str, batch_rows: int) -> dict[str, An
             max_tokens=MAX_TOKENS,
             batch_rows=batch_rows,
             emulator_pid=emulator.pid,
+            profile=profile,
         )
         (dags / "bench_table.py").write_text(source)
         env = dict(os.environ)
@@ -439,7 +450,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--sides", default="ours,peer")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="write each phase's cProfile stats to DIR (slows Python-bound phases ~2x)"
+    )
     args = parser.parse_args()
+    if args.profile:
+        args.profile = os.path.abspath(args.profile)
+        os.makedirs(args.profile, exist_ok=True)
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
 
     work = Path(tempfile.mkdtemp(prefix="bench-table-"))
@@ -454,7 +471,7 @@ def main() -> None:
             flush=True,
         )
         for side in sides:
-            results[side] = run_side(side, work, table, args.batch_rows)
+            results[side] = run_side(side, work, table, args.batch_rows, args.profile)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
