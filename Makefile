@@ -75,6 +75,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_in_task.py
 	$(VENV)/bin/python benchmarks/bench_job.py
 	$(VENV)/bin/python benchmarks/bench_cli.py
+	$(VENV)/bin/python benchmarks/bench_table.py
 
 bench-load: venv
 	$(VENV)/bin/python benchmarks/bench_load_faults.py

@@ -187,6 +187,7 @@ class AnswerReader:
         self.table = DEFAULT_PRICE_TABLE if price_table is None else price_table
         self.checker = compile_checker(layout.schema) if layout.schema is not None else None
         self.fields = answer_fields(layout.schema) if layout.schema is not None else []
+        self._names = [name for name, _ in self.fields]
         self.totals = AnswerCounts()
         self._prices: dict[str, ModelPrice | None] = {}
         self._answers: list[list[Any]] = [[] for _ in layout.names]
@@ -221,7 +222,11 @@ class AnswerReader:
         input_tokens = output_tokens = None
         cost: float | None = None
         if kind == "succeeded" and message is not None:
-            text = "".join(b.text for b in message.content if b.type == "text" and b.text is not None)
+            content = message.content
+            if len(content) == 1 and content[0].type == "text" and content[0].text is not None:
+                text = content[0].text  # the usual answer: one text block
+            else:
+                text = "".join(b.text for b in content if b.type == "text" and b.text is not None)
             stop = message.stop_reason
             if message.usage is not None:
                 input_tokens, output_tokens = message.usage.input_tokens or 0, message.usage.output_tokens or 0
@@ -236,14 +241,22 @@ class AnswerReader:
         self.totals.input_tokens += input_tokens or 0
         self.totals.output_tokens += output_tokens or 0
         self.totals.cost_usd += cost or 0.0
-        for column, value in zip(self._answers, values or [None] * len(self._answers), strict=True):
-            column.append(value)
-        for column, value in zip(
-            self._meta,
-            (line.custom_id, kind, error, stop, text, input_tokens, output_tokens, cost, batch_id),
-            strict=True,
-        ):
-            column.append(value)
+        if values:
+            for column, value in zip(self._answers, values, strict=True):
+                column.append(value)
+        else:
+            for column in self._answers:
+                column.append(None)
+        meta = self._meta  # in META_COLUMNS' order
+        meta[0].append(line.custom_id)
+        meta[1].append(kind)
+        meta[2].append(error)
+        meta[3].append(stop)
+        meta[4].append(text)
+        meta[5].append(input_tokens)
+        meta[6].append(output_tokens)
+        meta[7].append(cost)
+        meta[8].append(batch_id)
 
     def _parse(self, text: str, stop: str | None) -> tuple[list[Any] | None, str | None]:
         """The answer's column values, or why it is ``invalid_output``."""
@@ -252,7 +265,7 @@ class AnswerReader:
         value, problem = parse_answer(self.checker, text, stop)
         if problem is not None:
             return None, self.redact(problem)
-        return [value.get(name) for name, _ in self.fields], None
+        return [value.get(name) for name in self._names], None
 
     def _cost(self, model: str, usage: _Usage) -> float | None:
         """What this answer cost at batch price (cache writes at the 5-minute price), or None for an unpriced model."""

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: The variable holding the whole row, for columns whose names are not identifiers.
 ROW_VARIABLE = "row"
+#: Rows turned into Python objects and lines at a time (a slice is cut into such parts): a few MB however long the rows.
+PART_ROWS = 4096
 
 
 class RenderError(AnthropixError, ValueError):
@@ -72,6 +74,13 @@ class RowRenderer:
         self._env = env
         self._prompt = self._compile("prompt", templates.prompt)
         self._system = self._compile("system", templates.system)
+        # Jinja's render() copies its globals into a new dict for every row; a row's variables are
+        # laid over one copy made here instead (same names, same precedence: globals < prompt_vars < row).
+        self._globals_and_vars: dict[str, Any] | None = (
+            {**env.globals, **templates.prompt_vars}
+            if all(isinstance(name, str) for name in templates.prompt_vars)
+            else None  # render() refuses non-string names itself, with its own error
+        )
 
     def _compile(self, what: str, source: str | None) -> Any:
         from jinja2 import TemplateSyntaxError
@@ -113,36 +122,51 @@ class RowRenderer:
         return [c for c in columns if c in used]
 
     def render(self, slices: Iterable[pyarrow.RecordBatch], out: IO[bytes]) -> RenderSummary:
-        """Write one request line per row of ``slices`` to ``out``, in row order."""
+        """Write one request line per row of ``slices`` to ``out``, in row order.
+
+        A row whose key an earlier row has is refused, naming both; the first failing row (its
+        key, a duplicate, or its template) is the one reported. Keys are checked for duplicates
+        as compact Arrow arrays once the rows are rendered (or when a row fails, among the rows
+        before it), not held as a million Python strings; ``out`` is then to be discarded.
+        """
         import msgspec
 
         encode = msgspec.json.Encoder().encode
         summary = RenderSummary()
-        seen: dict[str, int] = {}
+        ids = _Ids()
         reading: list[str] | None = None
         position = 0
         for batch in slices:
             if reading is None:
                 summary.columns = list(batch.schema.names)
                 reading = self.check_columns(summary.columns)
-            rows = batch.select(reading).to_pylist() if reading else [{}] * batch.num_rows
-            keys = batch.column(self.id_column).to_pylist() if self.id_column else None
-            lines = []
-            for offset, row in enumerate(rows):
-                key = keys[offset] if keys is not None else None
-                custom_id = self._custom_id(key, position)
-                if keys is not None and custom_id != key:
-                    summary.derived_ids += 1
-                earlier = seen.setdefault(custom_id, position)
-                if earlier != position:
-                    raise RenderError(
-                        f"row {position} has the same key as row {earlier} ({self.id_column}={key!r}): "
-                        "keys must be unique; nothing was sent"
-                    )
-                params = self._params(row, position, key)
-                lines.append(encode({"custom_id": custom_id, "params": params}))
-                position += 1
-            out.write(b"\n".join(lines) + b"\n" if lines else b"")
+            if self.id_column is not None:
+                ids.keys.append(batch.column(self.id_column))
+            for start in range(0, batch.num_rows, PART_ROWS):
+                part = batch.slice(start, PART_ROWS)
+                rows = part.select(reading).to_pylist() if reading else [{}] * part.num_rows
+                keys = part.column(self.id_column).to_pylist() if self.id_column else None
+                lines = []
+                for offset, row in enumerate(rows):
+                    key = keys[offset] if keys is not None else None
+                    try:
+                        custom_id = self._custom_id(key, position)
+                    except RenderError:
+                        ids.raise_first_duplicate(self.id_column)  # an earlier row's duplicate fails first
+                        raise
+                    if keys is not None and custom_id != key:
+                        summary.derived_ids += 1
+                    if keys is not None:  # positions are unique; keys need checking
+                        ids.add(custom_id)
+                    try:
+                        params = self._params(row, position, key)
+                    except RenderError:
+                        ids.raise_first_duplicate(self.id_column)  # this row's own duplicate fails first
+                        raise
+                    lines.append(encode({"custom_id": custom_id, "params": params}))
+                    position += 1
+                out.write(b"\n".join(lines) + b"\n" if lines else b"")
+        ids.raise_first_duplicate(self.id_column)
         summary.rows = position
         return summary
 
@@ -155,21 +179,81 @@ class RowRenderer:
             raise RenderError(f"row {position}: id_column {self.id_column!r}: {exc}") from None
 
     def _params(self, row: dict[str, Any], position: int, key: Any) -> dict[str, Any]:
-        where = f"row {position}" + (f" ({self.id_column}={key!r})" if self.id_column else "")
         templates = self.templates
         try:
             if templates.build_request is not None:
                 made = templates.build_request(row)
                 if not isinstance(made, Mapping):
-                    raise RenderError(f"{where}: build_request returned {type(made).__name__}, not a dict of params")
+                    raise RenderError(
+                        f"{self._where(position, key)}: build_request returned {type(made).__name__}, not a dict of params"
+                    )
                 params = dict(made)
             else:
-                variables = {**templates.prompt_vars, **row, ROW_VARIABLE: row}
-                params = {"messages": [{"role": "user", "content": self._prompt.render(variables)}]}
+                params = {"messages": [{"role": "user", "content": self._fill(self._prompt, row)}]}
                 if self._system is not None:
-                    params["system"] = self._system.render(variables)
+                    params["system"] = self._fill(self._system, row)
         except RenderError:
             raise
         except Exception as exc:  # a template's or the user's callable's error, with the row it came from
-            raise RenderError(f"{where}: {type(exc).__name__}: {exc}; nothing was sent") from None
+            raise RenderError(f"{self._where(position, key)}: {type(exc).__name__}: {exc}; nothing was sent") from None
         return params
+
+    def _where(self, position: int, key: Any) -> str:
+        return f"row {position}" + (f" ({self.id_column}={key!r})" if self.id_column else "")
+
+    def _fill(self, template: Any, row: dict[str, Any]) -> str:
+        """``template.render(variables)``: the same text, the same exceptions, one dict per row."""
+        base = self._globals_and_vars
+        if base is None:
+            return str(template.render({**self.templates.prompt_vars, **row, ROW_VARIABLE: row}))
+        context = template.new_context({**base, **row, ROW_VARIABLE: row}, shared=True)
+        try:
+            return str(self._env.concat(template.root_render_func(context)))
+        except Exception:
+            self._env.handle_exception()  # re-raises, with the template's lines in the traceback, as render() does
+            raise
+
+
+class _Ids:
+    """The custom_ids rendered so far, in row order, as Arrow strings; and the key column they came from."""
+
+    def __init__(self) -> None:
+        self.keys: list[pyarrow.Array] = []
+        self._done: list[pyarrow.Array] = []
+        self._pending: list[str] = []
+
+    def add(self, custom_id: str) -> None:
+        self._pending.append(custom_id)
+        if len(self._pending) >= PART_ROWS:
+            self._seal()
+
+    def _seal(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._done.append(pa.array(self._pending, type=pa.string()))
+            self._pending = []
+
+    def raise_first_duplicate(self, id_column: str | None) -> None:
+        """Raise for the first row (by position) whose custom_id an earlier row has, if there is one."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self._seal()
+        if not self._done:
+            return
+        ids = pa.chunked_array(self._done, type=pa.string()).combine_chunks()
+        if len(ids) < 2:
+            return
+        order = pc.sort_indices(ids)  # stable: equal ids stay in row order, the first one first
+        ordered = ids.take(order)
+        same = pc.equal(ordered.slice(1), ordered.slice(0, len(ids) - 1))
+        if not pc.any(same).as_py():
+            return
+        position = pc.min(order.slice(1).filter(same)).as_py()  # the first row that repeats an earlier one
+        earlier = pc.index(ids, ids[position]).as_py()
+        key = pa.chunked_array(self.keys)[position].as_py() if self.keys else None
+        raise RenderError(
+            f"row {position} has the same key as row {earlier} ({id_column}={key!r}): "
+            "keys must be unique; nothing was sent"
+        )

@@ -103,129 +103,176 @@ _TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+#: A problem found under the value checked: where (``.topics[2]``, relative to it) and what (`` is integer, expected string``).
+#: The message is only put together, with the caller's path, for a value that fails: valid answers build no strings.
+_Problem = tuple[str, str]
+_Check = Callable[[Any], "_Problem | None"]
+
+
 def compile_checker(schema: Mapping[str, Any]) -> Checker:
     """A function ``check(value, path) -> problem | None`` for the whole schema."""
-    return _compile(schema, schema)
+    inner = _compile(schema, schema)
+
+    def check(value: Any, path: str) -> str | None:
+        problem = inner(value)
+        return None if problem is None else f"{path}{problem[0]}{problem[1]}"
+
+    return check
 
 
-def _compile(node_in: Any, root: Mapping[str, Any]) -> Checker:
+def _valid(value: Any) -> _Problem | None:
+    return None
+
+
+def _compile(node_in: Any, root: Mapping[str, Any]) -> _Check:
     node = _deref(node_in, root)
-    checks: list[Checker] = []
+    checks: list[_Check] = []
     alternatives = _alternatives(node)
     if alternatives is not None:
         options = [_compile(option, root) for option in alternatives]
 
-        def any_of(value: Any, path: str) -> str | None:
-            problems = [check(value, path) for check in options]
-            return None if any(p is None for p in problems) else problems[0]
+        def any_of(value: Any) -> _Problem | None:
+            problems = []
+            for option in options:
+                problem = option(value)
+                if problem is None:
+                    return None
+                problems.append(problem)
+            return problems[0]
 
         checks.append(any_of)
     types = [t for t in _types(node) if t in _TYPE_TESTS] if "type" in node else []
     if types:
-        tests = [_TYPE_TESTS[t] for t in types]
-        wanted = " or ".join(types)
-
-        def type_check(value: Any, path: str) -> str | None:
-            if any(test(value) for test in tests):
-                return None
-            return f"{path} is {json_type(value)}, expected {wanted}"
-
-        checks.append(type_check)
+        checks.append(_type_checker(types))
     if "enum" in node and isinstance(node["enum"], list):
-        allowed = list(node["enum"])
-
-        def enum_check(value: Any, path: str) -> str | None:
-            return (
-                None
-                if any(value == a and type(value) is type(a) for a in allowed)
-                else f"{path} is not one of {allowed}"
-            )
-
-        checks.append(enum_check)
+        checks.append(_enum_checker(list(node["enum"])))
     if "const" in node:
         const = node["const"]
-        checks.append(lambda v, p: None if v == const else f"{p} is not {const!r}")
+        checks.append(lambda v: None if v == const else ("", f" is not {const!r}"))
     checks.extend(_bounds(node))
     if isinstance(node.get("properties"), Mapping) or "required" in node or node.get("additionalProperties") is False:
         checks.append(_object_checker(node, root))
     if "items" in node or "minItems" in node or "maxItems" in node:
         checks.append(_array_checker(node, root))
+    if not checks:
+        return _valid
+    if len(checks) == 1:
+        return checks[0]
 
-    def check(value: Any, path: str) -> str | None:
+    def check(value: Any) -> _Problem | None:
         for one in checks:
-            problem = one(value, path)
+            problem = one(value)
             if problem is not None:
                 return problem
         return None
 
     return check
+
+
+def _type_checker(types: list[str]) -> _Check:
+    tests = [_TYPE_TESTS[t] for t in types]
+    wanted = " or ".join(types)
+    if len(tests) == 1:
+        test = tests[0]
+
+        def one_type(value: Any) -> _Problem | None:
+            return None if test(value) else ("", f" is {json_type(value)}, expected {wanted}")
+
+        return one_type
+
+    def any_type(value: Any) -> _Problem | None:
+        for test in tests:
+            if test(value):
+                return None
+        return ("", f" is {json_type(value)}, expected {wanted}")
+
+    return any_type
+
+
+def _enum_checker(allowed: list[Any]) -> _Check:
+    if allowed and all(type(a) is str for a in allowed):
+        # Equal and of the same type as one of them: for strings only, a set lookup says the same.
+        strings = frozenset(allowed)
+
+        def string_enum(value: Any) -> _Problem | None:
+            return None if type(value) is str and value in strings else ("", f" is not one of {allowed}")
+
+        return string_enum
+
+    def enum_check(value: Any) -> _Problem | None:
+        for a in allowed:
+            if value == a and type(value) is type(a):
+                return None
+        return ("", f" is not one of {allowed}")
+
+    return enum_check
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _bounds(node: Mapping[str, Any]) -> list[Checker]:
-    found: list[Checker] = []
+def _bounds(node: Mapping[str, Any]) -> list[_Check]:
+    found: list[_Check] = []
     if isinstance(node.get("minimum"), (int, float)):
         low = node["minimum"]
-        found.append(lambda v, p: f"{p} is below {low}" if _number(v) and v < low else None)
+        found.append(lambda v: ("", f" is below {low}") if _number(v) and v < low else None)
     if isinstance(node.get("maximum"), (int, float)):
         high = node["maximum"]
-        found.append(lambda v, p: f"{p} is above {high}" if _number(v) and v > high else None)
+        found.append(lambda v: ("", f" is above {high}") if _number(v) and v > high else None)
     if isinstance(node.get("minLength"), int):
         shortest = node["minLength"]
         found.append(
-            lambda v, p: f"{p} is shorter than {shortest}" if isinstance(v, str) and len(v) < shortest else None
+            lambda v: ("", f" is shorter than {shortest}") if isinstance(v, str) and len(v) < shortest else None
         )
     if isinstance(node.get("maxLength"), int):
         longest = node["maxLength"]
-        found.append(lambda v, p: f"{p} is longer than {longest}" if isinstance(v, str) and len(v) > longest else None)
+        found.append(lambda v: ("", f" is longer than {longest}") if isinstance(v, str) and len(v) > longest else None)
     return found
 
 
-def _object_checker(node: Mapping[str, Any], root: Mapping[str, Any]) -> Checker:
+def _object_checker(node: Mapping[str, Any], root: Mapping[str, Any]) -> _Check:
     properties = {name: _compile(sub, root) for name, sub in (node.get("properties") or {}).items()}
     required = [name for name in node.get("required", []) if isinstance(name, str)]
     closed = node.get("additionalProperties") is False
 
-    def check(value: Any, path: str) -> str | None:
+    def check(value: Any) -> _Problem | None:
         if not isinstance(value, dict):
             return None  # the type check says so, when the schema asks for an object
         for name in required:
             if name not in value:
-                return f"{path}.{name} is missing (required)"
+                return (f".{name}", " is missing (required)")
         for name, item in value.items():
             sub = properties.get(name)
             if sub is None:
                 if closed:
-                    return f"{path}.{name} is not allowed (additionalProperties: false)"
+                    return (f".{name}", " is not allowed (additionalProperties: false)")
                 continue
-            problem = sub(item, f"{path}.{name}")
+            problem = sub(item)
             if problem is not None:
-                return problem
+                return (f".{name}{problem[0]}", problem[1])
         return None
 
     return check
 
 
-def _array_checker(node: Mapping[str, Any], root: Mapping[str, Any]) -> Checker:
+def _array_checker(node: Mapping[str, Any], root: Mapping[str, Any]) -> _Check:
     items = _compile(node["items"], root) if isinstance(node.get("items"), Mapping) else None
     fewest = node.get("minItems") if isinstance(node.get("minItems"), int) else None
     most = node.get("maxItems") if isinstance(node.get("maxItems"), int) else None
 
-    def check(value: Any, path: str) -> str | None:
+    def check(value: Any) -> _Problem | None:
         if not isinstance(value, list):
             return None
         if fewest is not None and len(value) < fewest:
-            return f"{path} has {len(value)} item(s), fewer than {fewest}"
+            return ("", f" has {len(value)} item(s), fewer than {fewest}")
         if most is not None and len(value) > most:
-            return f"{path} has {len(value)} item(s), more than {most}"
+            return ("", f" has {len(value)} item(s), more than {most}")
         if items is not None:
             for i, item in enumerate(value):
-                problem = items(item, f"{path}[{i}]")
+                problem = items(item)
                 if problem is not None:
-                    return problem
+                    return (f"[{i}]{problem[0]}", problem[1])
         return None
 
     return check
