@@ -16,7 +16,8 @@ Settings (environment, read when the DAG is parsed, or the ``output`` DAG param 
 - ``ANTHROPIX_TABLE_OUTPUT``: output folder URI (default ``out/review_triage`` in the repository);
 - ``ANTHROPIX_TABLE_ROWS``: how many reviews to generate (default 200);
 - ``ANTHROPIX_TABLE_POLL_INTERVAL``: seconds between polls (default 60);
-- ``ANTHROPIX_TABLE_MODEL``: the model (default ``claude-haiku-4-5``).
+- ``ANTHROPIX_TABLE_MODEL``: the model (default ``claude-haiku-4-5``);
+- ``ANTHROPIX_TABLE_SCHEDULE``: the schedule (default ``@daily``; empty for manual runs only).
 """
 
 # No ``from __future__ import annotations`` here: Pydantic reads Triage's field types at class creation.
@@ -37,6 +38,7 @@ OUTPUT = os.environ.get("ANTHROPIX_TABLE_OUTPUT") or DEFAULT_OUTPUT
 ROWS = int(os.environ.get("ANTHROPIX_TABLE_ROWS", "200"))
 POLL_INTERVAL = float(os.environ.get("ANTHROPIX_TABLE_POLL_INTERVAL", "60"))
 MODEL = os.environ.get("ANTHROPIX_TABLE_MODEL", "claude-haiku-4-5")
+SCHEDULE = os.environ.get("ANTHROPIX_TABLE_SCHEDULE", "@daily") or None
 RUN_FOLDER = "{{ params.output.rstrip('/') }}/{{ dag_run.run_after | ds_nodash }}"
 
 
@@ -51,7 +53,7 @@ class Triage(BaseModel):
 
 with DAG(
     dag_id="review_triage",
-    schedule="@daily",
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -38,6 +38,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from proxy import Proxy
+from statsd_listener import StatsdListener
 
 VENV_BIN = Path(sys.executable).parent
 AIRFLOW = str(VENV_BIN / "airflow")
@@ -188,6 +189,8 @@ class Deployment:
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxy: Proxy | None = None
+    #: receives every Airflow process's metrics (``anthropix.*`` among them) for the final check
+    statsd: StatsdListener = field(default_factory=StatsdListener)
     emulator_url: str = ""
     api_url: str = ""
     _token: str = ""
@@ -298,11 +301,14 @@ class Deployment:
                 # The batch-job example runs only when a scenario triggers it (its batches must not
                 # land in the middle of another scenario's count).
                 "ANTHROPIX_JOB_SCHEDULE": "",
+                # Nor the table example: the e2e scenarios count every batch the emulator sees.
+                "ANTHROPIX_TABLE_SCHEDULE": "",
                 "ANTHROPIX_JOB_OUTPUT": (self.out_dir / "large-job-default").as_uri(),
                 "ANTHROPIX_JOB_POLL_INTERVAL": "2",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.statsd.env())
         env.update(self.extra_env)
         return env
 
@@ -530,6 +536,7 @@ class Deployment:
         self._write_pids()
         if self.proxy is not None:
             self.proxy.stop()
+        self.statsd.stop()
 
     # -- REST API ------------------------------------------------------------------------------
     def token(self) -> str:

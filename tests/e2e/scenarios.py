@@ -124,6 +124,29 @@ class Context:
                 "occurrences": 0,
             }
         )
+        results.append({"name": "metrics", "ok": True, **self.check_metrics()})
+
+    def check_metrics(self) -> dict[str, Any]:
+        """The Airflow processes sent the provider's documented metrics to the StatsD server, and no others."""
+        from airflow_provider_anthropix.metrics import METRICS
+
+        received = {name.split(",", 1)[0].removeprefix("airflow.") for name in self.dep.statsd.names()}
+        ours = {name for name in received if name.startswith("anthropix.")}
+        undocumented = sorted(ours - set(METRICS))
+        if undocumented:
+            raise E2EFailure(f"metrics sent that docs/metrics.md does not list: {undocumented}")
+        if self.batches_created():
+            expected = {
+                "anthropix.batches.created",
+                "anthropix.requests.submitted",
+                "anthropix.requests.succeeded",
+                "anthropix.export.bytes",
+                "anthropix.export.duration",
+            }
+            missing = sorted(expected - ours)
+            if missing:
+                raise E2EFailure(f"StatsD never received {missing} (received: {sorted(ours)})")
+        return {"anthropix_metrics_received": sorted(ours), "statsd_lines": len(self.dep.statsd.lines)}
 
 
 def decompressed(name: str, data: bytes) -> bytes:
