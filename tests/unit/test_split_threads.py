@@ -22,7 +22,7 @@ from airflow_provider_anthropix.io.shards import ShardWriter, iter_input_request
 
 
 def helper_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("anthropix-")]
+    return [t.name for t in threading.enumerate() if t.name in ("anthropix-read-ahead", "anthropix-shard-writer")]
 
 
 def request(i: int, text: str = "hello") -> dict[str, Any]:
