@@ -65,6 +65,38 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """CPU time of the process (user + system, every thread): less sensitive to a busy machine than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_seconds() -> float:
+    """The emulator's CPU time so far (its pid is passed to the child), 0.0 when unknown."""
+    pid = int(os.environ.get("BENCH_EMULATOR_PID", "0"))
+    if not pid:
+        return 0.0
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+class Clock:
+    """Wall, own CPU and server CPU since it was made, and peak RSS: one phase's figures."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu, self.server = time.perf_counter(), cpu_seconds(), server_cpu_seconds()
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "seconds": time.perf_counter() - self.wall,
+            "cpu_seconds": cpu_seconds() - self.cpu,
+            "server_cpu_seconds": server_cpu_seconds() - self.server,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+
+
 def advance_emulator(url: str, seconds: float) -> None:
     import requests
 
@@ -98,17 +130,17 @@ def ours(path: str, workdir: str, url: str, shards: int, count: int) -> dict[str
     runner = JobRunner(hook, workspace, settings, key="bench", identity={"bench": "job"})
     phases: dict[str, dict[str, float]] = {}
 
-    def phase(name: str, started: float) -> None:
-        phases[name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
+    def phase(name: str, started: Clock) -> None:
+        phases[name] = started.figures()
 
-    started = time.perf_counter()
+    started = Clock()
     step = runner.advance()  # plan (split + validate) and create every shard
     assert isinstance(step, Wait), step
     phase("split + validate + create", started)
     retry_round = 0
     while isinstance(step, Wait):
         advance_emulator(url, 3600)  # every batch in flight ends
-        started = time.perf_counter()
+        started = Clock()
         step = runner.advance()
         if isinstance(step, Wait):  # the round ended: scan for retries, create the next round
             retry_round += 1
@@ -130,17 +162,17 @@ def official(path: str, shards: int, count: int) -> dict[str, Any]:
     from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
     per_batch = -(-count // shards)
-    started = time.perf_counter()
+    started = Clock()
     with open(path) as fh:
         requests = [json.loads(line) for line in fh if line.strip()]
     lists = [requests[i : i + per_batch] for i in range(0, len(requests), per_batch)]
-    loaded = time.perf_counter() - started
+    loaded = time.perf_counter() - started.wall
     hook = AnthropicHook()
     for part in lists:
         hook.create_batch(part)
     return {
         "side": "official",
-        "phases": {"load + create": {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}},
+        "phases": {"load + create": started.figures()},
         "load_seconds": loaded,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -158,8 +190,11 @@ def child(side: str, path: str, workdir: str, url: str, shards: int, count: int)
     return official(path, shards, count)
 
 
-def run_child(side: str, url: str, path: str, workdir: str, shards: int, count: int) -> dict[str, Any]:
+def run_child(
+    side: str, url: str, path: str, workdir: str, shards: int, count: int, emulator_pid: int
+) -> dict[str, Any]:
     env = dict(os.environ)
+    env["BENCH_EMULATOR_PID"] = str(emulator_pid)
     env["AIRFLOW_CONN_ANTHROPIX_DEFAULT"] = json.dumps(
         {"conn_type": "anthropix", "password": KEY, "host": url, "extra": {"timeout": [10, 600]}}
     )
@@ -203,7 +238,9 @@ def main() -> None:
             emulator, url = start_emulator(KEY, "--processing-seconds", "600", "--admin")
             try:
                 print(f"running {side} ...", flush=True)
-                rows.append(run_child(side, url, path, os.path.join(workdir, side), args.shards, args.requests))
+                rows.append(
+                    run_child(side, url, path, os.path.join(workdir, side), args.shards, args.requests, emulator.pid)
+                )
             finally:
                 emulator.terminate()
                 emulator.wait(30)
@@ -211,13 +248,18 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"{'side':9} {'phase':34} {'wall':>8} {'peak RSS':>10}")
-    print("-" * 64)
+    # cpu: the side's own CPU time, all threads; server cpu: the emulator's, in the same phase. On a
+    # shared machine they move less than wall time does.
+    print(f"{'side':9} {'phase':34} {'wall':>8} {'peak RSS':>10} {'cpu':>8} {'server cpu':>11}")
+    print("-" * 85)
     for row in rows:
         if row["side"] == "baseline":
             continue
         for name, figures in row["phases"].items():
-            print(f"{row['side']:9} {name:34} {figures['seconds']:>7.1f}s {figures['peak_rss_mb']:>7.0f} MB")
+            print(
+                f"{row['side']:9} {name:34} {figures['seconds']:>7.1f}s {figures['peak_rss_mb']:>7.0f} MB "
+                f"{figures['cpu_seconds']:>7.1f}s {figures['server_cpu_seconds']:>10.1f}s"
+            )
         if row["side"] == "ours":
             print(f"{'':9} {'(' + str(row['lines']) + ' lines, ' + str(row['batches']) + ' batches)':34}")
         else:

@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from operator import methodcaller
 from typing import IO, Any
 
 import msgspec
@@ -31,6 +35,8 @@ from airflow_provider_anthropix.api.lines import BlockSplitter
 
 _MASK = (1 << 128) - 1
 _blake2b = hashlib.blake2b
+_BLAKE2B_128 = partial(hashlib.blake2b, digest_size=16)
+_DIGEST = methodcaller("digest")
 _READ_CHUNK = 1 << 20
 
 
@@ -62,9 +68,9 @@ class IdSetDigest:
         self.count += 1
 
     def update(self, ids: Iterable[str]) -> None:
-        """Add many ids at once: one generator summed in C-level loops (about 0.75 µs an id here)."""
+        """Add many ids at once: C-level maps summed, no Python frame per id (about 0.7 µs an id here)."""
         ids = ids if isinstance(ids, list) else list(ids)
-        added = sum(int.from_bytes(_blake2b(c.encode(), digest_size=16).digest()) for c in ids)
+        added = sum(map(int.from_bytes, map(_DIGEST, map(_BLAKE2B_128, map(str.encode, ids)))))
         self.total = (self.total + added) & _MASK
         self.count += len(ids)
 
@@ -148,34 +154,83 @@ class HashingReader:
         return self._digest.hexdigest()
 
 
-class HashingRawReader(io.RawIOBase):
-    """The raw bytes of ``handle``, fed to ``digest`` in the chunks they are read in.
+class ReadAheadRawReader(io.RawIOBase):
+    """The raw bytes of ``handle``, read and fed to ``digest`` by a thread, a few megabytes ahead of the caller.
 
     Wrapped in an ``io.BufferedReader``, lines come out of C code and the hash sees a megabyte
-    at a time: much cheaper than hashing line by line in Python (:class:`HashingReader`). Reads
-    with ``readinto`` when the handle has it (an Airflow file handle records lineage on ``read``;
-    the line reader it replaces never called that). Closing it leaves ``handle`` open.
+    at a time. ``hashlib`` and file reads release the GIL, so the thread reads and hashes the
+    next megabytes on another core while the caller decodes and validates the lines of this
+    one (a job's split: the input's SHA-256 was a tenth of its time). At most ``depth`` chunks
+    wait: memory stays bounded whatever the file's size. A read error is raised to the caller
+    where it reaches it. The digest is complete once the caller has read to the end
+    (``readinto`` returned 0). Reads with ``readinto`` when the handle has it (an Airflow file
+    handle records lineage on ``read``). :meth:`close` stops the thread and leaves ``handle`` open.
     """
 
-    def __init__(self, handle: IO[bytes], digest: hashlib._Hash) -> None:
+    def __init__(self, handle: IO[bytes], digest: hashlib._Hash, *, chunk: int = _READ_CHUNK, depth: int = 4) -> None:
         super().__init__()
         self._handle = handle
         self._digest = digest
+        self._chunk = chunk
+        self._queue: queue.Queue[memoryview | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._pending = memoryview(b"")
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="anthropix-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        readinto = getattr(self._handle, "readinto", None)
+        try:
+            while not self._stop.is_set():
+                # A fresh buffer per chunk: the caller may still be copying the last one.
+                if readinto is not None:
+                    buffer = bytearray(self._chunk)
+                    data = memoryview(buffer)[: readinto(buffer) or 0]
+                else:
+                    data = memoryview(self._handle.read(self._chunk))
+                if data:
+                    self._digest.update(data)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reader, raised where it reads
+            self._put(exc)
+
+    def _put(self, item: memoryview | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        readinto = getattr(self._handle, "readinto", None)
-        if readinto is not None:
-            count = readinto(buffer) or 0
-        else:
-            data = self._handle.read(len(buffer))
-            count = len(data)
-            buffer[:count] = data
-        if count:
-            self._digest.update(memoryview(buffer)[:count])
+        if not self._pending:
+            if self._ended:
+                return 0
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            if not item:
+                self._ended = True
+                return 0
+            self._pending = item
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
         return count
+
+    def close(self) -> None:
+        """Stop the thread (it finishes the chunk it is reading); leaves ``handle`` open."""
+        self._stop.set()
+        self._thread.join()
+        self._pending = memoryview(b"")
+        super().close()
 
 
 class IdMismatch(AnthropixError, ValueError):

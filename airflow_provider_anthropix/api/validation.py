@@ -427,8 +427,10 @@ class BatchChecker:
         self.max_requests = max_requests
         self.count = 0
         self.problems: list[ValidationProblem] = []
-        # custom_id -> (index, line) of its first use, to point at both places on a duplicate.
-        self._seen: dict[str, tuple[int, int | None]] = {}
+        # custom_id -> where it was first used, to point at both places on a duplicate: its line
+        # (>= 0) or, for a request without one, -1 - its index. One int, not a tuple: a job's
+        # split keeps a million of them.
+        self._seen: dict[str, int] = {}
 
     @property
     def ok(self) -> bool:
@@ -443,14 +445,15 @@ class BatchChecker:
         :param line: its 1-based line in ``file``.
         """
         index = self.count
-        self.count += 1
+        self.count = count = index + 1
+        seen = self._seen
         if (
             type(request) is dict
-            and self.count != self.max_requests + 1
+            and count != self.max_requests + 1
             and _plainly_valid(request, self.api_version)
-            and request["custom_id"] not in self._seen
+            and (custom_id := request["custom_id"]) not in seen
         ):
-            self._seen[request["custom_id"]] = (index, line)
+            seen[custom_id] = line if line is not None else -1 - index
             return []
         custom_id = _custom_id_of(request)
         found = [
@@ -458,12 +461,11 @@ class BatchChecker:
             for message in validate_request(request, api_version=self.api_version)
         ]
         if custom_id is not None and CUSTOM_ID_RE.match(custom_id) is not None:
-            first = self._seen.get(custom_id)
+            first = seen.get(custom_id)
             if first is None:
-                self._seen[custom_id] = (index, line)
+                seen[custom_id] = line if line is not None else -1 - index
             else:
-                first_index, first_line = first
-                where = f"line {first_line}" if first_line is not None else f"requests[{first_index}]"
+                where = f"line {first}" if first >= 0 else f"requests[{-1 - first}]"
                 found.append(
                     ValidationProblem(
                         f"custom_id is used more than once in the batch (first at {where}); custom_ids must be unique",

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import glob as globlib
 import gzip
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,7 +46,10 @@ from airflow_provider_anthropix.io.result_line import LINE_DECODER
 #: Bytes the envelope adds to a shard file's size: head + tail - the last newline.
 ENVELOPE_BYTES = len(BODY_HEAD) + len(BODY_TAIL) - 1
 REQUEST_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")
-_WRITE_BUFFER = 1 << 20
+#: What the split hands its write-behind thread at a time. Each handoff costs that thread a few
+#: GIL reacquisitions of up to the 5 ms switch interval while the split runs Python: at 1 MB it
+#: could not keep up (the split waited ~1.5 s of 11), at 4 MB it does.
+_WRITE_BUFFER = 4 << 20
 _READ_CHUNK = 1 << 20
 
 
@@ -185,7 +190,68 @@ class ReadFingerprint:
 # -- writing shards --------------------------------------------------------------------------------
 
 
-@dataclass
+class WriteBehind:
+    """One thread that hashes and writes the buffers a :class:`ShardWriter` fills, while the caller goes on.
+
+    ``hashlib`` and file writes release the GIL: the shard files' SHA-256 and their writes run
+    on another core than the split's decoding and validation. Jobs run in the order they were
+    given; at most ``depth`` wait (a megabyte each: memory stays bounded). The first failure
+    is raised to the caller at its next :meth:`submit` or :meth:`drain`; later jobs are then
+    skipped. :meth:`stop` always ends the thread.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name="anthropix-shard-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None and not self._cancelled:
+                    job()
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._cancelled = True  # nothing after a failed write is written
+            raise error
+
+    def submit(self, job: Callable[[], object]) -> None:
+        self._raise()
+        if self._cancelled:
+            raise RuntimeError("the shard writer was stopped after a failure")
+        self._queue.put(job)
+
+    def drain(self) -> None:
+        """Wait until every job given so far has run; raise the first failure."""
+        self._queue.join()
+        self._raise()
+
+    def stop(self, *, cancel: bool = False) -> None:
+        """End the thread after the jobs given so far (skipped with ``cancel``)."""
+        if cancel:
+            self._cancelled = True
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _hash_and_write(handle: IO[bytes], content: Any, data: bytearray) -> None:
+    content.update(data)
+    handle.write(data)
+
+
+@dataclass(slots=True)
 class ShardWriter:
     """Appends encoded requests to shard files, starting a new one when the next would not fit.
 
@@ -207,45 +273,59 @@ class ShardWriter:
     _content: Any = field(default_factory=new_content_hash)
     _ids: IdSetDigest = field(default_factory=IdSetDigest)
     _pending_ids: list[str] = field(default_factory=list)
+    _behind: WriteBehind | None = None
 
     def fits_alone(self, line_bytes: int) -> bool:
         """Whether one request of this encoded size fits a batch at all."""
         return body_size(line_bytes + 1) <= self.max_body_bytes
 
     def add(self, encoded: bytes | bytearray, custom_id: str) -> None:
-        size = len(encoded) + 1
-        if self._handle is not None and (
-            self._requests >= self.max_requests or body_size(self._file_bytes + size) > self.max_body_bytes
+        # Called once per request of a million: attributes read once, the shard change out of line.
+        file_bytes = self._file_bytes + len(encoded) + 1
+        if (
+            self._handle is None
+            or self._requests >= self.max_requests
+            or file_bytes + ENVELOPE_BYTES > self.max_body_bytes
         ):
-            self._close()
-        if self._handle is None:
-            name = f"shard-{len(self.shards):05d}.jsonl"
-            name = f"{self.prefix}/{name}" if self.prefix else name
-            self._handle = self.open_shard(name)
-            self.shards.append(Shard(name, 0, 0))
-        self._buffer += encoded
-        self._buffer += b"\n"
+            self._next_shard()
+            file_bytes = len(encoded) + 1
+        buffer = self._buffer
+        buffer += encoded
+        buffer += b"\n"
         self._pending_ids.append(custom_id)
         self._requests += 1
-        self._file_bytes += size
-        if len(self._buffer) >= _WRITE_BUFFER:
+        self._file_bytes = file_bytes
+        if len(buffer) >= _WRITE_BUFFER:
             self._write_buffer()
+
+    def _next_shard(self) -> None:
+        self._close()
+        name = f"shard-{len(self.shards):05d}.jsonl"
+        name = f"{self.prefix}/{name}" if self.prefix else name
+        self._handle = self.open_shard(name)
+        self.shards.append(Shard(name, 0, 0))
 
     def _write_buffer(self) -> None:
         assert self._handle is not None
         self._ids.update(self._pending_ids)  # one summed pass per buffer: the same digest as one add per id
         self._pending_ids.clear()
-        self._content.update(self._buffer)
-        self._handle.write(self._buffer)
-        self._buffer.clear()
+        if self._behind is None:
+            self._behind = WriteBehind()
+        # Hashed and written by the thread; this buffer is its own from now on.
+        data, self._buffer = self._buffer, bytearray()
+        self._behind.submit(partial(_hash_and_write, self._handle, self._content, data))
 
     def _close(self) -> None:
         if self._handle is None:
             return
         if self._buffer:
             self._write_buffer()
-        self._handle.close()
-        self._handle = None
+        handle, self._handle = self._handle, None
+        if self._behind is not None:
+            self._behind.submit(handle.close)
+            self._behind.drain()  # the shard's bytes are written and hashed: its digest is final
+        else:
+            handle.close()
         last = self.shards[-1]
         self.shards[-1] = replace(
             last,
@@ -260,17 +340,26 @@ class ShardWriter:
         self._ids = IdSetDigest()
 
     def finish(self) -> list[Shard]:
-        self._close()
+        try:
+            self._close()
+        finally:
+            self._stop_behind(cancel=False)
         return list(self.shards)
 
     def abandon(self) -> list[str]:
         """Stop writing after a failure; returns the names written so far, for the caller to remove."""
+        self._stop_behind(cancel=True)  # before the handle is closed: the thread may be writing to it
         handle, self._handle = self._handle, None
         self._pending_ids.clear()
         if handle is not None:
             with contextlib.suppress(Exception):
                 handle.close()
         return [shard.name for shard in self.shards]
+
+    def _stop_behind(self, *, cancel: bool) -> None:
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            behind.stop(cancel=cancel)
 
 
 def describe_inputs(files: Sequence[ObjectStoragePath]) -> str:
@@ -326,6 +415,8 @@ def split_requests(
     problems = ProblemLog(keep=max_problems_shown)
     encode_into = msgspec.json.Encoder().encode_into
     check = checker.check
+    add = writer.add
+    largest = writer.max_body_bytes - ENVELOPE_BYTES - 1  # the longest line that fits a batch alone (fits_alone)
     encoded = bytearray()  # reused: each request is encoded over the last one
     seen = 0
     written_bytes = 0
@@ -342,7 +433,7 @@ def split_requests(
                     checker.problems.clear()
                 else:
                     encode_into(request, encoded)
-                    if not writer.fits_alone(len(encoded)):
+                    if len(encoded) > largest:
                         found = [
                             ValidationProblem(
                                 f"this request alone encodes to {len(encoded):,} bytes, more than one batch may "
@@ -353,7 +444,7 @@ def split_requests(
                             )
                         ]
                     elif not problems.count:
-                        writer.add(encoded, request["custom_id"])
+                        add(encoded, request["custom_id"])
                         written_bytes += len(encoded) + 1
                 if found:
                     problems.add(found)
