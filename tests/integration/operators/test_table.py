@@ -240,3 +240,44 @@ def test_the_example_review_triage_dag_runs_offline(
     assert kinds[3] == "invalid_output" and kinds[7] == "succeeded"  # the refusal stays; the once-invalid is retried
     assert kinds.count("succeeded") == 39
     assert table.schema.field("score").type == pa.int64()
+
+
+def test_rows_with_system_blocks_tools_an_image_and_a_schema_and_the_model_check(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path, capsys: Any
+) -> None:
+    """build_request makes the requests users send (cached system blocks, tools, an image) beside the schema."""
+    pq.write_table(
+        pa.table({"sku": [f"s{i}" for i in range(6)], "note": [f"note {i}" for i in range(6)]}), tmp_path / "in.parquet"
+    )
+    out = tmp_path / "out"
+    header_extra = (
+        "from tests.support.request_shapes import DEFAULT_SYSTEM_BLOCKS, DEFAULT_TOOLS, IMAGE_MAGIC, b64\n"
+        "def build(row):\n"
+        "    image = {'type': 'image', 'source': {'type': 'base64', 'media_type': 'image/png',"
+        " 'data': b64(IMAGE_MAGIC['image/png'] + b'0' * 64)}}\n"
+        "    return {'system': DEFAULT_SYSTEM_BLOCKS, 'tools': DEFAULT_TOOLS, 'tool_choice': {'type': 'auto'},\n"
+        "            'messages': [{'role': 'user', 'content': [image, {'type': 'text', 'text': row['note']}]}]}\n"
+    )
+    before = emulator.stats()["batches_created"]
+    dag = load_dag_source(
+        airflow_dags,
+        "table_shapes",
+        HEADER + header_extra,
+        f"""
+        {DAG_OPEN}
+            BatchTableOperator(task_id="t", table_path={str(tmp_path / "in.parquet")!r}, destination={str(out)!r},
+                               id_column="sku", build_request=build, output_schema=Triage, default_params=DEFAULTS,
+                               poll_interval=0.2, deferrable=True, max_errored_ratio=None)
+            BatchTableOperator(task_id="unknown_model", table_path={str(tmp_path / "in.parquet")!r},
+                               destination={str(tmp_path / "out2")!r}, prompt="{{{{ note }}}}",
+                               default_params={{"model": "claude-nonexistent-9", "max_tokens": 50}},
+                               poll_interval=0.2, deferrable=True)
+        """,
+    )
+    assert states(dag.test()) == {"t": "success", "unknown_model": "failed"}
+    table = read_output(out)
+    assert table.column("sku").to_pylist() == [f"s{i}" for i in range(6)]
+    assert set(table.column("_result_type").to_pylist()) == {"succeeded"}
+    assert all(s in ("positive", "neutral", "negative") for s in table.column("sentiment").to_pylist())
+    assert emulator.stats()["batches_created"] - before == 1  # the unknown model was refused before sending
+    assert "claude-nonexistent-9" in capsys.readouterr().out
