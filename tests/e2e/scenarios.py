@@ -589,12 +589,42 @@ def check_job_output(ctx: Context, summary: dict[str, Any], requests_expected: i
         raise E2EFailure(
             f"merged results ({len(written)} bytes) differ from the batches' last attempts ({len(expected)})"
         )
+    sends: dict[str, int] = {}
+    for _, data in streams:
+        for line in data.splitlines():
+            custom_id = json.loads(line)["custom_id"]
+            sends[custom_id] = sends.get(custom_id, 0) + 1
     return {
         "lines": checked["lines"],
         "bytes_compared": len(expected),
         "batches": len(batches),
         "last_round": max((int(b["round"]) for b in batches), default=0),
+        "sends": sends,
     }
+
+
+def check_sent_once_per_round(ctx: Context, sends: dict[str, int], *, sample: int | None = None) -> dict[str, Any]:
+    """Every request reached the API in exactly as many batches as the job's manifest lists it in: no duplicate batch.
+
+    The emulator counts the batches that carried each custom_id. A crash between a create and its
+    journal entry must be healed by adopting the batch, not by creating it again; a second create
+    shows up here as one attempt more than the manifest's batches hold. ``sample``: check every
+    request sent more than once and this many others (a stable choice), to keep the run short.
+    """
+    ids = sorted(sends)
+    if sample is not None and len(ids) > sample:
+        step = len(ids) // sample
+        ids = sorted({*ids[::step], *(i for i, n in sends.items() if n > 1)})
+    wrong = {}
+    for custom_id in ids:
+        attempts = ctx.dep.emu_attempts(custom_id)
+        if attempts != sends[custom_id]:
+            wrong[custom_id] = {"sent_to_api": attempts, "in_manifest_batches": sends[custom_id]}
+            if len(wrong) >= 5:
+                break
+    if wrong:
+        raise E2EFailure(f"requests reached the API in more (or fewer) batches than the job lists: {wrong}")
+    return {"requests_send_count_checked": len(ids), "resent": sum(1 for n in sends.values() if n > 1)}
 
 
 def run_large_job(ctx: Context) -> dict[str, Any]:
@@ -604,6 +634,7 @@ def run_large_job(ctx: Context) -> dict[str, Any]:
     ctx.expect_success(JOB_DAG, run_id, state)
     summary = ctx.dep.xcom(JOB_DAG, run_id, "nightly_job")
     outcome = check_job_output(ctx, summary, JOB_REQUESTS)
+    outcome.update(check_sent_once_per_round(ctx, outcome.pop("sends"), sample=200))
     created = ctx.batches_created() - before  # includes other DAGs' scheduled runs; the per-request check is exact
     if created < outcome["batches"]:
         raise E2EFailure(f"the job lists {outcome['batches']} batches, the emulator created {created}")
@@ -624,6 +655,7 @@ def _job_chaos(ctx: Context, name: str, crash: str, requests: int, expect_in_ret
     ctx.expect_success(JOB_CHAOS_DAG, run_id, state)
     summary = ctx.dep.xcom(JOB_CHAOS_DAG, run_id, "job")
     outcome = check_job_output(ctx, summary, requests)
+    outcome.update(check_sent_once_per_round(ctx, outcome.pop("sends")))
     created = ctx.batches_created() - before
     if created < outcome["batches"]:
         raise E2EFailure(f"{name}: the job lists {outcome['batches']} batches, the emulator created {created}")

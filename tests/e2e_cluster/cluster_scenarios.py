@@ -190,7 +190,9 @@ def run_concurrent(ctx: Context) -> dict[str, Any]:
     job = ctx.trigger(JOB_DAG, {"output": dep.s3_uri("large-job", "rest")}, logical_date=now)
 
     def check_job(c: Context, rid: str) -> dict[str, Any]:
-        return check_job_output(c, c.dep.xcom(JOB_DAG, rid, "nightly_job"), JOB_REQUESTS)
+        outcome = check_job_output(c, c.dep.xcom(JOB_DAG, rid, "nightly_job"), JOB_REQUESTS)
+        outcome.pop("sends")  # the example's ids repeat in its scheduled run: the emulator's counts are not its own
+        return outcome
 
     runs.append(Run(NIGHTLY_DAG, nightly, check_nightly_run))
     runs.append(Run(JOB_DAG, job, check_job, batches=lambda o: int(o["batches"])))
