@@ -11,7 +11,9 @@ says how to export it (see docs/operate.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +100,15 @@ def open_client(conn_id: str | None, base_url: str | None, api_version: str | No
             # The checks never quote the key; a key typed into another field would still be one.
             raise ConnectionSettingsError(Redactor(found.secrets())(str(exc))) from None
         return SyncClient(config)
+    # Airflow's logging writes to the standard output it finds when it configures itself (on first
+    # use, here), and it warns there (an empty Fernet key, our own retries): that would break
+    # `--json` and `results > file`. Its logs go to standard error instead, for the whole command.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _client_from_airflow(conn_id)
+
+
+def _client_from_airflow(conn_id: str) -> BatchClient:
+    """The provider's hook on ``conn_id``, as Airflow's configured secrets backend serves it (checked now)."""
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from airflow_provider_anthropix.api.redact import Redactor

@@ -112,24 +112,28 @@ def test_a_malformed_environment_connection_never_prints_the_key(value: str) -> 
 def test_without_the_variable_the_secrets_backend_is_asked(
     emulator: EmulatorHandle, emulator_http: httpx.Client, emulator_api_key: str, tmp_path: Path
 ) -> None:
-    """The fallback: Airflow's configured ``[secrets] backend`` (here the local-file one) still serves the CLI."""
+    """The fallback: Airflow's configured ``[secrets] backend`` (here the local-file one) still serves the CLI.
+
+    Standard output carries the JSON and nothing else, although Airflow logs on this path: it warns
+    that no Fernet key is set (none is, here), and a retried call logs a warning through Airflow's
+    logging. Those go to standard error.
+    """
     batch_id = _create(emulator_http)
     connections = tmp_path / "connections.json"
     connections.write_text(
         json.dumps({"cli_from_backend": {"conn_type": "anthropix", "password": emulator_api_key, "host": emulator.url}})
     )
-    from cryptography.fernet import Fernet
-
     env = _env(
-        # Without a Fernet key Airflow warns on standard output, in the middle of --json.
-        AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
+        AIRFLOW__CORE__FERNET_KEY="",
         AIRFLOW__SECRETS__BACKEND="airflow.secrets.local_filesystem.LocalFilesystemBackend",
         AIRFLOW__SECRETS__BACKEND_KWARGS=json.dumps({"connections_file_path": str(connections)}),
     )
+    emulator.add_fault("status", endpoint="list", status=529, count=1, retry_after=0.1)
     status, airflow, out, err = probe("batches", "list", "--conn-id", "cli_from_backend", "--json", env=env)
     assert status == 0, err
-    assert [b["id"] for b in json.loads(out)] == [batch_id]
+    assert [b["id"] for b in json.loads(out)] == [batch_id]  # the whole of standard output is the JSON
     assert "airflow.sdk" in airflow  # this path is Airflow's own
+    assert "retry 1 of" in err and "cryptography key" in err  # the logs were written, to standard error
 
 
 def test_a_key_typed_into_the_host_of_a_backend_connection_is_not_printed(tmp_path: Path) -> None:
