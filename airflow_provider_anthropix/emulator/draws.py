@@ -35,10 +35,20 @@ def _scramble(seed: int) -> int:
 class Draws:
     """Uniform draws from one seed: :meth:`below` for integers, :meth:`unit` for floats in [0, 1)."""
 
-    __slots__ = ("_state",)
+    __slots__ = ("_state", "budget")
 
     def __init__(self, seed: int) -> None:
         self._state = _scramble(seed & _MASK64)
+        #: steps left to the answer being drawn (set and spent by :mod:`.schema_values`)
+        self.budget = 0
+
+    @classmethod
+    def of_hash(cls, seed: int) -> Draws:
+        """Draws from a seed that is already a hash's output (uniform bits), without scrambling it again."""
+        draws = cls.__new__(cls)
+        draws._state = seed & _MASK64
+        draws.budget = 0
+        return draws
 
     def word(self) -> int:
         """The next 32 random bits."""

@@ -53,18 +53,8 @@ _CACHE_SIZE = 256
 _MAX_NODES = 20_000
 
 _N = TypeVar("_N", int, float)
-#: A compiled node: (run, depth) -> value.
-Node = Callable[["Run", int], Any]
-
-
-class Run:
-    """One answer's state: its draws and the steps it has left (a hostile schema cannot hang the renderer)."""
-
-    __slots__ = ("budget", "draws")
-
-    def __init__(self, draws: Draws) -> None:
-        self.draws = draws
-        self.budget = BUDGET
+#: A compiled node: (draws, depth) -> value; ``draws.budget`` counts the steps the answer has left.
+Node = Callable[[Draws, int], Any]
 
 
 class Resolver:
@@ -145,7 +135,8 @@ class CompiledSchema:
 
     def value(self, draws: Draws) -> Any:
         """A value for the root schema, drawn with ``draws``."""
-        return self._child(self._root, 0, self.schema, False)(Run(draws), 0)
+        draws.budget = BUDGET  # a hostile schema cannot hang the renderer
+        return self._child(self._root, 0, self.schema, False)(draws, 0)
 
     # -- building --------------------------------------------------------------------------
     def _child(self, slots: list[Node | None], i: int, schema: Any, wordy: bool) -> Node:
@@ -192,13 +183,13 @@ class CompiledSchema:
         slots: list[Node | None] = [None] * count
         resolve = self.resolver.resolve
 
-        def node(run: Run, depth: int) -> Any:
-            run.budget -= 1
-            if depth >= GIVE_UP or run.budget < 0:
+        def node(d: Draws, depth: int) -> Any:
+            d.budget -= 1
+            if depth >= GIVE_UP or d.budget < 0:
                 return None
-            i = deep if deep is not None and depth >= SHALLOW else run.draws.below(count)
+            i = deep if deep is not None and depth >= SHALLOW else d.below(count)
             merged = slots[i] or self._child(slots, i, merge(rest, resolve(branches[i])), wordy)
-            return merged(run, depth + 1)
+            return merged(d, depth + 1)
 
         return node
 
@@ -208,10 +199,10 @@ class CompiledSchema:
         deep = nodes[options.index("null")] if "null" in options else None
         count = len(nodes)
 
-        def node(run: Run, depth: int) -> Any:
+        def node(d: Draws, depth: int) -> Any:
             if deep is not None and depth >= SHALLOW:
-                return deep(run, depth)
-            return nodes[run.draws.below(count)](run, depth)
+                return deep(d, depth)
+            return nodes[d.below(count)](d, depth)
 
         return node
 
@@ -234,8 +225,8 @@ class CompiledSchema:
         properties = properties if isinstance(properties, dict) else {}
         required = set(names(schema.get("required")))
         extra = schema.get("additionalProperties", True)
-        fields = [(name, sub, name in required, is_prose(name if isinstance(name, str) else None))
-                  for name, sub in properties.items()]  # fmt: skip
+        fields = [(i, name, sub, name in required, is_prose(name if isinstance(name, str) else None))
+                  for i, (name, sub) in enumerate(properties.items())]  # fmt: skip
         slots: list[Node | None] = [None] * len(fields)
         missing = [name for name in names(schema.get("required")) if name not in properties]
         missing = list(dict.fromkeys(missing))
@@ -246,29 +237,30 @@ class CompiledSchema:
 
         charge = 1 + len(fields) + len(missing) + wanted + (2 if mapping else 0)
 
-        def node(run: Run, depth: int) -> Any:
-            run.budget -= charge  # paid up front for the children: leaves do not count themselves
-            if depth >= GIVE_UP or run.budget < 0:
+        def node(d: Draws, depth: int) -> Any:
+            d.budget -= charge  # paid up front for the children: leaves do not count themselves
+            if depth >= GIVE_UP or d.budget < 0:
                 return None
-            below = run.draws.below
+            below = d.below
+            deeper = depth + 1
             out: dict[str, Any] = {}
-            for i, (name, sub, needed, wordy) in enumerate(fields):
+            for i, name, sub, needed, wordy in fields:
                 if needed or (depth < SHALLOW and below(2) == 0):
-                    out[name] = (slots[i] or child(slots, i, sub, wordy))(run, depth + 1)
+                    out[name] = (slots[i] or child(slots, i, sub, wordy))(d, deeper)
             if missing or mapping or wanted:
                 more = extra_slot[0] or child(extra_slot, 0, extra, False)
                 for name in missing:
-                    out[name] = more(run, depth + 1)
+                    out[name] = more(d, depth + 1)
                 if mapping and depth < SHALLOW:  # a mapping: dict[str, X]
                     for _ in range(below(3)):
-                        out[f"{WORDS[below(len(WORDS))]}_{len(out) + 1}"] = more(run, depth + 1)
-                for i, (name, sub, _, wordy) in enumerate(fields):
+                        out[f"{WORDS[below(len(WORDS))]}_{len(out) + 1}"] = more(d, depth + 1)
+                for i, name, sub, _, wordy in fields:
                     if len(out) >= wanted:
                         break
                     if name not in out:
-                        out[name] = (slots[i] or child(slots, i, sub, wordy))(run, depth + 1)
+                        out[name] = (slots[i] or child(slots, i, sub, wordy))(d, depth + 1)
                 while len(out) < wanted and extra is not False:
-                    out[f"extra_{len(out) + 1}"] = more(run, depth + 1)
+                    out[f"extra_{len(out) + 1}"] = more(d, depth + 1)
             return out
 
         return node
@@ -291,27 +283,27 @@ class CompiledSchema:
         schemas = [*prefix, items]
         child = self._child
 
-        def node(run: Run, depth: int) -> Any:
+        def node(d: Draws, depth: int) -> Any:
             if depth >= GIVE_UP:
                 return None
-            size = low if depth >= SHALLOW else bottom + run.draws.below(top - bottom + 1)
+            size = low if depth >= SHALLOW else bottom + d.below(top - bottom + 1)
             if cap is not None:
                 size = min(size, cap)
-            run.budget -= 1 + size  # paid up front for the items: leaves do not count themselves
-            if run.budget < 0:
+            d.budget -= 1 + size  # paid up front for the items: leaves do not count themselves
+            if d.budget < 0:
                 return None
             if not unique:
                 if len(schemas) == 1:  # the common case: no tuple prefix
                     item_node = slots[0] or child(slots, 0, items, wordy)
                     out = []
                     for _ in range(size):
-                        item = item_node(run, depth + 1)
+                        item = item_node(d, depth + 1)
                         if size <= 8 and type(item) is str and item in out:  # one more try, then keep it
-                            item = item_node(run, depth + 1)
+                            item = item_node(d, depth + 1)
                         out.append(item)
                     return out
                 return [
-                    (slots[i] or child(slots, i, schemas[i], wordy))(run, depth + 1)
+                    (slots[i] or child(slots, i, schemas[i], wordy))(d, depth + 1)
                     for i in (min(n, len(prefix)) for n in range(size))
                 ]
             out = []
@@ -320,7 +312,7 @@ class CompiledSchema:
                 if len(out) >= size:
                     break
                 i = min(len(out), len(prefix))
-                item = (slots[i] or child(slots, i, schemas[i], wordy))(run, depth + 1)
+                item = (slots[i] or child(slots, i, schemas[i], wordy))(d, depth + 1)
                 key = item if type(item) is str else ("json", json.dumps(item, sort_keys=True))
                 if key not in seen:
                     seen.add(key)
@@ -331,20 +323,20 @@ class CompiledSchema:
 
 
 # -- leaves ------------------------------------------------------------------------------------
-def _null_node(run: Run, depth: int) -> Any:
+def _null_node(d: Draws, depth: int) -> Any:
     return None
 
 
-def _word_node(run: Run, depth: int) -> Any:
-    return WORDS[run.draws.below(len(WORDS))]
+def _word_node(d: Draws, depth: int) -> Any:
+    return WORDS[d.below(len(WORDS))]
 
 
-def _boolean_node(run: Run, depth: int) -> Any:
-    return run.draws.below(2) == 0
+def _boolean_node(d: Draws, depth: int) -> Any:
+    return d.below(2) == 0
 
 
 def _constant(value: Any) -> Node:
-    def node(run: Run, depth: int) -> Any:
+    def node(d: Draws, depth: int) -> Any:
         return value
 
     return node
@@ -353,8 +345,8 @@ def _constant(value: Any) -> Node:
 def _choice(options: tuple[Any, ...]) -> Node:
     count = len(options)
 
-    def node(run: Run, depth: int) -> Any:
-        return options[run.draws.below(count)]
+    def node(d: Draws, depth: int) -> Any:
+        return options[d.below(count)]
 
     return node
 
@@ -369,12 +361,12 @@ def _string(schema: dict[str, Any], wordy: bool) -> Node:
     words = make is None and wordy
     plain = make is None and not low and high is None
 
-    def node(run: Run, depth: int) -> Any:
+    def node(d: Draws, depth: int) -> Any:
         if words:
-            return prose(run.draws, low, limit)
+            return prose(d, low, limit)
         if plain:
-            return phrase(run.draws)
-        text = make(run.draws) if make is not None else phrase(run.draws)
+            return phrase(d)
+        text = make(d) if make is not None else phrase(d)
         if len(text) < low:
             text = " ".join([text] * (low // (len(text) + 1) + 1))
         return text[:limit] if limit is not None else text
@@ -394,19 +386,20 @@ def _integer(schema: dict[str, Any]) -> Node:
     stepped = step > 0
     edges = tuple(edge for edge, given in ((lo, low), (hi, high)) if given is not None)
     first, last = (-(-lo // step), hi // step) if stepped else (0, 0)
+    spread = hi - lo + 1
     fixed: int | None = None
     if (stepped and first > last) or (not stepped and lo >= hi):
         fixed = lo
 
-    def node(run: Run, depth: int) -> Any:
+    def node(d: Draws, depth: int) -> Any:
         if fixed is not None:
             return fixed
-        below = run.draws.below
         if stepped:
-            return (first + below(last - first + 1)) * step
-        if edges and below(5) == 0:
-            return edges[below(len(edges))]
-        return lo + below(hi - lo + 1)
+            return (first + d.below(last - first + 1)) * step
+        if edges:  # one draw: which fifth (the first: an edge) and where
+            fifth, at = divmod(d.below(5 * spread), spread)
+            return edges[at % len(edges)] if fifth == 0 else lo + at
+        return lo + d.below(spread)
 
     return node
 
@@ -416,10 +409,10 @@ def _number(schema: dict[str, Any]) -> Node:
     low, low_open, high, high_open = bounds(schema)
     lo, hi = span(low, high, 1000.0)
 
-    def node(run: Run, depth: int) -> Any:
+    def node(d: Draws, depth: int) -> Any:
         if hi < lo:
             return lo
-        drawn = round(lo + (hi - lo) * run.draws.unit(), 2)
+        drawn = round(lo + (hi - lo) * d.unit(), 2)
         if (drawn > lo or (not low_open and drawn == lo)) and (drawn < hi or (not high_open and drawn == hi)):
             return drawn
         return (lo + hi) / 2

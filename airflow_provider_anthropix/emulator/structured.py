@@ -83,7 +83,8 @@ class StructuredPlan(msgspec.Struct, gc=False):
     """What a structured answer needs when its batch is rendered (at the end, not at create).
 
     :param schema: the request's JSON Schema (one object shared by every request that sent the same one)
-    :param seed: the seed of the answer's random draws (emulator seed, custom_id, attempt, request)
+    :param seed: the seed of the answer's draws: 64 bits of a hash of the emulator seed, custom_id, attempt and request
+        (used as is, see :meth:`.draws.Draws.of_hash`)
     :param form: :data:`VALID`, :data:`REFUSAL`, :data:`MAX_TOKENS` or :data:`SCHEMA_INVALID`
     :param thinking: the request asked for thinking: a thinking block comes before the JSON
     :param compiled: the schema compiled (None: compiled, or found in the cache, when answered)
@@ -141,7 +142,7 @@ def answer(plan: StructuredPlan, snippet: str, max_tokens: int) -> tuple[list[di
         text, stop_reason = REFUSAL_TEXT, "refusal"
     else:
         compiled = plan.compiled or compile_schema(plan.schema)
-        text = _text(compiled, Draws(plan.seed), breaking=plan.form == SCHEMA_INVALID)
+        text = _text(compiled, Draws.of_hash(plan.seed), breaking=plan.form == SCHEMA_INVALID)
         if plan.form == MAX_TOKENS:
             text, stop_reason = cut_json(text), "max_tokens"
     output_tokens = max(1, (spent + len(text)) // 4)
