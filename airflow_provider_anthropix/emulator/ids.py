@@ -71,3 +71,17 @@ def message_id(seed: int, batch_id: str, custom_id: str) -> str:
     """A stable ``msg_`` id for one succeeded result (same inputs, same id)."""
     digest = hashlib.blake2b(f"{seed}\0{batch_id}\0{custom_id}".encode(), digest_size=15).digest()
     return "msg_011" + _base62_21(int.from_bytes(digest, "big"))
+
+
+class MessageIds:
+    """:func:`message_id` for the lines of one batch: the hash of ``seed`` and ``batch_id`` is taken once."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, seed: int, batch_id: str) -> None:
+        self._head = hashlib.blake2b(f"{seed}\0{batch_id}\0".encode(), digest_size=15)
+
+    def __call__(self, custom_id: str) -> str:
+        digest = self._head.copy()
+        digest.update(custom_id.encode())
+        return "msg_011" + _base62_21(int.from_bytes(digest.digest(), "big"))

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from airflow_provider_anthropix.emulator.ids import message_id
+from airflow_provider_anthropix.emulator.ids import MessageIds
 from airflow_provider_anthropix.emulator.structured import StructuredPlan, answer
 
 SUCCEEDED = "succeeded"
@@ -164,6 +164,12 @@ def make_entry(
     )
 
 
+def plain_entry(custom_id: str, model: str, max_tokens: int, prompt: str, input_tokens: int) -> Entry:
+    """The :class:`Entry` :func:`make_entry` makes for a request whose whole text is one user
+    ``prompt`` without a marker, when no dice are rolled (see :func:`.intake.plain_prompt`)."""
+    return Entry(custom_id, model, SUCCEEDED, None, _snippet(prompt), input_tokens, max_tokens)
+
+
 def _snippet(prompt: str) -> str:
     """The prompt's first 60 characters with runs of whitespace collapsed (what a reply echoes).
 
@@ -184,6 +190,7 @@ class LineRenderer:
         self.seed = seed
         self.result_bytes = result_bytes
         self._encode = msgspec.json.Encoder().encode
+        self._message_id = MessageIds(seed, batch_id)
 
     def line(self, entry: Entry, outcome: str) -> bytes:
         """The JSONL line (with ``\\n``) of ``entry`` ending as ``outcome``."""
@@ -201,7 +208,7 @@ class LineRenderer:
     ) -> dict[str, Any]:
         """The succeeded result's Message."""
         return {
-            "id": message_id(self.seed, self.batch_id, entry.custom_id),
+            "id": self._message_id(entry.custom_id),
             "type": "message",
             "role": "assistant",
             "model": entry.model,
