@@ -279,6 +279,7 @@ class CompiledSchema:
         bottom = low if low or top == 0 else 1
         cap = len(prefix) if items is False else None
         unique = schema.get("uniqueItems") is True
+        simple = not unique and not prefix
         slots: list[Node | None] = [None] * (len(prefix) + 1)
         schemas = [*prefix, items]
         child = self._child
@@ -292,16 +293,17 @@ class CompiledSchema:
             d.budget -= 1 + size  # paid up front for the items: leaves do not count themselves
             if d.budget < 0:
                 return None
+            if simple:  # the common case: neither unique nor a tuple
+                item_node = slots[0] or child(slots, 0, items, wordy)
+                deeper = depth + 1
+                out = []
+                for _ in range(size):
+                    item = item_node(d, deeper)
+                    if size <= 8 and type(item) is str and item in out:  # one more try, then keep it
+                        item = item_node(d, deeper)
+                    out.append(item)
+                return out
             if not unique:
-                if len(schemas) == 1:  # the common case: no tuple prefix
-                    item_node = slots[0] or child(slots, 0, items, wordy)
-                    out = []
-                    for _ in range(size):
-                        item = item_node(d, depth + 1)
-                        if size <= 8 and type(item) is str and item in out:  # one more try, then keep it
-                            item = item_node(d, depth + 1)
-                        out.append(item)
-                    return out
                 return [
                     (slots[i] or child(slots, i, schemas[i], wordy))(d, depth + 1)
                     for i in (min(n, len(prefix)) for n in range(size))
@@ -359,13 +361,12 @@ def _string(schema: dict[str, Any], wordy: bool) -> Node:
     high = count_of(schema.get("maxLength"), None)
     limit = None if high is None else max(low, high)
     words = make is None and wordy
-    plain = make is None and not low and high is None
+    if make is None and not wordy and not low and high is None:
+        return phrase  # the commonest string: a phrase, drawn without another call in between
 
     def node(d: Draws, depth: int) -> Any:
         if words:
             return prose(d, low, limit)
-        if plain:
-            return phrase(d)
         text = make(d) if make is not None else phrase(d)
         if len(text) < low:
             text = " ".join([text] * (low // (len(text) + 1) + 1))

@@ -67,8 +67,11 @@ _PHRASES = 2 * _N_ADJECTIVES * _N_NOUNS
 _SENTENCES = _N_OPENINGS * _N_VERBS * _N_NOUNS * _N_PREDICATES * len(_TAILS)
 
 
-def phrase(draws: Draws) -> str:
-    """A topic-like noun phrase: a noun, half the time with an adjective before it (one draw)."""
+def phrase(draws: Draws, _depth: int = 0) -> str:
+    """A topic-like noun phrase: a noun, half the time with an adjective before it (one draw).
+
+    (``_depth`` is ignored: it lets a schema string without limits use this function as its node.)
+    """
     n, noun = divmod(draws.below(_PHRASES), _N_NOUNS)
     return f"{_ADJECTIVES[n]} {_NOUNS[noun]}" if n < _N_ADJECTIVES else _NOUNS[noun]
 
