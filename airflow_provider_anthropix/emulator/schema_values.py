@@ -516,7 +516,11 @@ _encode = msgspec.json.encode
 
 
 def schema_key(schema: Any) -> bytes | None:
-    """The schema's JSON bytes, properties in their order (which is the answers' order); None if not JSON."""
+    """The schema's JSON bytes, properties in their order (which is the answers' order); None if not JSON.
+
+    (msgspec writes a float infinity or NaN as ``null``: only schemas built in Python hold one,
+    and the generator reads a non-finite bound as no bound, like ``null``.)
+    """
     try:
         return _encode(schema)
     except (TypeError, ValueError, OverflowError):  # a lone surrogate, a Python-only value: not cached

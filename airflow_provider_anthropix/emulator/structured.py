@@ -7,7 +7,9 @@ checks them, resubmits the bad ones) needs answers that differ from request to r
 yet repeat exactly on a rerun, so each answer is drawn (:class:`.draws.Draws`) from a seed
 made of the emulator's seed, the custom_id, the attempt and the request itself. Each
 distinct schema is compiled once (:mod:`.schema_values`), so a million answers to one
-schema cost little more than their draws and one msgspec encode each.
+schema cost little more than their draws and one msgspec encode each. The JSON is compact
+(``{"a":1}``, msgspec's form), and its strings are sized like a model's: a sentence or
+two for a ``summary``-like property, a short phrase for a tag or a topic (:mod:`.wording`).
 
 The generator knows what users write and what Pydantic's ``model_json_schema()`` emits:
 ``type`` (also a list such as ``["string", "null"]``), ``properties``, ``required``,
