@@ -189,19 +189,33 @@ class LineRenderer:
         self.batch_id = batch_id
         self.seed = seed
         self.result_bytes = result_bytes
-        self._encode = msgspec.json.Encoder().encode
+        encoder = msgspec.json.Encoder()
+        self._encode = encoder.encode
+        self._encode_into = encoder.encode_into
         self._message_id = MessageIds(seed, batch_id)
 
     def line(self, entry: Entry, outcome: str) -> bytes:
         """The JSONL line (with ``\\n``) of ``entry`` ending as ``outcome``."""
+        out = bytearray()
+        self.write(entry, outcome, out)
+        return bytes(out)
+
+    def write(self, entry: Entry, outcome: str, out: bytearray) -> None:
+        """Append the line of :meth:`line` to ``out`` (encoded in place: a batch's results are one buffer)."""
         if outcome == SUCCEEDED:
-            return self._succeeded(entry) if entry.structured is None else self._structured(entry, entry.structured)
+            if entry.structured is None:
+                self._encode_into(self._succeeded(entry), out, -1)
+            else:
+                self._encode_into(self._structured(entry, entry.structured), out, -1)
+            out.append(10)
+            return
         result: dict[str, Any] = {"type": outcome}
         if outcome == ERRORED:
             kind = entry.error_type or "api_error"
             message = entry.error_message or _ERROR_MESSAGES.get(kind, f"{kind} (emulated).")
             result["error"] = {"type": "error", "error": {"type": kind, "message": message}}
-        return self._encode({"custom_id": entry.custom_id, "result": result}) + b"\n"
+        self._encode_into({"custom_id": entry.custom_id, "result": result}, out, -1)
+        out.append(10)
 
     def _message(
         self, entry: Entry, content: list[dict[str, Any]], stop_reason: str, output_tokens: int
@@ -224,13 +238,13 @@ class LineRenderer:
             },
         }
 
-    def _structured(self, entry: Entry, plan: StructuredPlan) -> bytes:
+    def _structured(self, entry: Entry, plan: StructuredPlan) -> dict[str, Any]:
         """A JSON answer (or its refusal or cut), not padded: its size is the JSON's."""
         content, stop_reason, output_tokens = answer(plan, entry.snippet, entry.max_tokens)
         message = self._message(entry, content, stop_reason, output_tokens)
-        return self._encode({"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}) + b"\n"
+        return {"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}
 
-    def _succeeded(self, entry: Entry) -> bytes:
+    def _succeeded(self, entry: Entry) -> dict[str, Any]:
         text = f"Emulated reply to: {entry.snippet}"
         message = self._message(entry, [{"type": "text", "text": text}], "end_turn", 0)
         body = {"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}
@@ -246,4 +260,4 @@ class LineRenderer:
             message["stop_reason"] = "max_tokens"
         message["content"][0]["text"] = text
         message["usage"]["output_tokens"] = output_tokens
-        return self._encode(body) + b"\n"
+        return body
