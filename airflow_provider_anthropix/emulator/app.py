@@ -35,10 +35,18 @@ from airflow_provider_anthropix.emulator.clock import Clock, rfc3339
 from airflow_provider_anthropix.emulator.config import EmulatorConfig
 from airflow_provider_anthropix.emulator.faults import Fault, FaultBook
 from airflow_provider_anthropix.emulator.ids import IdMaker
-from airflow_provider_anthropix.emulator.intake import Params, fast_requests, params_of, prompt_usage, summarize
+from airflow_provider_anthropix.emulator.intake import (
+    MESSAGE_OVERHEAD_TOKENS,
+    Params,
+    fast_requests,
+    params_of,
+    plain_prompt,
+    prompt_usage,
+    summarize,
+)
 from airflow_provider_anthropix.emulator.models import page as model_page
 from airflow_provider_anthropix.emulator.models import resolve as resolve_model
-from airflow_provider_anthropix.emulator.outcomes import ERRORED, Dice, Entry, make_entry
+from airflow_provider_anthropix.emulator.outcomes import ERRORED, Dice, Entry, make_entry, plain_entry
 from airflow_provider_anthropix.emulator.responses import (
     AbortResponse,
     BytesStreamResponse,
@@ -356,9 +364,19 @@ class EmulatorApp:
         """
         attempts = self.store.claim_attempts([custom_id for custom_id, _ in requests])
         strict_models = self.config.unknown_models == "errored"
+        rolls = bool(dice.error_rate or dice.expire_rate)
         cached: set[bytes] = set()
         entries = []
         for (custom_id, params), attempt in zip(requests, attempts, strict=True):
+            prompt = None if rolls else plain_prompt(params)
+            if prompt is not None:  # most requests of a big create: what summarize and make_entry would give
+                tokens = max(1, len(prompt) // 4) + MESSAGE_OVERHEAD_TOKENS  # as summarize counts one turn
+                entry = plain_entry(custom_id, params.model, params.max_tokens, prompt, tokens)
+                if strict_models and resolve_model(params.model) is None:
+                    entry.outcome, entry.error_type = ERRORED, "invalid_request_error"
+                    entry.error_message = f"model: {params.model!r} is not a model this API serves (see GET /v1/models)"
+                entries.append(entry)
+                continue
             joined, prompt, usage = summarize(params)
             write = read = 0
             if usage.prefix_key is not None:

@@ -344,6 +344,24 @@ def summarize(params: Params) -> tuple[str, str, PromptUsage]:
     return joined, prompt, prompt_usage(params)
 
 
+def plain_prompt(params: Params) -> str | None:
+    """The prompt of a request of the commonest shape, else None.
+
+    That shape is one user turn of plain text with no system prompt, tools or output
+    format, and no emulator marker: its summary is the text itself (no cached prefix,
+    no structured answer, no forced outcome), so the caller can skip :func:`summarize`.
+    """
+    if params.system is not UNSET or params.tools is not UNSET or params.output_config is not UNSET:
+        return None
+    messages = params.messages
+    if len(messages) != 1:
+        return None
+    content = messages[0].content
+    if type(content) is not str or "[[emulator:" in content:
+        return None
+    return content
+
+
 def params_of(params: dict[str, Any]) -> Params:
     """Validated params (a dict) as the struct the fast path builds, so both paths share one code."""
     return msgspec.convert(params, Params)

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from airflow_provider_anthropix.emulator.ids import message_id
+from airflow_provider_anthropix.emulator.ids import MessageIds
 from airflow_provider_anthropix.emulator.structured import StructuredPlan, answer
 
 SUCCEEDED = "succeeded"
@@ -164,6 +164,12 @@ def make_entry(
     )
 
 
+def plain_entry(custom_id: str, model: str, max_tokens: int, prompt: str, input_tokens: int) -> Entry:
+    """The :class:`Entry` :func:`make_entry` makes for a request whose whole text is one user
+    ``prompt`` without a marker, when no dice are rolled (see :func:`.intake.plain_prompt`)."""
+    return Entry(custom_id, model, SUCCEEDED, None, _snippet(prompt), input_tokens, max_tokens)
+
+
 def _snippet(prompt: str) -> str:
     """The prompt's first 60 characters with runs of whitespace collapsed (what a reply echoes).
 
@@ -184,24 +190,41 @@ class LineRenderer:
         self.seed = seed
         self.result_bytes = result_bytes
         self._encode = msgspec.json.Encoder().encode
+        self._message_id = MessageIds(seed, batch_id)
 
     def line(self, entry: Entry, outcome: str) -> bytes:
         """The JSONL line (with ``\\n``) of ``entry`` ending as ``outcome``."""
+        out = bytearray()
+        self.write(entry, outcome, out)
+        return bytes(out)
+
+    def write(self, entry: Entry, outcome: str, out: bytearray) -> None:
+        """Append the line of :meth:`line` to ``out`` (a batch's results are one buffer).
+
+        Not ``encode_into``: its buffer keeps growing by half again, and the slack stayed
+        resident (50 MB for 100 MB of results) for as long as the batch is kept.
+        """
         if outcome == SUCCEEDED:
-            return self._succeeded(entry) if entry.structured is None else self._structured(entry, entry.structured)
+            if entry.structured is None:
+                out += self._encode(self._succeeded(entry))
+            else:
+                out += self._encode(self._structured(entry, entry.structured))
+            out.append(10)
+            return
         result: dict[str, Any] = {"type": outcome}
         if outcome == ERRORED:
             kind = entry.error_type or "api_error"
             message = entry.error_message or _ERROR_MESSAGES.get(kind, f"{kind} (emulated).")
             result["error"] = {"type": "error", "error": {"type": kind, "message": message}}
-        return self._encode({"custom_id": entry.custom_id, "result": result}) + b"\n"
+        out += self._encode({"custom_id": entry.custom_id, "result": result})
+        out.append(10)
 
     def _message(
         self, entry: Entry, content: list[dict[str, Any]], stop_reason: str, output_tokens: int
     ) -> dict[str, Any]:
         """The succeeded result's Message."""
         return {
-            "id": message_id(self.seed, self.batch_id, entry.custom_id),
+            "id": self._message_id(entry.custom_id),
             "type": "message",
             "role": "assistant",
             "model": entry.model,
@@ -217,13 +240,13 @@ class LineRenderer:
             },
         }
 
-    def _structured(self, entry: Entry, plan: StructuredPlan) -> bytes:
+    def _structured(self, entry: Entry, plan: StructuredPlan) -> dict[str, Any]:
         """A JSON answer (or its refusal or cut), not padded: its size is the JSON's."""
         content, stop_reason, output_tokens = answer(plan, entry.snippet, entry.max_tokens)
         message = self._message(entry, content, stop_reason, output_tokens)
-        return self._encode({"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}) + b"\n"
+        return {"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}
 
-    def _succeeded(self, entry: Entry) -> bytes:
+    def _succeeded(self, entry: Entry) -> dict[str, Any]:
         text = f"Emulated reply to: {entry.snippet}"
         message = self._message(entry, [{"type": "text", "text": text}], "end_turn", 0)
         body = {"custom_id": entry.custom_id, "result": {"type": SUCCEEDED, "message": message}}
@@ -239,4 +262,4 @@ class LineRenderer:
             message["stop_reason"] = "max_tokens"
         message["content"][0]["text"] = text
         message["usage"]["output_tokens"] = output_tokens
-        return self._encode(body) + b"\n"
+        return body

@@ -173,13 +173,10 @@ class Batch:
             return self.results or bytearray()
         finished = self._finished(self._end[0])
         left_as = EXPIRED if self._end[1] == "expired" else CANCELED
-        line = self.renderer.line
+        write = self.renderer.write
         out = bytearray()
         for i, entry in enumerate(entries):
-            if i < finished or i >= self.n_normal:
-                out += line(entry, entry.outcome)
-            else:
-                out += line(entry, left_as)
+            write(entry, entry.outcome if i < finished or i >= self.n_normal else left_as, out)
         self.results = out
         self.entries = None  # the prompts' digest is no longer needed
         return out

@@ -16,7 +16,10 @@ import msgspec
 import pytest
 
 from airflow_provider_anthropix.api.validation import validate_batch
-from airflow_provider_anthropix.emulator.intake import fast_requests, params_of
+from airflow_provider_anthropix.emulator.app import EmulatorApp
+from airflow_provider_anthropix.emulator.intake import fast_requests, params_of, plain_prompt, summarize
+from airflow_provider_anthropix.emulator.outcomes import Dice, make_entry
+from airflow_provider_anthropix.emulator.structured import plan_answer
 from tests.support.paths import DATA
 
 CORPUS = DATA / "bad_inputs" / "requests"
@@ -159,3 +162,39 @@ def test_duplicates_counts_and_shapes_go_to_the_slow_path() -> None:
     assert fast_requests(b'{"requests": [], "x": 1}', api_version=VERSIONS[0], max_requests=9) is None
     assert fast_requests(b"[" * 100_000, api_version=VERSIONS[0], max_requests=9) is None
     assert fast_requests(b'{"requests":[{"custom_id":"\xff"}]}', api_version=VERSIONS[0], max_requests=9) is None
+
+
+# -- the shortcut for plain requests -----------------------------------------------------------
+PLAIN_OR_NEARLY = {
+    "plain": good(),
+    "plain-long": good(messages=[{"role": "user", "content": "word " * 400}]),
+    "plain-spaced": good(messages=[{"role": "user", "content": "  two   spaces\tand a tab " * 5}]),
+    "plain-empty": good(messages=[{"role": "user", "content": ""}]),
+    "plain-non-ascii": good(messages=[{"role": "user", "content": "caf\u00e9 \u2603 \U0001f600" * 30}]),
+    "marker": good(messages=[{"role": "user", "content": "x [[emulator:errored-once]]"}]),
+    "system": good(system="be brief"),
+    "two-turns": good(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]),
+    "blocks": good(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}]}]),
+    "schema": good(output_config={"format": {"type": "json_schema", "schema": {"type": "object"}}}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLAIN_OR_NEARLY))
+def test_the_plain_shortcut_builds_what_the_general_path_builds(name: str) -> None:
+    """Most requests of a big create skip summarize/make_entry; their entries must not differ."""
+    request = PLAIN_OR_NEARLY[name]
+    params = params_of(request["params"])
+    assert (plain_prompt(params) is not None) == name.startswith("plain")
+    joined, prompt, usage = summarize(params)
+    expected = make_entry(
+        "ok",
+        params.model,
+        params.max_tokens,
+        joined,
+        prompt,
+        attempt=1,
+        dice=Dice(),
+        input_tokens=usage.total,
+        structured=plan_answer(params.output_config, params.thinking, joined, seed=0, custom_id="ok", attempt=1),
+    )
+    assert EmulatorApp()._build([("ok", params)], Dice()) == [expected]
