@@ -171,7 +171,12 @@ class AnswerCounts:
 
 
 class AnswerReader:
-    """Collects result lines (per batch, the retried ones left out) into one Arrow table of answers."""
+    """Turns result lines (per batch, the retried ones left out) into Arrow record batches of answers.
+
+    With ``sink``, each record batch (up to 65,536 answers) is handed to it as soon as it is
+    made and nothing is kept (the table export spills them); without, :meth:`finish` returns them
+    all as one table.
+    """
 
     def __init__(
         self,
@@ -179,6 +184,7 @@ class AnswerReader:
         *,
         price_table: PriceTable | None = None,
         redact: Callable[[str], str] = lambda text: text,
+        sink: Callable[[pyarrow.RecordBatch], None] | None = None,
     ) -> None:
         from airflow_provider_anthropix.cost.pricing import DEFAULT_PRICE_TABLE
 
@@ -193,6 +199,9 @@ class AnswerReader:
         self._answers: list[list[Any]] = [[] for _ in layout.names]
         self._meta: list[list[Any]] = [[] for _ in META_COLUMNS]
         self._batches: list[pyarrow.RecordBatch] = []
+        self._sink = sink
+        #: Answers read so far (handed to ``sink`` or kept).
+        self.rows = 0
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -295,25 +304,17 @@ class AnswerReader:
         schema = self.schema()
         columns = self._answers + self._meta
         arrays = [_array(values, f.type) for values, f in zip(columns, schema, strict=True)]
-        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        self.rows += batch.num_rows
+        if self._sink is not None:
+            self._sink(batch)  # handed on: the reader keeps nothing
+        else:
+            self._batches.append(batch)
         self._answers = [[] for _ in self._answers]
         self._meta = [[] for _ in self._meta]
 
     def schema(self) -> pyarrow.Schema:
-        import pyarrow as pa
-
-        meta = [
-            pa.field("_custom_id", pa.string()),
-            pa.field("_result_type", pa.string()),
-            pa.field("_error", pa.string()),
-            pa.field("_stop_reason", pa.string()),
-            pa.field("_answer_text", pa.string()),
-            pa.field("_input_tokens", pa.int64()),
-            pa.field("_output_tokens", pa.int64()),
-            pa.field("_cost_usd", pa.float64()),
-            pa.field("_batch_id", pa.string()),
-        ]
-        return pa.schema(self.layout.arrow_fields() + meta)
+        return answer_schema(self.layout)
 
     def finish(self) -> pyarrow.Table:
         """Every answer read, as one table (in the order read; the join puts it in row order)."""
@@ -321,6 +322,24 @@ class AnswerReader:
 
         self._flush()
         return pa.Table.from_batches(self._batches, schema=self.schema())
+
+
+def answer_schema(layout: AnswerLayout) -> pyarrow.Schema:
+    """The answers' columns: the layout's (from the schema, or the text) then :data:`META_COLUMNS`."""
+    import pyarrow as pa
+
+    meta = [
+        pa.field("_custom_id", pa.string()),
+        pa.field("_result_type", pa.string()),
+        pa.field("_error", pa.string()),
+        pa.field("_stop_reason", pa.string()),
+        pa.field("_answer_text", pa.string()),
+        pa.field("_input_tokens", pa.int64()),
+        pa.field("_output_tokens", pa.int64()),
+        pa.field("_cost_usd", pa.float64()),
+        pa.field("_batch_id", pa.string()),
+    ]
+    return pa.schema(layout.arrow_fields() + meta)
 
 
 def _array(values: list[Any], kind: pyarrow.DataType) -> pyarrow.Array:
