@@ -36,7 +36,8 @@ META_COLUMNS = (
 )
 #: The answer column without a schema.
 TEXT_COLUMN = "answer"
-_SLICE = 65_536
+#: Answers turned into Arrow arrays at a time: their Python objects (a few kB each) are what the reader holds.
+_SLICE = 8_192
 #: Longest error text kept per row (the server's messages are not ours to store whole).
 _ERROR_CHARS = 500
 

@@ -5,11 +5,14 @@ text, the parsed columns); a million answers were over half a gigabyte. Instead:
 
 1. the input's custom_ids are computed once, in input order, as one compact Arrow string array
    (only the key column is read; 15-50 bytes a row);
-2. each slice of answers, as it is parsed, finds its rows' positions in it
-   (``pyarrow.compute.index_in``, a hash lookup in C++), is sorted by position and appended to
-   the position bucket(s) it falls in: compressed Arrow IPC files in a local temporary folder
-   that lives only as long as this export (this task run, this host);
-3. the input is read again a slice at a time; each slice takes its bucket(s), sorted by
+2. each slice of answers, as it is parsed, is written as it comes to a compressed Arrow IPC
+   file in a local temporary folder that lives only as long as this export (this task run,
+   this host); only its custom_ids stay in memory;
+3. once every answer has come, one ``pyarrow.compute.index_in`` finds all their rows
+   (building its hash table of a million ids costs far more than the lookups, so it is built
+   once, not once a slice), and the answers are read back and appended, sorted by position, to
+   position buckets (more IPC files);
+4. the input is read again a slice at a time; each slice takes its bucket(s), sorted by
    position, and its answers' columns are laid beside its own.
 
 Every answer must name a row and every row must have exactly one answer: an answer for no row
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 #: Rows per position bucket: a loaded bucket is this many answers (tens of MB), never all of them.
-BUCKET_ROWS = 65_536
+BUCKET_ROWS = 16_384
 #: At most this many buckets (open files) however long the table: larger buckets for larger tables.
 MAX_BUCKETS = 256
 #: The column holding an answer's row position while it is spilled (never published).
@@ -128,7 +131,6 @@ class AnswerSpill:
 
     def __init__(self, row_ids: pyarrow.Array, schema: pyarrow.Schema, folder: str, *, bucket_rows: int) -> None:
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         self.row_ids = row_ids
         self.rows = len(row_ids)
@@ -138,41 +140,87 @@ class AnswerSpill:
         self.schema = schema.append(pa.field(POSITION, pa.int64()))
         self.counts = [0] * self.buckets
         self.answers = 0
-        self._lookup = pc.SetLookupOptions(value_set=row_ids)
+        self._answer_schema = schema
         self._writers: dict[int, Any] = {}
         self._options = pa.ipc.IpcWriteOptions(compression="lz4")
+        self._arrivals: Any = None
+        self._arrival_ids: list[pyarrow.Array] = []
 
     def _path(self, bucket: int) -> str:
         return os.path.join(self.folder, f"bucket-{bucket:05d}.arrows")
 
+    def _arrivals_path(self) -> str:
+        return os.path.join(self.folder, "arrivals.arrows")
+
     def add(self, batch: pyarrow.RecordBatch) -> None:
-        """Spill one slice of answers: each finds its row, or the join is refused."""
-        import numpy as np
+        """Spill one slice of answers as it comes (their rows are found once all have come: one lookup, not one a slice)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         if not batch.num_rows:
             return
-        ids = batch.column("_custom_id")
-        where = pc.index_in(ids, options=self._lookup)
+        if self._arrivals is None:
+            self._arrivals = pa.ipc.new_stream(self._arrivals_path(), self._answer_schema, options=self._options)
+        self._arrivals.write_batch(batch)
+        self._arrival_ids.append(batch.column("_custom_id"))
+        self.answers += batch.num_rows
+
+    def close(self) -> None:
+        """Find every answer's row and move it to its position bucket; refuse an answer for no row."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._arrivals is None:
+            return
+        self._arrivals.close()
+        self._arrivals = None
+        ids = pa.chunked_array(self._arrival_ids, pa.string())
+        self._arrival_ids = []
+        # One hash table of the rows' ids for every answer: building it costs far more than a lookup.
+        where = pc.index_in(ids, value_set=self.row_ids)
         if where.null_count:
             strays = ids.filter(pc.is_null(where))
             raise TableError(
                 f"the job's results hold an answer for {strays[0]}, which no row of the table has "
-                f"({len(strays):,} such answer(s) in this part of the results); nothing was published"
+                f"({len(strays):,} such answer(s)); nothing was published"
             )
-        positions = where.cast(pa.int64())
-        order = pc.sort_indices(positions)
-        ordered = pa.RecordBatch.from_arrays([*batch.take(order).columns, positions.take(order)], schema=self.schema)
+        positions = where.cast(pa.int64()).combine_chunks()
+        del ids, where
+        done = 0
+        pending: list[pyarrow.RecordBatch] = []
+        with pa.OSFile(self._arrivals_path(), "rb") as source:
+            for batch in pa.ipc.open_stream(source):
+                pending.append(batch)
+                if sum(b.num_rows for b in pending) >= self.bucket_rows:
+                    done = self._distribute(pending, positions, done)
+                    pending = []
+            done = self._distribute(pending, positions, done)
+        os.unlink(self._arrivals_path())
+        writers, self._writers = self._writers, {}
+        for writer in writers.values():
+            writer.close()
+
+    def _distribute(self, batches: list[pyarrow.RecordBatch], positions: pyarrow.Array, done: int) -> int:
+        """Append ``batches`` (answers ``done`` onwards, in arrival order) to their buckets, each part sorted by position."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not batches:
+            return done
+        table = pa.Table.from_batches(batches, schema=self._answer_schema)
+        where = positions.slice(done, table.num_rows)
+        order = pc.sort_indices(where)
+        ordered = table.append_column(POSITION, where).take(order).combine_chunks()
         sorted_positions = ordered.column(POSITION).to_numpy()
         buckets = sorted_positions // self.bucket_rows
         firsts = np.flatnonzero(np.diff(buckets, prepend=-1))
         for i, first in enumerate(firsts):
             end = int(firsts[i + 1]) if i + 1 < len(firsts) else len(buckets)
             bucket = int(buckets[first])
-            self._writer(bucket).write_batch(ordered.slice(int(first), end - int(first)))
+            for part in ordered.slice(int(first), end - int(first)).to_batches():
+                self._writer(bucket).write_batch(part)
             self.counts[bucket] += end - int(first)
-        self.answers += batch.num_rows
+        return done + int(table.num_rows)
 
     def _writer(self, bucket: int) -> Any:
         import pyarrow as pa
@@ -181,12 +229,6 @@ class AnswerSpill:
         if writer is None:
             writer = self._writers[bucket] = pa.ipc.new_stream(self._path(bucket), self.schema, options=self._options)
         return writer
-
-    def close(self) -> None:
-        """Finish every bucket file (before any is read)."""
-        writers, self._writers = self._writers, {}
-        for writer in writers.values():
-            writer.close()
 
     def bucket_range(self, bucket: int) -> tuple[int, int]:
         start = bucket * self.bucket_rows

@@ -136,6 +136,9 @@ class TableWorkspace(JobWorkspace):
                 )
             reader.finish()
             spill.close()
+            self.log.info(
+                "Spilled %s answers by row position (%.1f s)", f"{spill.answers:,}", time.monotonic() - started
+            )
             if spill.answers != expected.total:
                 raise TableError(
                     f"the job's results hold {spill.answers:,} answers for {expected.total:,} requests; "
