@@ -274,14 +274,18 @@ class AnswerSpill:
         )
 
     def joined(self, slices: Iterable[pyarrow.RecordBatch], id_column: str | None) -> Iterator[pyarrow.RecordBatch]:
-        """Each input slice with its answers' columns added, in input order."""
+        """Each input slice with its answers' columns added, in input order, in parts of at most a bucket's rows.
+
+        A part's answers are copied once into the output batch; parts as large as a bucket keep
+        that copy, and the Parquet row group made of it, a few megabytes.
+        """
         import pyarrow as pa
 
         window: pyarrow.Table | None = None
         window_start = window_end = 0
         next_bucket = 0
         start = 0
-        for batch in slices:
+        for batch in _parts(slices, self.bucket_rows):
             end = start + batch.num_rows
             if end > self.rows:
                 raise TableError(f"the table has more rows than the job's {self.rows:,} answers; nothing was published")
@@ -305,6 +309,12 @@ class AnswerSpill:
             start = end
         if start != self.rows:
             raise TableError(f"the table has {start:,} rows but the job answered {self.rows:,}; nothing was published")
+
+
+def _parts(slices: Iterable[pyarrow.RecordBatch], rows: int) -> Iterator[pyarrow.RecordBatch]:
+    for batch in slices:
+        for offset in range(0, batch.num_rows, rows):
+            yield batch.slice(offset, rows)
 
 
 class SpillFolder:
