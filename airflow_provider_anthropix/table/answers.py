@@ -17,6 +17,7 @@ import msgspec
 from airflow_provider_anthropix.api.lines import line_blocks
 from airflow_provider_anthropix.cost.pricing import ModelPrice, PriceTable, UnknownModelPrice, model_price
 from airflow_provider_anthropix.table.schema import Checker, answer_fields, arrow_type, arrow_value, compile_checker
+from airflow_provider_anthropix.table.typed import typed_values
 
 if TYPE_CHECKING:
     import pyarrow
@@ -193,6 +194,7 @@ class AnswerReader:
         self.redact = redact
         self.table = DEFAULT_PRICE_TABLE if price_table is None else price_table
         self.checker = compile_checker(layout.schema) if layout.schema is not None else None
+        self._typed = typed_values(layout.schema) if layout.schema is not None else None
         self.fields = answer_fields(layout.schema) if layout.schema is not None else []
         self._names = [name for name, _ in self.fields]
         self.totals = AnswerCounts()
@@ -272,6 +274,11 @@ class AnswerReader:
         """The answer's column values, or why it is ``invalid_output``."""
         if self.checker is None:
             return [text], None
+        if self._typed is not None and stop != "refusal" and stop != "max_tokens":
+            try:
+                return self._typed(text), None  # decoded and checked in one go
+            except msgspec.DecodeError:
+                pass  # the plain decode and the checker say why (or find it valid after all)
         value, problem = parse_answer(self.checker, text, stop)
         if problem is not None:
             return None, self.redact(problem)
