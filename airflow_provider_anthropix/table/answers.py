@@ -8,13 +8,13 @@ Columns are built a slice at a time into Arrow arrays, so a million answers stay
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_anthropix.api.lines import line_blocks
+from airflow_provider_anthropix.api.lines import BlockSplitter, line_blocks
 from airflow_provider_anthropix.cost.pricing import ModelPrice, PriceTable, UnknownModelPrice, model_price
 from airflow_provider_anthropix.table.schema import Checker, answer_fields, arrow_type, arrow_value, compile_checker
 from airflow_provider_anthropix.table.typed import typed_values
@@ -102,19 +102,44 @@ def parse_answer(checker: Checker, text: str, stop: str | None) -> tuple[Any, st
     return value, None
 
 
-def invalid_output_ids(chunks: Iterable[bytes], schema: Mapping[str, Any]) -> set[str]:
-    """The custom_ids of one batch's succeeded answers that do not hold to ``schema`` (for a retry round)."""
-    checker = compile_checker(schema)
-    found: set[str] = set()
-    for piece in line_blocks(chunks):
+class InvalidOutputs:
+    """Finds the succeeded answers that break the schema in a results stream as it passes by (no second read).
+
+    :meth:`watch` hands the chunks on unchanged; once they have all passed, :attr:`found` holds
+    the custom_ids of the answers a retry round should send again.
+    """
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.checker = compile_checker(schema)
+        self.typed = typed_values(schema)
+        self.found: set[str] = set()
+
+    def watch(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        splitter = BlockSplitter()
+        for chunk in chunks:
+            for piece in splitter.feed(chunk):
+                self._piece(piece)
+            yield chunk
+        tail = splitter.finish()
+        if tail.strip():
+            self._piece(tail)
+
+    def _piece(self, piece: bytes | memoryview) -> None:
+        typed = self.typed
         for line in _LINE.decode_lines(bytes(piece)):
             message = line.result.message
             if line.result.type != "succeeded" or message is None:
                 continue
             text = "".join(b.text for b in message.content if b.type == "text" and b.text is not None)
-            if parse_answer(checker, text, message.stop_reason)[1] is not None:
-                found.add(line.custom_id)
-    return found
+            stop = message.stop_reason
+            if typed is not None and stop != "refusal" and stop != "max_tokens":
+                try:
+                    typed(text)
+                    continue  # holds to the schema
+                except msgspec.DecodeError:
+                    pass
+            if parse_answer(self.checker, text, stop)[1] is not None:
+                self.found.add(line.custom_id)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from airflow_provider_anthropix.table.answers import (
     INVALID_OUTPUT,
     AnswerLayout,
     AnswerReader,
+    InvalidOutputs,
     answer_schema,
-    invalid_output_ids,
 )
 from airflow_provider_anthropix.table.join import (
     BUCKET_ROWS,
@@ -82,12 +82,17 @@ class TableWorkspace(JobWorkspace):
     def scan_for_retries(
         self, batch_id: str, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
     ) -> RetryScan:
+        """The job's scan, plus the answers that break the schema, found in the same pass over the results."""
+        if not self.retry_invalid_output or self.layout.schema is None:
+            return super().scan_for_retries(
+                batch_id, chunks, retry_error_types=retry_error_types, retry_expired=retry_expired
+            )
+        invalid = InvalidOutputs(self.layout.schema)
         scan = super().scan_for_retries(
-            batch_id, chunks, retry_error_types=retry_error_types, retry_expired=retry_expired
+            batch_id, invalid.watch(chunks), retry_error_types=retry_error_types, retry_expired=retry_expired
         )
-        if self.retry_invalid_output and self.layout.schema is not None and scan.copy:
-            for custom_id in invalid_output_ids(self.iter_file(scan.copy), self.layout.schema):
-                scan.add(custom_id, "succeeded")  # a succeeded line, sent again like an errored one
+        for custom_id in sorted(invalid.found):
+            scan.add(custom_id, "succeeded")  # a succeeded line, sent again like an errored one
         return scan
 
     def _check_input_unchanged(self, files: list[ObjectStoragePath]) -> None:
