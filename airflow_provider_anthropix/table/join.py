@@ -185,14 +185,15 @@ class AnswerSpill:
             )
         positions = where.cast(pa.int64()).combine_chunks()
         del ids, where
-        done = 0
+        done = pending_rows = 0
         pending: list[pyarrow.RecordBatch] = []
         with pa.OSFile(self._arrivals_path(), "rb") as source:
             for batch in pa.ipc.open_stream(source):
                 pending.append(batch)
-                if sum(b.num_rows for b in pending) >= self.bucket_rows:
+                pending_rows += batch.num_rows
+                if pending_rows >= self.bucket_rows:
                     done = self._distribute(pending, positions, done)
-                    pending = []
+                    pending, pending_rows = [], 0
             done = self._distribute(pending, positions, done)
         os.unlink(self._arrivals_path())
         writers, self._writers = self._writers, {}
