@@ -24,6 +24,7 @@ is refused). The temporary folder is removed on every way out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -145,6 +146,18 @@ class AnswerSpill:
         self._options = pa.ipc.IpcWriteOptions(compression="lz4")
         self._arrivals: Any = None
         self._arrival_ids: list[pyarrow.Array] = []
+
+    def __enter__(self) -> AnswerSpill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close whatever file is still open (after a failure), before the folder is removed."""
+        open_files = [self._arrivals, *self._writers.values()]
+        self._arrivals, self._writers = None, {}
+        for writer in open_files:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
 
     def _path(self, bucket: int) -> str:
         return os.path.join(self.folder, f"bucket-{bucket:05d}.arrows")

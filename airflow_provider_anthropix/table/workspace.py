@@ -124,10 +124,12 @@ class TableWorkspace(JobWorkspace):
             )
         self.log.info("Read the custom_ids of %s rows (%.1f s)", f"{len(row_ids):,}", time.monotonic() - started)
         stop = stop_check(self.should_stop)
-        with SpillFolder(self.spill_parent) as folder:
-            spill = AnswerSpill(
+        with (
+            SpillFolder(self.spill_parent) as folder,
+            AnswerSpill(
                 row_ids, answer_schema(self.layout), folder, bucket_rows=bucket_rows_for(len(row_ids), self.bucket_rows)
-            )
+            ) as spill,
+        ):
             reader = AnswerReader(
                 self.layout, price_table=self.price_table, redact=self.redact, sink=_stopping(spill.add, stop)
             )

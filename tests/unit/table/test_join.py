@@ -9,7 +9,9 @@ file in the join's temporary folder; so do a success and a stop.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -172,6 +174,7 @@ class Job:
         assert not (self.out / "_manifest.json").exists()
         assert not list(self.out.glob("part-*.parquet")) if self.out.exists() else True
         assert list(self.spill.iterdir()) == []
+        assert not [name for name in open_files() if name.startswith(str(self.spill))]  # none left open either
 
 
 @pytest.mark.parametrize("kind", list(KEYS))
@@ -190,6 +193,14 @@ def test_the_join_equals_the_plain_join_for_every_outcome_and_key(
     assert summary["counts"] == {"succeeded": 10, "invalid_output": 6, "errored": 2, "expired": 3, "canceled": 2}
     assert summary["rows"] == ROWS
     assert list(job.spill.iterdir()) == []  # the temporary folder is gone after a success too
+
+
+def open_files() -> list[str]:
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return names
 
 
 def drop_line(job: Job, custom_id: str) -> list[tuple[str, list[dict[str, Any]], set[str]]]:
