@@ -2,9 +2,11 @@
 
 :class:`TableWorkspace` is the job's :class:`~airflow_provider_anthropix.io.job_files.JobWorkspace`
 with two differences: at a round's end it also finds succeeded answers that break the schema
-(when ``retry_invalid_output``), and its export reads every batch's results (the same checked
-streams the merged export reads) into answer columns, joins them to the input rows and publishes
-a Parquet dataset instead of results lines.
+(when ``retry_invalid_output``, in the same pass that scans and keeps the batch's results), and
+its export reads every batch's results (the same checked streams the merged export reads) into
+answer columns, joins them to the input rows and publishes a Parquet dataset instead of results
+lines. The join spills the answers to a local temporary folder of this task run rather than
+holding them all (``table/join.py``): its memory does not grow with the answers.
 """
 
 from __future__ import annotations
