@@ -16,8 +16,9 @@ text, the parsed columns); a million answers were over half a gigabyte. Instead:
    position, and its answers' columns are laid beside its own.
 
 Every answer must name a row and every row must have exactly one answer: an answer for no row
-is refused as it is spilled, bucket sizes are compared with the rows they cover before anything
-is written, and a bucket's positions are checked to be exactly its rows when it is loaded. The
+is refused when the rows are looked up, bucket sizes are compared with the rows they cover
+before anything is written, and a bucket's positions are checked to be exactly its rows when it
+is loaded. The
 second read of the input must give the same custom_ids as the first (a table changed in between
 is refused). The temporary folder is removed on every way out.
 """
