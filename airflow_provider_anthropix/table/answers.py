@@ -8,15 +8,18 @@ Columns are built a slice at a time into Arrow arrays, so a million answers stay
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_anthropix.api.lines import line_blocks
+from airflow_provider_anthropix.api.lines import BlockSplitter, line_blocks
 from airflow_provider_anthropix.cost.pricing import ModelPrice, PriceTable, UnknownModelPrice, model_price
 from airflow_provider_anthropix.table.schema import Checker, answer_fields, arrow_type, arrow_value, compile_checker
+from airflow_provider_anthropix.table.typed import typed_values
 
 if TYPE_CHECKING:
     import pyarrow
@@ -36,7 +39,8 @@ META_COLUMNS = (
 )
 #: The answer column without a schema.
 TEXT_COLUMN = "answer"
-_SLICE = 65_536
+#: Answers turned into Arrow arrays at a time: their Python objects (a few kB each) are what the reader holds.
+_SLICE = 8_192
 #: Longest error text kept per row (the server's messages are not ours to store whole).
 _ERROR_CHARS = 500
 
@@ -81,6 +85,28 @@ class _Line(msgspec.Struct, gc=False):
 
 
 _LINE = msgspec.json.Decoder(_Line)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a block of answers is parsed.
+
+    Parsing makes many small lists and dicts (the answers' values) that live until their slice
+    is turned into Arrow; each few hundred of them start a collection, and in a task process
+    (Airflow's objects, the DAG) the older generations' collections walk millions of objects:
+    in a ``dags test`` run they made the parsing several times slower. What is parsed holds no
+    reference cycles, so nothing is left for the collector meanwhile; it runs again after.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 _JSON = msgspec.json.Decoder()
 
 
@@ -100,19 +126,48 @@ def parse_answer(checker: Checker, text: str, stop: str | None) -> tuple[Any, st
     return value, None
 
 
-def invalid_output_ids(chunks: Iterable[bytes], schema: Mapping[str, Any]) -> set[str]:
-    """The custom_ids of one batch's succeeded answers that do not hold to ``schema`` (for a retry round)."""
-    checker = compile_checker(schema)
-    found: set[str] = set()
-    for piece in line_blocks(chunks):
+class InvalidOutputs:
+    """Finds the succeeded answers that break the schema in a results stream as it passes by (no second read).
+
+    :meth:`watch` hands the chunks on unchanged; once they have all passed, :attr:`found` holds
+    the custom_ids of the answers a retry round should send again.
+    """
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.checker = compile_checker(schema)
+        self.typed = typed_values(schema)
+        self.found: set[str] = set()
+
+    def watch(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        splitter = BlockSplitter()
+        for chunk in chunks:
+            for piece in splitter.feed(chunk):
+                self._piece(piece)
+            yield chunk
+        tail = splitter.finish()
+        if tail.strip():
+            self._piece(tail)
+
+    def _piece(self, piece: bytes | memoryview) -> None:
+        with _gc_paused():
+            self._check(piece)
+
+    def _check(self, piece: bytes | memoryview) -> None:
+        typed = self.typed
         for line in _LINE.decode_lines(bytes(piece)):
             message = line.result.message
             if line.result.type != "succeeded" or message is None:
                 continue
             text = "".join(b.text for b in message.content if b.type == "text" and b.text is not None)
-            if parse_answer(checker, text, message.stop_reason)[1] is not None:
-                found.add(line.custom_id)
-    return found
+            stop = message.stop_reason
+            if typed is not None and stop != "refusal" and stop != "max_tokens":
+                try:
+                    typed(text)
+                    continue  # holds to the schema
+                except msgspec.DecodeError:
+                    pass
+            if parse_answer(self.checker, text, stop)[1] is not None:
+                self.found.add(line.custom_id)
 
 
 @dataclass(frozen=True)
@@ -171,7 +226,12 @@ class AnswerCounts:
 
 
 class AnswerReader:
-    """Collects result lines (per batch, the retried ones left out) into one Arrow table of answers."""
+    """Turns result lines (per batch, the retried ones left out) into Arrow record batches of answers.
+
+    With ``sink``, each record batch (up to 65,536 answers) is handed to it as soon as it is
+    made and nothing is kept (the table export spills them); without, :meth:`finish` returns them
+    all as one table.
+    """
 
     def __init__(
         self,
@@ -179,6 +239,7 @@ class AnswerReader:
         *,
         price_table: PriceTable | None = None,
         redact: Callable[[str], str] = lambda text: text,
+        sink: Callable[[pyarrow.RecordBatch], None] | None = None,
     ) -> None:
         from airflow_provider_anthropix.cost.pricing import DEFAULT_PRICE_TABLE
 
@@ -186,6 +247,7 @@ class AnswerReader:
         self.redact = redact
         self.table = DEFAULT_PRICE_TABLE if price_table is None else price_table
         self.checker = compile_checker(layout.schema) if layout.schema is not None else None
+        self._typed = typed_values(layout.schema) if layout.schema is not None else None
         self.fields = answer_fields(layout.schema) if layout.schema is not None else []
         self._names = [name for name, _ in self.fields]
         self.totals = AnswerCounts()
@@ -193,6 +255,9 @@ class AnswerReader:
         self._answers: list[list[Any]] = [[] for _ in layout.names]
         self._meta: list[list[Any]] = [[] for _ in META_COLUMNS]
         self._batches: list[pyarrow.RecordBatch] = []
+        self._sink = sink
+        #: Answers read so far (handed to ``sink`` or kept).
+        self.rows = 0
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -203,13 +268,14 @@ class AnswerReader:
             self._block(block, batch_id, dropped)
 
     def _block(self, block: bytes | memoryview, batch_id: str, drop: Any) -> None:
-        lines = _LINE.decode_lines(bytes(block))
-        for line in lines:
-            if drop and line.custom_id in drop:
-                continue
-            self._line(line, batch_id)
-            if len(self._meta[0]) >= _SLICE:
-                self._flush()
+        with _gc_paused():
+            lines = _LINE.decode_lines(bytes(block))
+            for line in lines:
+                if drop and line.custom_id in drop:
+                    continue
+                self._line(line, batch_id)
+                if len(self._meta[0]) >= _SLICE:
+                    self._flush()
 
     def _line(self, line: _Line, batch_id: str) -> None:
         result = line.result
@@ -262,6 +328,11 @@ class AnswerReader:
         """The answer's column values, or why it is ``invalid_output``."""
         if self.checker is None:
             return [text], None
+        if self._typed is not None and stop != "refusal" and stop != "max_tokens":
+            try:
+                return self._typed(text), None  # decoded and checked in one go
+            except msgspec.DecodeError:
+                pass  # the plain decode and the checker say why (or find it valid after all)
         value, problem = parse_answer(self.checker, text, stop)
         if problem is not None:
             return None, self.redact(problem)
@@ -295,25 +366,17 @@ class AnswerReader:
         schema = self.schema()
         columns = self._answers + self._meta
         arrays = [_array(values, f.type) for values, f in zip(columns, schema, strict=True)]
-        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        self.rows += batch.num_rows
+        if self._sink is not None:
+            self._sink(batch)  # handed on: the reader keeps nothing
+        else:
+            self._batches.append(batch)
         self._answers = [[] for _ in self._answers]
         self._meta = [[] for _ in self._meta]
 
     def schema(self) -> pyarrow.Schema:
-        import pyarrow as pa
-
-        meta = [
-            pa.field("_custom_id", pa.string()),
-            pa.field("_result_type", pa.string()),
-            pa.field("_error", pa.string()),
-            pa.field("_stop_reason", pa.string()),
-            pa.field("_answer_text", pa.string()),
-            pa.field("_input_tokens", pa.int64()),
-            pa.field("_output_tokens", pa.int64()),
-            pa.field("_cost_usd", pa.float64()),
-            pa.field("_batch_id", pa.string()),
-        ]
-        return pa.schema(self.layout.arrow_fields() + meta)
+        return answer_schema(self.layout)
 
     def finish(self) -> pyarrow.Table:
         """Every answer read, as one table (in the order read; the join puts it in row order)."""
@@ -321,6 +384,24 @@ class AnswerReader:
 
         self._flush()
         return pa.Table.from_batches(self._batches, schema=self.schema())
+
+
+def answer_schema(layout: AnswerLayout) -> pyarrow.Schema:
+    """The answers' columns: the layout's (from the schema, or the text) then :data:`META_COLUMNS`."""
+    import pyarrow as pa
+
+    meta = [
+        pa.field("_custom_id", pa.string()),
+        pa.field("_result_type", pa.string()),
+        pa.field("_error", pa.string()),
+        pa.field("_stop_reason", pa.string()),
+        pa.field("_answer_text", pa.string()),
+        pa.field("_input_tokens", pa.int64()),
+        pa.field("_output_tokens", pa.int64()),
+        pa.field("_cost_usd", pa.float64()),
+        pa.field("_batch_id", pa.string()),
+    ]
+    return pa.schema(layout.arrow_fields() + meta)
 
 
 def _array(values: list[Any], kind: pyarrow.DataType) -> pyarrow.Array:

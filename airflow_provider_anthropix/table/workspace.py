@@ -2,19 +2,37 @@
 
 :class:`TableWorkspace` is the job's :class:`~airflow_provider_anthropix.io.job_files.JobWorkspace`
 with two differences: at a round's end it also finds succeeded answers that break the schema
-(when ``retry_invalid_output``), and its export reads every batch's results (the same checked
-streams the merged export reads) into answer columns, joins them to the input rows and publishes
-a Parquet dataset instead of results lines.
+(when ``retry_invalid_output``, in the same pass that scans and keeps the batch's results), and
+its export reads every batch's results (the same checked streams the merged export reads) into
+answer columns, joins them to the input rows and publishes a Parquet dataset instead of results
+lines. The join spills the answers to a local temporary folder of this task run rather than
+holding them all (``table/join.py``): its memory does not grow with the answers.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_anthropix.io.job_files import JobWorkspace
-from airflow_provider_anthropix.table.answers import INVALID_OUTPUT, AnswerLayout, AnswerReader, invalid_output_ids
-from airflow_provider_anthropix.table.output import joined_slices, publish_table
+from airflow_provider_anthropix.table.answers import (
+    INVALID_OUTPUT,
+    AnswerLayout,
+    AnswerReader,
+    InvalidOutputs,
+    answer_schema,
+)
+from airflow_provider_anthropix.table.join import (
+    BUCKET_ROWS,
+    AnswerSpill,
+    SpillFolder,
+    bucket_rows_for,
+    input_custom_ids,
+    key_slices,
+    stop_check,
+)
+from airflow_provider_anthropix.table.output import publish_table
 from airflow_provider_anthropix.table.source import TableError, iter_slices, table_files
 
 if TYPE_CHECKING:
@@ -33,6 +51,8 @@ class TableWorkspace(JobWorkspace):
     :param layout: the answer's columns.
     :param retry_invalid_output: send answers that break the schema again in the job's retry rounds.
     :param table_manifest: facts for the manifest (input, columns, schema...).
+    :param bucket_rows: rows per position bucket of the join's spill (smaller in tests, to make several).
+    :param spill_parent: where the join's local temporary folder is made (default: the system's temp folder).
     """
 
     def __init__(
@@ -46,6 +66,8 @@ class TableWorkspace(JobWorkspace):
         price_table: PriceTable | None,
         redact: Callable[[str], str],
         table_manifest: Mapping[str, Any],
+        bucket_rows: int = BUCKET_ROWS,
+        spill_parent: str | None = None,
         **job_workspace: Any,
     ) -> None:
         super().__init__(root, **job_workspace)
@@ -56,16 +78,23 @@ class TableWorkspace(JobWorkspace):
         self.price_table = price_table
         self.redact = redact
         self.table_manifest = dict(table_manifest)
+        self.bucket_rows = bucket_rows
+        self.spill_parent = spill_parent
 
     def scan_for_retries(
         self, batch_id: str, chunks: Iterable[bytes], *, retry_error_types: Collection[str], retry_expired: bool
     ) -> RetryScan:
+        """The job's scan, plus the answers that break the schema, found in the same pass over the results."""
+        if not self.retry_invalid_output or self.layout.schema is None:
+            return super().scan_for_retries(
+                batch_id, chunks, retry_error_types=retry_error_types, retry_expired=retry_expired
+            )
+        invalid = InvalidOutputs(self.layout.schema)
         scan = super().scan_for_retries(
-            batch_id, chunks, retry_error_types=retry_error_types, retry_expired=retry_expired
+            batch_id, invalid.watch(chunks), retry_error_types=retry_error_types, retry_expired=retry_expired
         )
-        if self.retry_invalid_output and self.layout.schema is not None and scan.copy:
-            for custom_id in invalid_output_ids(self.iter_file(scan.copy), self.layout.schema):
-                scan.add(custom_id, "succeeded")  # a succeeded line, sent again like an errored one
+        for custom_id in sorted(invalid.found):
+            scan.add(custom_id, "succeeded")  # a succeeded line, sent again like an errored one
         return scan
 
     def _check_input_unchanged(self, files: list[ObjectStoragePath]) -> None:
@@ -87,35 +116,66 @@ class TableWorkspace(JobWorkspace):
         expected: RequestCounts,
         manifest_extra: dict[str, Any],
     ) -> dict[str, Any]:
-        reader = AnswerReader(self.layout, price_table=self.price_table, redact=self.redact)
-        for source, (chunks, drop) in zip(sources, streams, strict=True):
-            reader.read(chunks, batch_id=source.batch_id, drop=drop)
-        answers = reader.finish()
-        if answers.num_rows != expected.total:
-            raise TableError(
-                f"the job's results hold {answers.num_rows:,} answers for {expected.total:,} requests; nothing was published"
-            )
-        totals = reader.totals
-        counts = {
-            kind: totals.counts.get(kind, 0) for kind in ("succeeded", INVALID_OUTPUT, "errored", "expired", "canceled")
-        }
         files = table_files(self.table_path)
-        manifest = {
-            **self.table_manifest,
-            **manifest_extra,
-            "kind": "anthropix-table",
-            "counts": counts,
-            "tokens": {"input": totals.input_tokens, "output": totals.output_tokens},
-            "cost_usd": round(totals.cost_usd, 6),
-            "unpriced_models": sorted(totals.unpriced_models),
-        }
         self._check_input_unchanged(files)
-        published = publish_table(
-            self.destination,
-            _exactly(joined_slices(iter_slices(files), answers, self.id_column), answers.num_rows),
-            manifest,
-            should_stop=self.should_stop,
-        )
+        started = time.monotonic()
+        row_ids = input_custom_ids(key_slices(files, self.id_column), self.id_column)
+        if len(row_ids) != expected.total:
+            raise TableError(
+                f"the table has {len(row_ids):,} rows but the job answered {expected.total:,}; nothing was published"
+            )
+        self.log.info("Read the custom_ids of %s rows (%.1f s)", f"{len(row_ids):,}", time.monotonic() - started)
+        stop = stop_check(self.should_stop)
+        with (
+            SpillFolder(self.spill_parent) as folder,
+            AnswerSpill(
+                row_ids, answer_schema(self.layout), folder, bucket_rows=bucket_rows_for(len(row_ids), self.bucket_rows)
+            ) as spill,
+        ):
+            reader = AnswerReader(
+                self.layout, price_table=self.price_table, redact=self.redact, sink=_stopping(spill.add, stop)
+            )
+            for source, (chunks, drop) in zip(sources, streams, strict=True):
+                reader.read(chunks, batch_id=source.batch_id, drop=drop)
+                self.log.info(
+                    "Read the answers of batch %s: %s answers so far (%.1f s)",
+                    source.batch_id,
+                    f"{reader.rows:,}",
+                    time.monotonic() - started,
+                )
+            reader.finish()
+            spill.close()
+            self.log.info(
+                "Spilled %s answers by row position (%.1f s)", f"{spill.answers:,}", time.monotonic() - started
+            )
+            if spill.answers != expected.total:
+                raise TableError(
+                    f"the job's results hold {spill.answers:,} answers for {expected.total:,} requests; "
+                    "nothing was published"
+                )
+            spill.check_counts()
+            totals = reader.totals
+            counts = {
+                kind: totals.counts.get(kind, 0)
+                for kind in ("succeeded", INVALID_OUTPUT, "errored", "expired", "canceled")
+            }
+            manifest = {
+                **self.table_manifest,
+                **manifest_extra,
+                "kind": "anthropix-table",
+                "counts": counts,
+                "tokens": {"input": totals.input_tokens, "output": totals.output_tokens},
+                "cost_usd": round(totals.cost_usd, 6),
+                "unpriced_models": sorted(totals.unpriced_models),
+            }
+            self._check_input_unchanged(files)
+            published = publish_table(
+                self.destination,
+                spill.joined(iter_slices(files), self.id_column),
+                manifest,
+                should_stop=self.should_stop,
+                before_commit=lambda: self._check_input_unchanged(files),
+            )
         self.log.info(
             "Table of %s rows published at %s: %s",
             f"{published['rows']:,}",
@@ -133,13 +193,11 @@ class TableWorkspace(JobWorkspace):
         }
 
 
-def _exactly(slices: Iterable[Any], rows: int) -> Iterable[Any]:
-    """Pass ``slices`` through; before the last is handed on (so before anything is published), check the row count."""
-    seen = 0
-    for batch in slices:
-        seen += batch.num_rows
-        if seen > rows:
-            raise TableError(f"the table has more rows than the job's {rows:,} answers; nothing was published")
-        yield batch
-    if seen != rows:
-        raise TableError(f"the table has {seen:,} rows but the job answered {rows:,}; nothing was published")
+def _stopping(add: Callable[[Any], None], stop: Callable[[], None]) -> Callable[[Any], None]:
+    """``add``, after checking the task is not being stopped (between slices of answers)."""
+
+    def checked(batch: Any) -> None:
+        stop()
+        add(batch)
+
+    return checked
