@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_anthropix.api.plan import PlanOptions
     from airflow_provider_anthropix.io.job_files import JobWorkspace
+    from airflow_provider_anthropix.workflow.job import Wait
 
 #: The table's own working folder under the destination (the rendered requests and what they came from).
 TABLE_FOLDER = "_anthropix_table"
@@ -131,7 +132,10 @@ class BatchTableOperator(BatchJobOperator):
     # -- the rows ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.table.memory import hand_back_memory
+
         self._render_rows(context)
+        hand_back_memory()  # the rows are written and dropped: the job's split starts from what the task held before
         return self._advance(context)
 
     def _table_folder(self) -> ObjectStoragePath:
@@ -158,6 +162,13 @@ class BatchTableOperator(BatchJobOperator):
         for name in (f"requests{self._suffix()}.jsonl", f"render{self._suffix()}.json"):
             (folder / name).unlink(missing_ok=True)
         return summary
+
+    def _defer(self, step: Wait) -> None:
+        """Defer, leaving behind the memory the render and the split used (``dags test`` resumes in this process)."""
+        from airflow_provider_anthropix.table.memory import hand_back_memory
+
+        hand_back_memory()
+        super()._defer(step)
 
     def _render_rows(self, context: Context) -> None:
         """Read the table, check templates, keys and columns, and write the requests (nothing is sent yet)."""
