@@ -178,7 +178,7 @@ class BatchTableOperator(BatchJobOperator):
         from airflow_provider_anthropix.operators.paths import storage_path
         from airflow_provider_anthropix.table.answers import AnswerLayout, check_column_names
         from airflow_provider_anthropix.table.render import RowRenderer, RowTemplates
-        from airflow_provider_anthropix.table.source import TableError, iter_slices, table_files
+        from airflow_provider_anthropix.table.source import SLICE_BYTES, TableError, iter_slices, table_files
 
         folder = self._point_job_at_rendered_rows()
         table_path = storage_path(self.table_path, self.table_path_conn_id, "table_path")
@@ -197,7 +197,7 @@ class BatchTableOperator(BatchJobOperator):
             files = table_files(table_path)
             fingerprint = fingerprint_inputs(files)
             renderer = RowRenderer(templates, id_column=self.id_column)
-            slices = iter_slices(files)
+            slices = iter_slices(files, max_bytes=SLICE_BYTES)  # a few MB at a time: rows are rendered one by one
             first = next(slices, None)
             if first is None:
                 raise TableError(f"table_path {table_path} has no rows")

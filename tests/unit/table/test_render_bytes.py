@@ -21,7 +21,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_anthropix.table.render import RowRenderer, RowTemplates
-from airflow_provider_anthropix.table.source import iter_slices, table_files
+from airflow_provider_anthropix.table.source import SLICE_BYTES, iter_slices, table_files
 
 ROWS = 10_000
 
@@ -39,10 +39,10 @@ def _table() -> pa.Table:
     )
 
 
-def _render(path: Path, templates: RowTemplates, id_column: str | None) -> str:
+def _render(path: Path, templates: RowTemplates, id_column: str | None, max_bytes: int | None = SLICE_BYTES) -> str:
     out = io.BytesIO()
     files = table_files(ObjectStoragePath(f"file://{path}"))
-    summary = RowRenderer(templates, id_column=id_column).render(iter_slices(files), out)
+    summary = RowRenderer(templates, id_column=id_column).render(iter_slices(files, max_bytes=max_bytes), out)
     assert summary.rows == ROWS
     assert summary.columns == ["id", "text", "stars", "unused", "odd name"]
     return hashlib.sha256(out.getvalue()).hexdigest()
@@ -90,6 +90,11 @@ def test_requests_are_byte_identical_to_the_pinned_render(
             _render(folder / name, templates, id_column)
         return
     assert _render(folder / name, templates, id_column) == digest
+
+
+@pytest.mark.parametrize("max_bytes", [None, 64 << 10, 1])
+def test_the_slicing_does_not_change_a_byte(folder: Path, max_bytes: int | None) -> None:
+    assert _render(folder / "rows.parquet", TEMPLATES, "id", max_bytes) == WITH_IDS
 
 
 def test_build_request_sees_every_column(folder: Path) -> None:

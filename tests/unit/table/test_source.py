@@ -29,7 +29,9 @@ def _one_row_group(path: Path, rows: int, text_bytes: int) -> pa.Table:
 
 def test_one_row_group_comes_in_slices_of_a_few_mb_with_every_row_in_order(tmp_path: Path) -> None:
     table = _one_row_group(tmp_path / "t.parquet", 20_000, 1_000)  # ~20 MB decoded, one row group
-    slices = list(iter_slices(table_files(ObjectStoragePath(f"file://{tmp_path}/t.parquet"))))
+    files = table_files(ObjectStoragePath(f"file://{tmp_path}/t.parquet"))
+    assert [s.num_rows for s in iter_slices(files)] == [20_000]  # the join's slices: rows only, as before
+    slices = list(iter_slices(files, max_bytes=SLICE_BYTES))
     assert len(slices) >= 4
     assert max(s.num_rows for s in slices) < SLICE_ROWS
     assert max(s.nbytes for s in slices) <= 2 * SLICE_BYTES
@@ -38,7 +40,7 @@ def test_one_row_group_comes_in_slices_of_a_few_mb_with_every_row_in_order(tmp_p
 
 def test_short_rows_keep_the_row_cap(tmp_path: Path) -> None:
     _one_row_group(tmp_path / "t.parquet", SLICE_ROWS + 10, 4)
-    slices = list(iter_slices(table_files(ObjectStoragePath(f"file://{tmp_path}/t.parquet"))))
+    slices = list(iter_slices(table_files(ObjectStoragePath(f"file://{tmp_path}/t.parquet")), max_bytes=SLICE_BYTES))
     assert [s.num_rows for s in slices] == [SLICE_ROWS, 10]
 
 
@@ -46,7 +48,7 @@ PROBE = """
 import sys
 from airflow.sdk import ObjectStoragePath
 import pyarrow.parquet
-from airflow_provider_anthropix.table.source import iter_slices, table_files
+from airflow_provider_anthropix.table.source import SLICE_BYTES, iter_slices, table_files
 
 def hwm():
     for line in open("/proc/self/status"):
@@ -54,10 +56,10 @@ def hwm():
             return int(line.split()[1]) >> 10
 
 files = table_files(ObjectStoragePath("file://" + sys.argv[1]))
-next(iter_slices(table_files(ObjectStoragePath("file://" + sys.argv[2]))))  # first-use costs, before the mark
+next(iter_slices(table_files(ObjectStoragePath("file://" + sys.argv[2])), max_bytes=SLICE_BYTES))  # first-use costs
 open("/proc/self/clear_refs", "w").write("5")
 before = hwm()
-rows = sum(s.num_rows for s in iter_slices(files))
+rows = sum(s.num_rows for s in iter_slices(files, max_bytes=SLICE_BYTES))  # as the render reads
 print(rows, hwm() - before)
 """
 
