@@ -170,6 +170,13 @@ class BatchTableOperator(BatchJobOperator):
         hand_back_memory()
         super()._defer(step)
 
+    def _poll_until_something_ends(self, step: Wait) -> None:
+        """Wait in the worker (``deferrable=False``), for hours maybe: not holding what the render and the split used."""
+        from airflow_provider_anthropix.table.memory import hand_back_memory
+
+        hand_back_memory()
+        super()._poll_until_something_ends(step)
+
     def _render_rows(self, context: Context) -> None:
         """Read the table, check templates, keys and columns, and write the requests (nothing is sent yet)."""
         from airflow_provider_anthropix.api.errors import AnthropixError
