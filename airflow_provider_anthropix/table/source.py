@@ -133,12 +133,18 @@ def _parquet_slices(handle: Any, rows: int, max_bytes: int | None) -> Iterator[p
     (one row group, 99 MB): RSS grew by ~250 MB with the defaults, ~150 MB like this, and
     ~50 MB with slices of ``SLICE_BYTES``.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(handle, pre_buffer=False, buffer_size=READ_BUFFER)
     if max_bytes is not None:
         rows = _rows_per_slice(parquet.metadata, rows, max_bytes)
-    yield from parquet.iter_batches(batch_size=rows, use_threads=False)
+    pool = pa.default_memory_pool()
+    for batch in parquet.iter_batches(batch_size=rows, use_threads=False):
+        yield batch
+        # Arrow's allocator keeps the pages of slices already dropped for later ones, and then some:
+        # handing them back each slice took the render of a million rows from +110 to +95 MB, in no more time.
+        pool.release_unused()
 
 
 def _rows_per_slice(metadata: pyarrow.parquet.FileMetaData, rows: int, max_bytes: int) -> int:
