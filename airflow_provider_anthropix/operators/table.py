@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_anthropix.api.plan import PlanOptions
     from airflow_provider_anthropix.io.job_files import JobWorkspace
+    from airflow_provider_anthropix.workflow.job import Wait
 
 #: The table's own working folder under the destination (the rendered requests and what they came from).
 TABLE_FOLDER = "_anthropix_table"
@@ -131,7 +132,10 @@ class BatchTableOperator(BatchJobOperator):
     # -- the rows ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_anthropix.table.memory import hand_back_memory
+
         self._render_rows(context)
+        hand_back_memory()  # the rows are written and dropped: the job's split starts from what the task held before
         return self._advance(context)
 
     def _table_folder(self) -> ObjectStoragePath:
@@ -159,6 +163,20 @@ class BatchTableOperator(BatchJobOperator):
             (folder / name).unlink(missing_ok=True)
         return summary
 
+    def _defer(self, step: Wait) -> None:
+        """Defer, leaving behind the memory the render and the split used (``dags test`` resumes in this process)."""
+        from airflow_provider_anthropix.table.memory import hand_back_memory
+
+        hand_back_memory()
+        super()._defer(step)
+
+    def _poll_until_something_ends(self, step: Wait) -> None:
+        """Wait in the worker (``deferrable=False``), for hours maybe: not holding what the render and the split used."""
+        from airflow_provider_anthropix.table.memory import hand_back_memory
+
+        hand_back_memory()
+        super()._poll_until_something_ends(step)
+
     def _render_rows(self, context: Context) -> None:
         """Read the table, check templates, keys and columns, and write the requests (nothing is sent yet)."""
         from airflow_provider_anthropix.api.errors import AnthropixError
@@ -167,7 +185,7 @@ class BatchTableOperator(BatchJobOperator):
         from airflow_provider_anthropix.operators.paths import storage_path
         from airflow_provider_anthropix.table.answers import AnswerLayout, check_column_names
         from airflow_provider_anthropix.table.render import RowRenderer, RowTemplates
-        from airflow_provider_anthropix.table.source import TableError, iter_slices, table_files
+        from airflow_provider_anthropix.table.source import SLICE_BYTES, TableError, iter_slices, table_files
 
         folder = self._point_job_at_rendered_rows()
         table_path = storage_path(self.table_path, self.table_path_conn_id, "table_path")
@@ -186,7 +204,7 @@ class BatchTableOperator(BatchJobOperator):
             files = table_files(table_path)
             fingerprint = fingerprint_inputs(files)
             renderer = RowRenderer(templates, id_column=self.id_column)
-            slices = iter_slices(files)
+            slices = iter_slices(files, max_bytes=SLICE_BYTES)  # a few MB at a time: rows are rendered one by one
             first = next(slices, None)
             if first is None:
                 raise TableError(f"table_path {table_path} has no rows")

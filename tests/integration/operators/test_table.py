@@ -281,3 +281,28 @@ def test_rows_with_system_blocks_tools_an_image_and_a_schema_and_the_model_check
     assert all(s in ("positive", "neutral", "negative") for s in table.column("sentiment").to_pylist())
     assert emulator.stats()["batches_created"] - before == 1  # the unknown model was refused before sending
     assert "claude-nonexistent-9" in capsys.readouterr().out
+
+
+def test_a_table_job_that_waits_in_the_worker(
+    airflow_dags: Path, emulator: EmulatorHandle, anthropix_conn_env: str, tmp_path: Path
+) -> None:
+    # deferrable=False: the task hands its memory back, then polls in the worker until its batches end.
+    pq.write_table(
+        pa.table({"k": [f"k{i}" for i in range(5)], "text": [f"t{i}" for i in range(5)]}), tmp_path / "in.parquet"
+    )
+    out = tmp_path / "out"
+    dag = load_dag_source(
+        airflow_dags,
+        "table_in_worker",
+        HEADER,
+        f"""
+        {DAG_OPEN}
+            BatchTableOperator(task_id="t", table_path={str(tmp_path / "in.parquet")!r}, destination={str(out)!r},
+                               id_column="k", prompt="Say {{{{ text }}}}", default_params=DEFAULTS,
+                               poll_interval=0.2, deferrable=False)
+        """,
+    )
+    assert states(dag.test()) == {"t": "success"}
+    table = read_output(out)
+    assert table.column("k").to_pylist() == [f"k{i}" for i in range(5)]
+    assert set(table.column("_result_type").to_pylist()) == {"succeeded"}

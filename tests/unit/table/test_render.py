@@ -115,3 +115,36 @@ def test_template_errors_keep_their_type_and_message() -> None:
 )
 def test_checker_problems_name_the_path(value: Any, problem: str | None) -> None:
     assert compile_checker(SCHEMA)(value, "$") == problem
+
+
+NO_PANDAS = """
+import io, sys
+import pyarrow.csv
+from airflow_provider_anthropix.table.render import RowRenderer, RowTemplates
+
+table = pyarrow.csv.read_csv(io.BytesIO(b"id,text\\na,x\\nb c,y\\na,z\\n"))  # pa.table() would load pandas itself
+print("pandas" in sys.modules)
+try:
+    RowRenderer(RowTemplates(prompt="{{ text }}"), id_column="id").render(table.to_batches(), io.BytesIO())
+except ValueError as exc:
+    print(str(exc).split(":")[0])
+print("pandas" in sys.modules)
+"""
+
+
+def test_the_key_check_does_not_load_pandas() -> None:
+    # pa.array() on a list imports pandas (~40 MB of RSS) to ask whether the list is a pandas object.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", NO_PANDAS], capture_output=True, text=True, timeout=240, check=True)
+    assert done.stdout.splitlines() == ["False", "row 2 has the same key as row 0 (id='a')", "False"]
+
+
+def test_the_key_arrays_hold_any_text() -> None:
+    from airflow_provider_anthropix.table.render import _string_array
+
+    values = ["", "plain", "ünïcødé", "k-" + "0" * 40, "x" * 70]
+    built = _string_array(values)
+    built.validate(full=True)
+    assert built.equals(pa.array(values, pa.string()))
