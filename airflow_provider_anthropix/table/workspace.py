@@ -33,7 +33,7 @@ from airflow_provider_anthropix.table.join import (
     stop_check,
 )
 from airflow_provider_anthropix.table.output import publish_table
-from airflow_provider_anthropix.table.source import TableError, iter_slices, table_files
+from airflow_provider_anthropix.table.source import SLICE_BYTES, TableError, iter_slices, table_files
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -171,7 +171,7 @@ class TableWorkspace(JobWorkspace):
             self._check_input_unchanged(files)
             published = publish_table(
                 self.destination,
-                spill.joined(iter_slices(files), self.id_column),
+                spill.joined(iter_slices(files, max_bytes=SLICE_BYTES), self.id_column),
                 manifest,
                 should_stop=self.should_stop,
                 before_commit=lambda: self._check_input_unchanged(files),

@@ -255,8 +255,8 @@ def test_an_input_changed_while_it_is_joined_is_refused_before_publishing(
 
     read = workspace.iter_slices
 
-    def other_rows(files: Any) -> Any:  # the second read of the input gives rows 0 and 1 swapped
-        for batch in read(files):
+    def other_rows(files: Any, **options: Any) -> Any:  # the second read of the input gives rows 0 and 1 swapped
+        for batch in read(files, **options):
             yield batch.take(pa.array([1, 0, *range(2, batch.num_rows)]))
 
     monkeypatch.setattr(workspace, "iter_slices", other_rows)
