@@ -26,7 +26,7 @@ $(VENV32)/.installed: pyproject.toml $(LOCK32)
 venv: $(VENV)/.installed
 venv32: $(VENV32)/.installed
 
-LINT_PATHS := $(wildcard airflow_provider_anthropix tests example_dags benchmarks)
+LINT_PATHS := $(wildcard airflow_provider_anthropix tests example_dags benchmarks scripts)
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
