@@ -8,7 +8,8 @@ import re
 MAX_REQUESTS = 100_000
 #: Largest JSON body a create may send (the edge answers 413 above it).
 MAX_BODY_BYTES = 256 * 1024 * 1024
-#: custom_id: 1-64 characters of letters, digits, underscore and hyphen.
+#: custom_id: 1-64 characters of letters, digits, underscore and hyphen. Use ``fullmatch``: with
+#: ``match`` the ``$`` also accepts a trailing newline. (Arrow's RE2 reads it as it is written.)
 CUSTOM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: API versions the service accepts; the first one is the current one.
 API_VERSIONS = ("2026-10-21", "2023-06-01")

@@ -55,7 +55,7 @@ _DOCUMENT_MEDIA_TYPES = {"base64": "application/pdf", "text": "text/plain"}
 MIN_THINKING_BUDGET = 1024
 _THINKING_TYPES = ("enabled", "adaptive", "disabled")
 _TOOL_CHOICE_TYPES = ("auto", "any", "none", "tool")
-_CUSTOM_ID_MATCH = CUSTOM_ID_RE.match
+_CUSTOM_ID_MATCH = CUSTOM_ID_RE.fullmatch  # not .match: its $ would accept a trailing newline
 
 
 def _is_int(value: Any) -> bool:
@@ -325,7 +325,7 @@ def validate_request(request: Any, *, api_version: str) -> list[str]:
     custom_id = request.get("custom_id")
     if custom_id is None:
         problems.append("custom_id is missing")
-    elif not isinstance(custom_id, str) or CUSTOM_ID_RE.match(custom_id) is None:
+    elif not isinstance(custom_id, str) or CUSTOM_ID_RE.fullmatch(custom_id) is None:
         problems.append(
             f"custom_id {_short_repr(custom_id)} is invalid: use 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
         )
@@ -460,7 +460,7 @@ class BatchChecker:
             ValidationProblem(message, index=index, custom_id=custom_id, file=file, line=line)
             for message in validate_request(request, api_version=self.api_version)
         ]
-        if custom_id is not None and CUSTOM_ID_RE.match(custom_id) is not None:
+        if custom_id is not None and CUSTOM_ID_RE.fullmatch(custom_id) is not None:
             first = seen.get(custom_id)
             if first is None:
                 seen[custom_id] = line if line is not None else -1 - index

@@ -171,7 +171,7 @@ def fast_requests(body: bytes | bytearray, *, api_version: str, max_requests: in
         return None
     strict = api_version in _STRICT_VERSIONS
     seen: set[str] = set()
-    match = CUSTOM_ID_RE.match
+    match = CUSTOM_ID_RE.fullmatch  # not .match: its $ would accept a trailing newline
     for request in requests:
         custom_id = request.custom_id
         if match(custom_id) is None or custom_id in seen or not _params_ok(request.params, strict):

@@ -51,7 +51,7 @@ def test_a_valid_request_has_no_problem(version: str) -> None:
     assert validate_request(request, api_version=version) == []
 
 
-@pytest.mark.parametrize("custom_id", ["", "a" * 65, "has space", "dot.ted", "ünï", 17, None])
+@pytest.mark.parametrize("custom_id", ["", "a" * 65, "has space", "dot.ted", "ünï", 17, None, "newline-at-the-end\n"])
 def test_custom_id_pattern(custom_id: Any) -> None:
     message = one(req(custom_id))
     assert message.startswith("custom_id")

@@ -35,3 +35,10 @@ def test_with_lines_the_first_use_is_named_by_its_line_also_on_the_slow_path() -
         "custom_id is used more than once in the batch (first at line 9); custom_ids must be unique",
     ]
     assert [p.line for p in found] == [20, 20]
+
+
+def test_a_custom_id_ending_in_a_newline_is_refused_on_the_fast_path_too() -> None:
+    """The pattern's ``$`` accepts a trailing newline under ``re.match``: the checker must match the whole id."""
+    params = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    problems = BatchChecker().check({"custom_id": "ends-in-a-newline\n", "params": params})
+    assert len(problems) == 1 and problems[0].message.startswith("custom_id"), problems

@@ -162,6 +162,13 @@ def test_duplicates_counts_and_shapes_go_to_the_slow_path() -> None:
     assert fast_requests(b'{"requests": [], "x": 1}', api_version=VERSIONS[0], max_requests=9) is None
     assert fast_requests(b"[" * 100_000, api_version=VERSIONS[0], max_requests=9) is None
     assert fast_requests(b'{"requests":[{"custom_id":"\xff"}]}', api_version=VERSIONS[0], max_requests=9) is None
+    newline_id = {
+        "custom_id": "a\n",
+        "params": {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]},
+    }
+    assert (
+        fast_requests(msgspec.json.encode({"requests": [newline_id]}), api_version=VERSIONS[0], max_requests=9) is None
+    )
 
 
 # -- the shortcut for plain requests -----------------------------------------------------------
