@@ -13,12 +13,13 @@ from __future__ import annotations
 import datetime
 import decimal
 import hashlib
-import re
 from typing import Any
 
 from airflow_provider_anthropix.api.errors import AnthropixError
+from airflow_provider_anthropix.api.limits import CUSTOM_ID_RE
 
-_VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: What a row without an id column is called before its position.
+ROW_ID_PREFIX = "row-"
 
 
 class RowKeyError(AnthropixError, ValueError):
@@ -28,7 +29,7 @@ class RowKeyError(AnthropixError, ValueError):
 def custom_id_for(key: Any) -> str:
     """The custom_id of a row whose key is ``key`` (a valid custom_id string as is, otherwise derived)."""
     if isinstance(key, str):
-        if _VALID.fullmatch(key):
+        if CUSTOM_ID_RE.fullmatch(key):
             return key
         material = b"s:" + key.encode("utf-8", "surrogatepass")
     elif key is None:
@@ -50,4 +51,4 @@ def custom_id_for(key: Any) -> str:
 
 def position_id(position: int) -> str:
     """The custom_id of the row at ``position`` when the table has no id column."""
-    return f"row-{position}"
+    return f"{ROW_ID_PREFIX}{position}"

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_anthropix.table.ids import custom_id_for
+from airflow_provider_anthropix.api.limits import CUSTOM_ID_RE
+from airflow_provider_anthropix.table.ids import ROW_ID_PREFIX, custom_id_for
 from airflow_provider_anthropix.table.source import SLICE_ROWS, TableError, format_of, iter_slices
 
 if TYPE_CHECKING:
@@ -45,7 +44,6 @@ BUCKET_ROWS = 16_384
 MAX_BUCKETS = 256
 #: The column holding an answer's row position while it is spilled (never published).
 POSITION = "_position"
-_VALID_ID = r"^[A-Za-z0-9_-]{1,64}$"
 _STRING_TYPES = ("string", "large_string")
 
 
@@ -60,11 +58,11 @@ def custom_ids_of(batch: pyarrow.RecordBatch, id_column: str | None, start: int)
 
     if id_column is None:
         positions = pa.array(range(start, start + batch.num_rows), type=pa.int64()).cast(pa.string())
-        return pc.binary_join_element_wise("row-", positions, "")
+        return pc.binary_join_element_wise(ROW_ID_PREFIX, positions, "")
     keys = batch.column(id_column)
     if str(keys.type) in _STRING_TYPES and keys.null_count == 0:
         keys = keys.cast(pa.string())
-        valid = pc.match_substring_regex(keys, _VALID_ID)
+        valid = pc.match_substring_regex(keys, CUSTOM_ID_RE.pattern)  # anchored; RE2's $ is the end
         if pc.all(valid).as_py() is not False:
             return keys
         odd = pc.invert(valid)
@@ -330,19 +328,6 @@ def _parts(slices: Iterable[pyarrow.RecordBatch], rows: int) -> Iterator[pyarrow
     for batch in slices:
         for offset in range(0, batch.num_rows, rows):
             yield batch.slice(offset, rows)
-
-
-class SpillFolder:
-    """A local temporary folder for one export's buckets, removed however the export ends."""
-
-    def __init__(self, parent: str | None = None) -> None:
-        self.path = tempfile.mkdtemp(prefix="anthropix-join-", dir=parent)
-
-    def __enter__(self) -> str:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def stop_check(should_stop: Callable[[], bool] | None) -> Callable[[], None]:

@@ -11,6 +11,7 @@ holding them all (``table/join.py``): its memory does not grow with the answers.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,6 @@ from airflow_provider_anthropix.table.answers import (
 from airflow_provider_anthropix.table.join import (
     BUCKET_ROWS,
     AnswerSpill,
-    SpillFolder,
     bucket_rows_for,
     input_custom_ids,
     key_slices,
@@ -127,7 +127,9 @@ class TableWorkspace(JobWorkspace):
         self.log.info("Read the custom_ids of %s rows (%.1f s)", f"{len(row_ids):,}", time.monotonic() - started)
         stop = stop_check(self.should_stop)
         with (
-            SpillFolder(self.spill_parent) as folder,
+            tempfile.TemporaryDirectory(
+                prefix="anthropix-join-", dir=self.spill_parent, ignore_cleanup_errors=True
+            ) as folder,
             AnswerSpill(
                 row_ids, answer_schema(self.layout), folder, bucket_rows=bucket_rows_for(len(row_ids), self.bucket_rows)
             ) as spill,
